@@ -1,0 +1,186 @@
+/* Kernel loading and boot information (src/boot/).
+ *
+ * The parsers work on an in-memory image and guest memory only, so unit tests
+ * can feed them crafted files; boot_load() is the one entry the VM builder
+ * calls. */
+#ifndef VMRUN_BOOT_H
+#define VMRUN_BOOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmrun/config.h"
+#include "vmrun/x86.h"
+
+struct guest_mem;
+
+/* ---- ELF64 ---- */
+
+#define ELF_MAX_LOAD_SEGMENTS 16
+#define ELF_MAX_PHDRS 64
+#define XEN_ELFNOTE_PHYS32_ENTRY 18
+
+struct elf_segment {
+	uint64_t paddr;  /* where it goes in guest-physical memory */
+	uint64_t vaddr;
+	uint64_t offset; /* in the file */
+	uint64_t filesz;
+	uint64_t memsz;  /* >= filesz; the rest is zeroed */
+};
+
+struct elf_image {
+	uint64_t entry;     /* guest-physical 64-bit entry */
+	bool has_pvh;
+	uint64_t pvh_entry; /* guest-physical 32-bit entry (PVH note) */
+	uint64_t lowest, highest; /* guest-physical span of the segments: [lowest, highest) */
+	unsigned n_segments;
+	struct elf_segment segments[ELF_MAX_LOAD_SEGMENTS];
+};
+
+/* Parse an ELF64 x86-64 executable in @buf (@len bytes): its PT_LOAD
+ * segments, entry point (translated to a physical address when it is a
+ * virtual one) and PVH note.  Checks everything against @len: a truncated file,
+ * a segment outside the file, overlapping segments or an entry outside every
+ * segment is -ENOEXEC with a one-line reason in @err. */
+int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Copy @img's segments from @buf into guest memory, zeroing the BSS parts.
+ * Every segment must be inside RAM and at or above X86_HIGH_MEM (the boot
+ * structures live below); else -ENOEXEC with a reason in @err. */
+int elf_load(const struct elf_image *img, const uint8_t *buf, const struct guest_mem *gm,
+	     char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* ---- Linux boot_params ("zero page"), Documentation/arch/x86/boot.rst ---- */
+
+struct setup_header {
+	uint8_t setup_sects;
+	uint16_t root_flags;
+	uint32_t syssize;
+	uint16_t ram_size;
+	uint16_t vid_mode;
+	uint16_t root_dev;
+	uint16_t boot_flag;
+	uint16_t jump;
+	uint32_t header;
+	uint16_t version;
+	uint32_t realmode_swtch;
+	uint16_t start_sys_seg;
+	uint16_t kernel_version;
+	uint8_t type_of_loader;
+	uint8_t loadflags;
+	uint16_t setup_move_size;
+	uint32_t code32_start;
+	uint32_t ramdisk_image;
+	uint32_t ramdisk_size;
+	uint32_t bootsect_kludge;
+	uint16_t heap_end_ptr;
+	uint8_t ext_loader_ver;
+	uint8_t ext_loader_type;
+	uint32_t cmd_line_ptr;
+	uint32_t initrd_addr_max;
+	uint32_t kernel_alignment;
+	uint8_t relocatable_kernel;
+	uint8_t min_alignment;
+	uint16_t xloadflags;
+	uint32_t cmdline_size;
+	uint32_t hardware_subarch;
+	uint64_t hardware_subarch_data;
+	uint32_t payload_offset;
+	uint32_t payload_length;
+	uint64_t setup_data;
+	uint64_t pref_address;
+	uint32_t init_size;
+	uint32_t handover_offset;
+	uint32_t kernel_info_offset;
+} __attribute__((packed));
+
+#define BOOT_E820_MAX 128
+
+struct boot_params {
+	uint8_t pad0[0x0c0];
+	uint32_t ext_ramdisk_image;
+	uint32_t ext_ramdisk_size;
+	uint32_t ext_cmd_line_ptr;
+	uint8_t pad1[0x1e8 - 0x0cc];
+	uint8_t e820_entries;
+	uint8_t pad2[0x1f1 - 0x1e9];
+	struct setup_header hdr;
+	uint8_t pad3[0x2d0 - 0x1f1 - sizeof(struct setup_header)];
+	struct e820_entry e820_table[BOOT_E820_MAX];
+	uint8_t pad4[0x1000 - 0x2d0 - BOOT_E820_MAX * sizeof(struct e820_entry)];
+} __attribute__((packed));
+
+#define BOOT_HDR_MAGIC 0x53726448u /* "HdrS" */
+#define BOOT_FLAG_MAGIC 0xaa55
+#define BOOT_PROTOCOL_VERSION 0x020f
+#define BOOT_LOADFLAG_LOADED_HIGH 0x01
+#define BOOT_LOADFLAG_CAN_USE_HEAP 0x80
+#define BOOT_LOADER_UNDEFINED 0xff
+
+struct boot_info {
+	uint64_t ram_size;
+	uint64_t cmdline_gpa;
+	uint32_t cmdline_len; /* without the NUL */
+	uint64_t initrd_gpa;  /* 0 with initrd_size 0: none */
+	uint64_t initrd_size;
+};
+
+/* Fill @bp (a whole zero page) for a kernel entered through the 64-bit entry:
+ * header magic, loader type, command line, initrd and the e820 map.
+ * Returns 0 or -ENOSPC (e820 overflow). */
+int boot_params_build(struct boot_params *bp, const struct boot_info *info)
+	__attribute__((warn_unused_result));
+
+/* ---- PVH hvm_start_info (xen/include/public/arch-x86/hvm/start_info.h) ---- */
+
+#define HVM_START_MAGIC 0x336ec578u
+
+struct hvm_start_info {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t flags;
+	uint32_t nr_modules;
+	uint64_t modlist_paddr;
+	uint64_t cmdline_paddr;
+	uint64_t rsdp_paddr;
+	uint64_t memmap_paddr;
+	uint32_t memmap_entries;
+	uint32_t reserved;
+} __attribute__((packed));
+
+struct hvm_modlist_entry {
+	uint64_t paddr;
+	uint64_t size;
+	uint64_t cmdline_paddr;
+	uint64_t reserved;
+} __attribute__((packed));
+
+struct hvm_memmap_entry {
+	uint64_t addr;
+	uint64_t size;
+	uint32_t type;
+	uint32_t reserved;
+} __attribute__((packed));
+
+/* Lay out, at @gpa in guest memory, an hvm_start_info followed by its
+ * module list (the initrd, if any) and memory map.  Returns 0 or -EFAULT. */
+int pvh_start_info_build(const struct guest_mem *gm, uint64_t gpa, const struct boot_info *info)
+	__attribute__((warn_unused_result));
+
+/* ---- the loader ---- */
+
+struct boot_setup {
+	enum boot_protocol protocol; /* BOOT_LINUX64 or BOOT_PVH */
+	uint64_t entry;              /* guest-physical */
+	uint64_t arg;                /* boot_params (RSI) or hvm_start_info (EBX) */
+};
+
+/* Load the kernel, initrd and command line of @cfg into @gm, write the boot
+ * tables, and say how the boot vCPU must start.  Errors are -errno with a
+ * one-line message naming the file in @err. */
+int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct boot_setup *out,
+	      char *err, size_t errlen) __attribute__((warn_unused_result));
+
+#endif

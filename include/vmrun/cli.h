@@ -1,0 +1,30 @@
+/* Command-line parsing: argv into a struct vm_config, nothing else. */
+#ifndef VMRUN_CLI_H
+#define VMRUN_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmrun/config.h"
+
+enum cli_result {
+	CLI_OK = 0,     /* @cfg is filled: run the VM */
+	CLI_HELP = 1,   /* --help was given: print cli_usage() and exit 0 */
+	CLI_VERSION = 2,/* --version was given */
+};
+
+/* Parse the options of `vmrun [OPTIONS]` (argv[0] is the program name).
+ * Fills @cfg (defaults first) with pointers into @argv, which must outlive it.
+ * Returns a CLI_* value, or -EINVAL with a one-line message (no newline, no
+ * program prefix) in @err. */
+int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err,
+	      size_t errlen) __attribute__((warn_unused_result));
+
+/* Parse a size such as "256M", "1G", "4096K" or "512" (plain numbers are MiB).
+ * Returns 0 and the byte count in @out, or -EINVAL (malformed) / -ERANGE. */
+int cli_parse_size(const char *s, uint64_t *out) __attribute__((warn_unused_result));
+
+/* The --help text. */
+const char *cli_usage(void);
+
+#endif

@@ -1,0 +1,49 @@
+/* struct vm_config: everything the command line says about one VM.
+ * Filled by cli_parse(), read by vm_build(); holds no logic. */
+#ifndef VMRUN_CONFIG_H
+#define VMRUN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VMRUN_DEFAULT_MEM (256ull << 20)
+#define VMRUN_MIN_MEM (8ull << 20)
+#define VMRUN_MAX_MEM (1ull << 40)
+/* xAPIC IDs are 8 bits: CPUs take 0..253, the IOAPIC 254, and 255 is the
+ * broadcast ID. */
+#define VMRUN_MAX_CPUS 254
+#define VMRUN_MAX_DISKS 16
+#define VMRUN_CMDLINE_MAX 4096 /* including the terminating NUL */
+
+enum console_kind {
+	CONSOLE_STDIO, /* output to stdout, input from stdin */
+	CONSOLE_FILE,  /* output to a file, no input */
+	CONSOLE_NONE,  /* output discarded, no input */
+};
+
+enum boot_protocol {
+	BOOT_AUTO,    /* ELF64: the Linux 64-bit entry (e_entry) */
+	BOOT_LINUX64, /* Linux x86-64 boot protocol, boot_params in RSI */
+	BOOT_PVH,     /* Xen PVH: 32-bit entry from the ELF note, hvm_start_info in EBX */
+};
+
+struct disk_config {
+	const char *spec; /* as given on the command line (points into argv) */
+};
+
+struct vm_config {
+	const char *kernel_path;  /* required */
+	const char *initrd_path;  /* NULL: none */
+	const char *cmdline;      /* NULL: empty */
+	uint64_t mem_size;        /* bytes, a multiple of 4 KiB */
+	unsigned cpus;            /* 1..VMRUN_MAX_CPUS */
+	enum console_kind console;
+	const char *console_path; /* CONSOLE_FILE only */
+	double timeout_s;         /* 0: none */
+	const char *api_sock;     /* NULL: no control socket */
+	enum boot_protocol boot;
+	unsigned n_disks;
+	struct disk_config disks[VMRUN_MAX_DISKS];
+};
+
+#endif

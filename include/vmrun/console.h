@@ -1,0 +1,45 @@
+/* The serial console's host side (src/core/console.c): where output goes,
+ * stdin in raw mode when it is a terminal, and the Ctrl-A escape. */
+#ifndef VMRUN_CONSOLE_H
+#define VMRUN_CONSOLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <termios.h>
+
+#include "vmrun/config.h"
+
+#define CONSOLE_ESCAPE 0x01 /* Ctrl-A */
+
+struct console {
+	int out_fd;      /* -1: output discarded */
+	bool out_owned;  /* out_fd was opened by us (file:PATH) */
+	int in_fd;       /* -1: no input */
+	bool in_is_tty;  /* escape sequences and raw mode apply */
+	bool raw_active;
+	struct termios saved;
+	bool escape_seen; /* the previous input byte was Ctrl-A */
+};
+
+/* Open the console described by @cfg.  Returns 0 or -errno with @err set. */
+int console_open(struct console *c, const struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Put a terminal stdin in raw mode (no echo, no line editing, no signals),
+ * keeping output post-processing so "\n" still returns the carriage. */
+void console_enter_raw(struct console *c);
+
+/* Restore the terminal; safe to call more than once, and on every exit path. */
+void console_restore(struct console *c);
+
+void console_close(struct console *c);
+
+/* Run @n input bytes through the escape filter: Ctrl-A x sets *@quit and
+ * stops; Ctrl-A Ctrl-A yields one Ctrl-A; Ctrl-A followed by anything else
+ * yields both bytes.  Writes at most @n + 1 bytes to @out and returns how
+ * many.  Without a terminal the bytes pass unchanged. */
+size_t console_filter_input(struct console *c, const uint8_t *in, size_t n, uint8_t *out,
+			    bool *quit);
+
+#endif

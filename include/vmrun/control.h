@@ -1,0 +1,67 @@
+/* The control socket (src/core/control.c): a unix stream socket speaking one
+ * JSON object per line.
+ *
+ *   request  {"id": 7, "cmd": "pause", "args": {...}}   ("id" and "args" optional)
+ *   reply    {"id": 7, "ok": true, "result": {...}}
+ *            {"id": 7, "ok": false, "error": "why"}
+ *   event    {"event": "guest-exit", "data": {...}}     (sent to every client)
+ *
+ * Several clients may be connected; a malformed line gets an error reply, a
+ * line over CONTROL_LINE_MAX or a client that stops reading is disconnected;
+ * none of it touches the guest.  Runs on the main thread's event loop. */
+#ifndef VMRUN_CONTROL_H
+#define VMRUN_CONTROL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "vmrun/evloop.h"
+
+#define CONTROL_MAX_CLIENTS 8
+#define CONTROL_LINE_MAX 65536
+
+/* What the control socket can ask of the VM.  Each returns 0 or -errno;
+ * query_status returns a new JSON object (or NULL on failure). */
+struct control_ops {
+	json_t *(*query_status)(void *opaque);
+	int (*pause)(void *opaque);
+	int (*resume)(void *opaque);
+	int (*quit)(void *opaque);
+};
+
+struct control;
+
+struct control_client {
+	struct ev_source src; /* src.fd < 0: slot free */
+	struct control *ctl;
+	char *buf;            /* CONTROL_LINE_MAX bytes */
+	size_t len;
+};
+
+struct control {
+	struct ev_source listen_src;
+	struct evloop *loop;
+	const struct control_ops *ops;
+	void *opaque;
+	char path[108];
+	struct control_client clients[CONTROL_MAX_CLIENTS];
+};
+
+/* Bind @path (replacing a stale socket, refusing a live one or a non-socket)
+ * and watch it on @loop.  Returns 0 or -errno with @err set. */
+int control_init(struct control *ctl, struct evloop *loop, const char *path,
+		 const struct control_ops *ops, void *opaque, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Disconnect every client, close and unlink the socket. */
+void control_exit(struct control *ctl);
+
+/* Send {"event": @name, "data": @data} to every client; steals @data. */
+void control_emit_event(struct control *ctl, const char *name, json_t *data);
+
+/* Execute one request line and return the reply object (caller decrefs).
+ * Exposed for unit tests; clients go through the socket. */
+json_t *control_handle_line(struct control *ctl, const char *line, size_t len);
+
+#endif

@@ -1,0 +1,46 @@
+/* Guest physical memory (src/mmu/).  Every guest-physical access the VMM makes
+ * goes through guest_mem_ptr(), the one checked translation. */
+#ifndef VMRUN_GUEST_MEM_H
+#define VMRUN_GUEST_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GUEST_MEM_MAX_REGIONS 4
+
+struct guest_mem_region {
+	uint64_t gpa;  /* first guest-physical address */
+	uint64_t size; /* bytes, a multiple of 4 KiB */
+	uint8_t *host; /* host mapping of gpa */
+};
+
+struct guest_mem {
+	struct guest_mem_region regions[GUEST_MEM_MAX_REGIONS];
+	unsigned n_regions;
+	uint64_t ram_size;  /* sum of region sizes */
+	uint8_t *mapping;   /* one reservation that holds all regions */
+	size_t mapping_len;
+};
+
+/* Map @ram_size bytes of anonymous, MAP_NORESERVE guest RAM laid out around
+ * the 32-bit MMIO hole (x86_layout_ram()).  @gm is caller storage.
+ * Returns 0 or -errno. */
+int guest_mem_init(struct guest_mem *gm, uint64_t ram_size) __attribute__((warn_unused_result));
+
+/* Unmap what guest_mem_init() mapped; safe on a zeroed struct. */
+void guest_mem_exit(struct guest_mem *gm);
+
+/* Register every region as a KVM memory slot on @vm_fd.  Returns 0 or -errno. */
+int guest_mem_register(const struct guest_mem *gm, int vm_fd) __attribute__((warn_unused_result));
+
+/* Host pointer for guest-physical [gpa, gpa + len), or NULL when any byte of
+ * that range is outside RAM (or the range wraps).  len == 0 is treated as 1. */
+void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
+
+/* Copy to / from guest RAM.  Returns 0, or -EFAULT when the range is not RAM. */
+int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *src, size_t len)
+	__attribute__((warn_unused_result));
+int guest_mem_read(const struct guest_mem *gm, uint64_t gpa, void *dst, size_t len)
+	__attribute__((warn_unused_result));
+
+#endif

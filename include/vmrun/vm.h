@@ -1,0 +1,118 @@
+/* struct vm: one virtual machine and everything it owns (src/vm.c).
+ * All state hangs off it; two VMs can coexist in one process. */
+#ifndef VMRUN_VM_H
+#define VMRUN_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "vmrun/boot.h"
+#include "vmrun/bus.h"
+#include "vmrun/config.h"
+#include "vmrun/console.h"
+#include "vmrun/control.h"
+#include "vmrun/devices.h"
+#include "vmrun/evloop.h"
+#include "vmrun/guest_mem.h"
+
+struct kvm_run;
+struct kvm_cpuid2;
+
+enum vcpu_request {
+	VCPU_RUN,
+	VCPU_PAUSE,
+	VCPU_STOP,
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	bool parked;   /* out of KVM_RUN, waiting on vm->state_cond (state_lock) */
+	bool finished; /* the thread has returned (state_lock) */
+};
+
+struct vm {
+	const struct vm_config *cfg;
+	int kvm_fd;
+	int vm_fd;
+	size_t run_mmap_size;
+	struct guest_mem mem;
+	struct bus pio_bus;
+	struct bus mmio_bus;
+	struct device_host dev_host;
+	struct serial serial;
+	struct i8042 i8042;
+	struct debug_exit debug_exit;
+	struct boot_setup boot;
+	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, patched per vCPU */
+	struct vcpu *vcpus;
+	unsigned n_vcpus;
+
+	/* vCPU run state: the pause/resume/stop state machine. */
+	pthread_mutex_t state_lock;
+	pthread_cond_t state_cond; /* vCPUs wait here while paused */
+	pthread_cond_t ack_cond;   /* the main thread waits here for parked vCPUs */
+	enum vcpu_request request;
+	unsigned n_parked;
+
+	/* How the run ends: first request_exit wins. */
+	atomic_bool exiting;
+	int exit_status;
+	char exit_reason[64];
+	int exit_eventfd; /* vCPU threads -> main loop */
+
+	struct evloop loop;
+	struct console console;
+	struct ev_source exit_src, signal_src, timer_src, stdin_src, rx_src;
+	int rx_eventfd; /* the UART has room for input again */
+	bool stdin_polled; /* stdin is an epoll source (not a regular file) */
+	bool stdin_open;
+	struct control control;
+	bool control_active;
+	struct timespec started;
+};
+
+/* Build the VM for @cfg (which must outlive it): KVM checks, memory, devices,
+ * kernel, vCPUs.  @vm is caller storage.  On failure returns -errno with a
+ * one-line message in @err; vm_destroy() must still be called. */
+int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Run until the guest or the operator ends it; returns the exit status
+ * (enum vmrun_exit_status, or a debug-exit status). */
+int vm_run(struct vm *vm);
+
+/* Release everything vm_build() acquired; safe after a failed build. */
+void vm_destroy(struct vm *vm);
+
+/* End the run with @status (first caller wins); callable from any thread. */
+void vm_request_exit(struct vm *vm, int status, const char *reason);
+
+/* ---- src/vcpu/vcpu.c ---- */
+
+/* Create vCPU @id: KVM_CREATE_VCPU, the kvm_run mapping and its CPUID. */
+int vcpu_init(struct vm *vm, struct vcpu *vcpu, unsigned id) __attribute__((warn_unused_result));
+void vcpu_exit(struct vcpu *vcpu);
+
+/* Start every vCPU thread.  Returns 0 or -errno. */
+int vcpus_start(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Park every running vCPU outside KVM_RUN and wait until each acknowledged.
+ * Returns 0, or -ETIMEDOUT if one did not within a few seconds. */
+int vcpus_pause(struct vm *vm) __attribute__((warn_unused_result));
+void vcpus_resume(struct vm *vm);
+
+/* Stop and join every vCPU thread. */
+void vcpus_stop(struct vm *vm);
+
+/* Whether the vCPUs are paused (the main thread's view). */
+bool vcpus_paused(struct vm *vm);
+
+#endif

@@ -1,0 +1,191 @@
+/* ELF64 kernel images: program headers, entry point and the PVH note.
+ * The file is untrusted: every offset and size is checked against the file
+ * length with arithmetic that cannot overflow. */
+#include <elf.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "vmrun/boot.h"
+#include "vmrun/guest_mem.h"
+
+__attribute__((format(printf, 3, 4)))
+static int elf_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -ENOEXEC;
+}
+
+/* True when [off, off + size) lies inside a file of @len bytes. */
+static bool in_file(uint64_t off, uint64_t size, size_t len)
+{
+	return off <= len && size <= len - off;
+}
+
+/* Walk the notes of one PT_NOTE segment looking for Xen's PHYS32_ENTRY. */
+static int elf_find_pvh_note(const uint8_t *buf, const Elf64_Phdr *ph, struct elf_image *img)
+{
+	uint64_t pos = ph->p_offset, end = ph->p_offset + ph->p_filesz;
+
+	while (end - pos >= sizeof(Elf64_Nhdr)) {
+		Elf64_Nhdr nh;
+		uint64_t name_len, desc_len;
+
+		memcpy(&nh, buf + pos, sizeof(nh));
+		pos += sizeof(nh);
+		name_len = ((uint64_t)nh.n_namesz + 3) & ~3ull;
+		desc_len = ((uint64_t)nh.n_descsz + 3) & ~3ull;
+		if (name_len > end - pos || desc_len > end - pos - name_len)
+			return -1; /* truncated note */
+		if (nh.n_type == XEN_ELFNOTE_PHYS32_ENTRY && nh.n_namesz == 4 &&
+		    !memcmp(buf + pos, "Xen", 4)) {
+			const uint8_t *desc = buf + pos + name_len;
+
+			if (nh.n_descsz == 4) {
+				uint32_t e;
+
+				memcpy(&e, desc, 4);
+				img->pvh_entry = e;
+			} else if (nh.n_descsz == 8) {
+				memcpy(&img->pvh_entry, desc, 8);
+			} else {
+				return -1;
+			}
+			img->has_pvh = true;
+		}
+		pos += name_len + desc_len;
+	}
+	return 0;
+}
+
+/* The segment that contains physical address @pa, or NULL. */
+static const struct elf_segment *segment_at(const struct elf_image *img, uint64_t pa)
+{
+	for (unsigned i = 0; i < img->n_segments; i++) {
+		const struct elf_segment *s = &img->segments[i];
+
+		if (pa >= s->paddr && pa - s->paddr < s->memsz)
+			return s;
+	}
+	return NULL;
+}
+
+int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, size_t errlen)
+{
+	Elf64_Ehdr eh;
+
+	memset(img, 0, sizeof(*img));
+	if (len < EI_NIDENT || memcmp(buf, ELFMAG, SELFMAG))
+		return elf_fail(err, errlen, "not an ELF file");
+	if (buf[EI_CLASS] != ELFCLASS64)
+		return elf_fail(err, errlen, "not a 64-bit ELF file");
+	if (len < sizeof(eh))
+		return elf_fail(err, errlen, "truncated ELF header");
+	memcpy(&eh, buf, sizeof(eh));
+	if (buf[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
+		return elf_fail(err, errlen, "not an x86-64 ELF file");
+	if (eh.e_type != ET_EXEC)
+		return elf_fail(err, errlen, "not an ELF executable (type %u)", eh.e_type);
+	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > ELF_MAX_PHDRS)
+		return elf_fail(err, errlen, "bad program header table (%u entries of %u bytes)",
+				eh.e_phnum, eh.e_phentsize);
+	if (!in_file(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr), len))
+		return elf_fail(err, errlen, "truncated: program headers past the end of the file");
+
+	for (unsigned i = 0; i < eh.e_phnum; i++) {
+		Elf64_Phdr ph;
+		struct elf_segment *s;
+
+		memcpy(&ph, buf + eh.e_phoff + i * sizeof(ph), sizeof(ph));
+		if (ph.p_type == PT_NOTE) {
+			if (!in_file(ph.p_offset, ph.p_filesz, len))
+				return elf_fail(err, errlen, "truncated: note segment past the end of the file");
+			if (elf_find_pvh_note(buf, &ph, img))
+				return elf_fail(err, errlen, "malformed note in segment %u", i);
+			continue;
+		}
+		if (ph.p_type != PT_LOAD)
+			continue;
+		if (ph.p_filesz > ph.p_memsz)
+			return elf_fail(err, errlen, "segment %u: file size larger than memory size", i);
+		if (ph.p_memsz == 0)
+			continue;
+		if (!in_file(ph.p_offset, ph.p_filesz, len))
+			return elf_fail(err, errlen,
+					"truncated: segment %u (offset 0x%llx, 0x%llx bytes) is past the end of the file",
+					i, (unsigned long long)ph.p_offset, (unsigned long long)ph.p_filesz);
+		if (ph.p_paddr + ph.p_memsz < ph.p_paddr)
+			return elf_fail(err, errlen, "segment %u wraps around the address space", i);
+		if (img->n_segments == ELF_MAX_LOAD_SEGMENTS)
+			return elf_fail(err, errlen, "more than %d loadable segments", ELF_MAX_LOAD_SEGMENTS);
+		for (unsigned j = 0; j < img->n_segments; j++) {
+			const struct elf_segment *o = &img->segments[j];
+
+			if (ph.p_paddr < o->paddr + o->memsz && o->paddr < ph.p_paddr + ph.p_memsz)
+				return elf_fail(err, errlen,
+						"segments overlap at physical 0x%llx",
+						(unsigned long long)(ph.p_paddr > o->paddr ? ph.p_paddr : o->paddr));
+		}
+		s = &img->segments[img->n_segments++];
+		*s = (struct elf_segment){ ph.p_paddr, ph.p_vaddr, ph.p_offset, ph.p_filesz, ph.p_memsz };
+		if (img->n_segments == 1 || s->paddr < img->lowest)
+			img->lowest = s->paddr;
+		if (s->paddr + s->memsz > img->highest)
+			img->highest = s->paddr + s->memsz;
+	}
+	if (!img->n_segments)
+		return elf_fail(err, errlen, "no loadable segments");
+
+	/* e_entry is physical for Linux's vmlinux; a virtual one is translated
+	 * through the segment whose virtual range holds it. */
+	img->entry = eh.e_entry;
+	if (!segment_at(img, img->entry)) {
+		bool found = false;
+
+		for (unsigned i = 0; i < img->n_segments; i++) {
+			const struct elf_segment *s = &img->segments[i];
+
+			if (eh.e_entry >= s->vaddr && eh.e_entry - s->vaddr < s->memsz) {
+				img->entry = s->paddr + (eh.e_entry - s->vaddr);
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+			return elf_fail(err, errlen, "entry point 0x%llx is outside every segment",
+					(unsigned long long)eh.e_entry);
+	}
+	if (img->has_pvh && (img->pvh_entry > 0xffffffffull || !segment_at(img, img->pvh_entry)))
+		return elf_fail(err, errlen, "PVH entry 0x%llx is outside every segment",
+				(unsigned long long)img->pvh_entry);
+	return 0;
+}
+
+int elf_load(const struct elf_image *img, const uint8_t *buf, const struct guest_mem *gm,
+	     char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < img->n_segments; i++) {
+		const struct elf_segment *s = &img->segments[i];
+		uint8_t *dst;
+
+		if (s->paddr < X86_HIGH_MEM)
+			return elf_fail(err, errlen,
+					"segment at 0x%llx is below 1 MiB, where the boot structures live",
+					(unsigned long long)s->paddr);
+		dst = guest_mem_ptr(gm, s->paddr, s->memsz);
+		if (!dst)
+			return elf_fail(err, errlen,
+					"segment 0x%llx-0x%llx is outside guest RAM (%llu MiB); try a larger --mem",
+					(unsigned long long)s->paddr,
+					(unsigned long long)(s->paddr + s->memsz),
+					(unsigned long long)(gm->ram_size >> 20));
+		memcpy(dst, buf + s->offset, s->filesz);
+		memset(dst + s->filesz, 0, s->memsz - s->filesz);
+	}
+	return 0;
+}

@@ -1,0 +1,285 @@
+#include "vmrun/control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vmrun/log.h"
+
+static json_t *reply_error(json_t *id, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static json_t *reply_error(json_t *id, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return json_pack("{s:O?,s:b,s:s}", "id", id, "ok", 0, "error", msg);
+}
+
+static json_t *reply_ok(json_t *id, json_t *result)
+{
+	return json_pack("{s:O?,s:b,s:o}", "id", id, "ok", 1, "result",
+			 result ? result : json_object());
+}
+
+/* Commands: name, handler.  A handler returns 0 or -errno. */
+static json_t *run_command(struct control *ctl, json_t *id, const char *cmd)
+{
+	int r;
+
+	if (!strcmp(cmd, "query-status")) {
+		json_t *st = ctl->ops->query_status(ctl->opaque);
+
+		return st ? reply_ok(id, st) : reply_error(id, "query-status failed");
+	}
+	if (!strcmp(cmd, "pause"))
+		r = ctl->ops->pause(ctl->opaque);
+	else if (!strcmp(cmd, "resume"))
+		r = ctl->ops->resume(ctl->opaque);
+	else if (!strcmp(cmd, "quit"))
+		r = ctl->ops->quit(ctl->opaque);
+	else
+		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit)", cmd);
+	if (r)
+		return reply_error(id, "%s failed: %s", cmd, strerror(-r));
+	return reply_ok(id, ctl->ops->query_status(ctl->opaque));
+}
+
+json_t *control_handle_line(struct control *ctl, const char *line, size_t len)
+{
+	json_error_t jerr;
+	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr), *id, *cmd, *reply;
+
+	if (!req)
+		return reply_error(NULL, "malformed JSON: %s", jerr.text);
+	if (!json_is_object(req)) {
+		json_decref(req);
+		return reply_error(NULL, "a request must be a JSON object");
+	}
+	id = json_object_get(req, "id");
+	cmd = json_object_get(req, "cmd");
+	if (!json_is_string(cmd))
+		reply = reply_error(id, "missing \"cmd\" string");
+	else
+		reply = run_command(ctl, id, json_string_value(cmd));
+	json_decref(req);
+	return reply;
+}
+
+static void client_close(struct control_client *cl)
+{
+	if (cl->src.fd < 0)
+		return;
+	evloop_remove(cl->ctl->loop, &cl->src);
+	close(cl->src.fd);
+	cl->src.fd = -1;
+	cl->len = 0;
+}
+
+/* Send one JSON object and a newline.  A client that cannot take a small
+ * reply right now is not reading: it is disconnected rather than allowed to
+ * block the loop. */
+static void client_send(struct control_client *cl, json_t *obj)
+{
+	char *text = json_dumps(obj, JSON_COMPACT);
+	size_t len;
+	ssize_t n;
+
+	if (!text) {
+		client_close(cl);
+		return;
+	}
+	len = strlen(text);
+	text[len] = '\n'; /* replaces the NUL; json_dumps output is len + 1 bytes */
+	n = send(cl->src.fd, text, len + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	free(text);
+	if (n != (ssize_t)(len + 1))
+		client_close(cl);
+}
+
+static void client_handle(struct ev_source *src, uint32_t events)
+{
+	struct control_client *cl = src->opaque;
+	ssize_t n;
+
+	if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLIN)) {
+		client_close(cl);
+		return;
+	}
+	n = recv(src->fd, cl->buf + cl->len, CONTROL_LINE_MAX - cl->len, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		client_close(cl);
+		return;
+	}
+	cl->len += (size_t)n;
+	for (;;) {
+		char *nl = memchr(cl->buf, '\n', cl->len);
+		size_t line_len;
+		json_t *reply;
+
+		if (!nl)
+			break;
+		line_len = (size_t)(nl - cl->buf);
+		if (line_len && cl->buf[line_len - 1] == '\r')
+			line_len--;
+		if (line_len) {
+			reply = control_handle_line(cl->ctl, cl->buf, line_len);
+			if (reply) {
+				client_send(cl, reply);
+				json_decref(reply);
+			}
+			if (cl->src.fd < 0)
+				return; /* closed while replying */
+		}
+		memmove(cl->buf, nl + 1, cl->len - (size_t)(nl + 1 - cl->buf));
+		cl->len -= (size_t)(nl + 1 - cl->buf);
+	}
+	if (cl->len == CONTROL_LINE_MAX) {
+		json_t *reply = reply_error(NULL, "line longer than %d bytes", CONTROL_LINE_MAX);
+
+		client_send(cl, reply);
+		json_decref(reply);
+		client_close(cl);
+	}
+}
+
+static void control_accept(struct ev_source *src, uint32_t events)
+{
+	struct control *ctl = src->opaque;
+	int fd = accept4(src->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		struct control_client *cl = &ctl->clients[i];
+
+		if (cl->src.fd >= 0)
+			continue;
+		if (!cl->buf)
+			cl->buf = malloc(CONTROL_LINE_MAX);
+		if (!cl->buf)
+			break;
+		cl->src = (struct ev_source){ .fd = fd, .handler = client_handle, .opaque = cl };
+		cl->len = 0;
+		if (evloop_add(ctl->loop, &cl->src, EPOLLIN | EPOLLRDHUP)) {
+			cl->src.fd = -1;
+			break;
+		}
+		return;
+	}
+	/* Full: say why, then hang up. */
+	static const char busy[] = "{\"id\":null,\"ok\":false,\"error\":\"too many control clients\"}\n";
+	(void)!send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	close(fd);
+}
+
+/* Returns 0 when @path may be bound: absent, or a socket nobody listens on. */
+static int control_claim_path(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "--api-sock %s: exists and is not a socket", path);
+		return -EEXIST;
+	}
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+	close(fd);
+	if (r == 0) {
+		snprintf(err, errlen, "--api-sock %s: another process is listening there", path);
+		return -EADDRINUSE;
+	}
+	return unlink(path) < 0 ? -errno : 0; /* stale socket of a dead vmrun */
+}
+
+int control_init(struct control *ctl, struct evloop *loop, const char *path,
+		 const struct control_ops *ops, void *opaque, char *err, size_t errlen)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	memset(ctl, 0, sizeof(*ctl));
+	ctl->listen_src.fd = -1;
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		ctl->clients[i].src.fd = -1;
+		ctl->clients[i].ctl = ctl;
+	}
+	ctl->loop = loop;
+	ctl->ops = ops;
+	ctl->opaque = opaque;
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		snprintf(err, errlen, "--api-sock %s: path longer than %zu bytes", path,
+			 sizeof(addr.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	err[0] = '\0';
+	r = control_claim_path(path, err, errlen);
+	if (r) {
+		if (!err[0])
+			snprintf(err, errlen, "--api-sock %s: %s", path, strerror(-r));
+		return r;
+	}
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		snprintf(err, errlen, "--api-sock %s: %s", path, strerror(-r));
+		return r;
+	}
+	strcpy(ctl->path, path);
+	ctl->listen_src = (struct ev_source){ .fd = fd, .handler = control_accept, .opaque = ctl };
+	r = evloop_add(loop, &ctl->listen_src, EPOLLIN);
+	if (r) {
+		snprintf(err, errlen, "--api-sock %s: %s", path, strerror(-r));
+		control_exit(ctl);
+	}
+	return r;
+}
+
+void control_exit(struct control *ctl)
+{
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		client_close(&ctl->clients[i]);
+		free(ctl->clients[i].buf);
+		ctl->clients[i].buf = NULL;
+	}
+	if (ctl->listen_src.fd >= 0) {
+		evloop_remove(ctl->loop, &ctl->listen_src);
+		close(ctl->listen_src.fd);
+		ctl->listen_src.fd = -1;
+		unlink(ctl->path);
+	}
+}
+
+void control_emit_event(struct control *ctl, const char *name, json_t *data)
+{
+	json_t *ev = json_pack("{s:s,s:o}", "event", name, "data", data ? data : json_object());
+
+	if (!ev)
+		return;
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		if (ctl->clients[i].src.fd >= 0)
+			client_send(&ctl->clients[i], ev);
+	json_decref(ev);
+}

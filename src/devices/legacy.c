@@ -1,0 +1,67 @@
+/* The i8042's CPU reset line and the isa-debug-exit port: the two ways a
+ * guest without ACPI ends its run on purpose. */
+#include <string.h>
+
+#include "vmrun/devices.h"
+#include "vmrun/exit_status.h"
+
+#define I8042_DATA_PORT 0x60
+#define I8042_COMMAND_PORT 0x64
+#define I8042_CMD_RESET 0xfe
+
+static int i8042_read(struct bus_region *region, uint64_t offset, void *data, unsigned size)
+{
+	/* Status 0: output buffer empty, input buffer empty: a probing
+	 * driver sees an idle controller with nothing attached. */
+	memset(data, 0, size);
+	return 0;
+}
+
+static int i8042_write(struct bus_region *region, uint64_t offset, const void *data,
+		       unsigned size)
+{
+	struct i8042 *k = region->opaque;
+
+	if (region == &k->status_region && *(const uint8_t *)data == I8042_CMD_RESET)
+		k->host->request_exit(k->host->opaque, VMRUN_EXIT_RESET, "i8042 reset");
+	return 0;
+}
+
+static const struct bus_ops i8042_ops = { .read = i8042_read, .write = i8042_write };
+
+void i8042_init(struct i8042 *k, const struct device_host *host)
+{
+	k->host = host;
+	k->data_region = (struct bus_region){ .base = I8042_DATA_PORT, .len = 1, .ops = &i8042_ops,
+					      .opaque = k, .name = "i8042-data" };
+	k->status_region = (struct bus_region){ .base = I8042_COMMAND_PORT, .len = 1,
+						.ops = &i8042_ops, .opaque = k, .name = "i8042-cmd" };
+}
+
+static int debug_exit_write(struct bus_region *region, uint64_t offset, const void *data,
+			    unsigned size)
+{
+	struct debug_exit *d = region->opaque;
+	uint32_t v = 0;
+
+	if (offset != 0)
+		return 0; /* only a write to the base port counts, as in QEMU */
+	memcpy(&v, data, size > 4 ? 4 : size);
+	d->host->request_exit(d->host->opaque, vmrun_exit_status_for_debug_exit(v), "debug-exit");
+	return 0;
+}
+
+static int debug_exit_read(struct bus_region *region, uint64_t offset, void *data, unsigned size)
+{
+	memset(data, 0xff, size);
+	return 0;
+}
+
+static const struct bus_ops debug_exit_ops = { .read = debug_exit_read, .write = debug_exit_write };
+
+void debug_exit_init(struct debug_exit *d, const struct device_host *host)
+{
+	d->host = host;
+	d->region = (struct bus_region){ .base = DEBUG_EXIT_PORT, .len = 4, .ops = &debug_exit_ops,
+					 .opaque = d, .name = "debug-exit" };
+}

@@ -1,0 +1,284 @@
+/* 16550A UART.  Transmission is instantaneous (THR is always empty), input
+ * arrives through serial_receive() into a buffer larger than the 16-byte FIFO
+ * so the host side can be flow-controlled instead of dropping bytes.
+ * Register reference: the National Semiconductor PC16550D datasheet. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmrun/devices.h"
+
+#define UART_RBR_THR 0
+#define UART_IER 1
+#define UART_IIR_FCR 2
+#define UART_LCR 3
+#define UART_MCR 4
+#define UART_LSR 5
+#define UART_MSR 6
+#define UART_SCR 7
+
+#define IER_RDI 0x01  /* received data available */
+#define IER_THRI 0x02 /* transmitter holding register empty */
+#define IER_RLSI 0x04 /* receiver line status */
+#define IER_MSI 0x08  /* modem status */
+
+#define IIR_NONE 0x01
+#define IIR_MSI 0x00
+#define IIR_THRI 0x02
+#define IIR_RDI 0x04
+#define IIR_RLSI 0x06
+#define IIR_FIFO_ENABLED 0xc0
+
+#define FCR_ENABLE 0x01
+#define FCR_CLEAR_RX 0x02
+
+#define LCR_DLAB 0x80
+
+#define MCR_DTR 0x01
+#define MCR_RTS 0x02
+#define MCR_OUT1 0x04
+#define MCR_OUT2 0x08
+#define MCR_LOOP 0x10
+
+#define LSR_DR 0x01
+#define LSR_OE 0x02
+#define LSR_THRE 0x20
+#define LSR_TEMT 0x40
+
+#define MSR_CTS 0x10
+#define MSR_DSR 0x20
+#define MSR_RI 0x40
+#define MSR_DCD 0x80
+
+static const struct bus_ops serial_ops;
+
+void serial_init(struct serial *s, uint16_t base, unsigned irq, int out_fd,
+		 const struct device_host *host)
+{
+	memset(s, 0, sizeof(*s));
+	s->region = (struct bus_region){ .base = base, .len = 8, .ops = &serial_ops,
+					 .opaque = s, .name = "serial" };
+	s->host = host;
+	s->irq = irq;
+	s->out_fd = out_fd;
+	s->mcr = MCR_OUT2;
+	s->msr = MSR_DCD | MSR_DSR | MSR_CTS;
+	s->dll = 0x0c; /* 9600 baud */
+	pthread_mutex_init(&s->lock, NULL);
+}
+
+void serial_exit(struct serial *s)
+{
+	pthread_mutex_destroy(&s->lock);
+}
+
+/* Interrupt identification, highest priority first.  Caller holds the lock. */
+static uint8_t serial_iir(const struct serial *s)
+{
+	if ((s->ier & IER_RLSI) && s->lsr_errors)
+		return IIR_RLSI;
+	if ((s->ier & IER_RDI) && s->rx_count)
+		return IIR_RDI;
+	if ((s->ier & IER_THRI) && s->thr_interrupt)
+		return IIR_THRI;
+	return IIR_NONE;
+}
+
+/* Drive the IRQ line from the current state.  Caller holds the lock; the
+ * irqchip ioctl is cheap and only issued on a change. */
+static void serial_update_irq(struct serial *s)
+{
+	bool level = serial_iir(s) != IIR_NONE;
+
+	if (level != s->irq_level) {
+		s->irq_level = level;
+		if (s->host && s->host->set_irq)
+			s->host->set_irq(s->host->opaque, s->irq, level);
+	}
+}
+
+/* Put one byte in the receive buffer; caller holds the lock. */
+static bool serial_rx_push(struct serial *s, uint8_t c)
+{
+	if (s->rx_count == SERIAL_RX_BUF) {
+		s->lsr_errors |= LSR_OE;
+		return false;
+	}
+	s->rx[(s->rx_head + s->rx_count) % SERIAL_RX_BUF] = c;
+	s->rx_count++;
+	return true;
+}
+
+static void serial_transmit(struct serial *s, uint8_t c)
+{
+	if (s->mcr & MCR_LOOP) {
+		serial_rx_push(s, c);
+		return;
+	}
+	if (s->out_fd >= 0) {
+		/* A console that went away (closed pipe, full disk) must not
+		 * stop the guest: the byte is dropped. */
+		while (write(s->out_fd, &c, 1) < 0 && errno == EINTR)
+			;
+	}
+}
+
+/* After the guest consumed or discarded input: tell the host once the buffer
+ * has drained to half, if it stopped feeding because the buffer was full.
+ * Caller holds the lock. */
+static void serial_rx_consumed(struct serial *s, bool *notify_space)
+{
+	if (s->rx_was_full && s->rx_count <= SERIAL_RX_BUF / 2) {
+		s->rx_was_full = false;
+		*notify_space = true;
+	}
+}
+
+static uint8_t serial_read_reg(struct serial *s, uint64_t reg, bool *notify_space)
+{
+	uint8_t v = 0, iir;
+
+	switch (reg) {
+	case UART_RBR_THR:
+		if (s->lcr & LCR_DLAB)
+			return s->dll;
+		if (s->rx_count) {
+			v = s->rx[s->rx_head];
+			s->rx_head = (s->rx_head + 1) % SERIAL_RX_BUF;
+			s->rx_count--;
+			serial_rx_consumed(s, notify_space);
+		}
+		return v;
+	case UART_IER:
+		return (s->lcr & LCR_DLAB) ? s->dlm : s->ier;
+	case UART_IIR_FCR:
+		iir = serial_iir(s);
+		/* Reading IIR while it reports THR-empty clears that source. */
+		if (iir == IIR_THRI)
+			s->thr_interrupt = false;
+		return iir | ((s->fcr & FCR_ENABLE) ? IIR_FIFO_ENABLED : 0);
+	case UART_LCR:
+		return s->lcr;
+	case UART_MCR:
+		return s->mcr;
+	case UART_LSR:
+		v = LSR_THRE | LSR_TEMT | s->lsr_errors | (s->rx_count ? LSR_DR : 0);
+		s->lsr_errors = 0;
+		return v;
+	case UART_MSR:
+		if (s->mcr & MCR_LOOP) {
+			/* Loopback: the modem inputs follow the outputs. */
+			return (uint8_t)(((s->mcr & MCR_RTS) ? MSR_CTS : 0) |
+					 ((s->mcr & MCR_DTR) ? MSR_DSR : 0) |
+					 ((s->mcr & MCR_OUT1) ? MSR_RI : 0) |
+					 ((s->mcr & MCR_OUT2) ? MSR_DCD : 0));
+		}
+		return s->msr;
+	default:
+		return s->scr;
+	}
+}
+
+static void serial_write_reg(struct serial *s, uint64_t reg, uint8_t v, bool *notify_space)
+{
+	switch (reg) {
+	case UART_RBR_THR:
+		if (s->lcr & LCR_DLAB) {
+			s->dll = v;
+			return;
+		}
+		serial_transmit(s, v);
+		s->thr_interrupt = true; /* sent at once: THR is empty again */
+		return;
+	case UART_IER:
+		if (s->lcr & LCR_DLAB) {
+			s->dlm = v;
+			return;
+		}
+		/* Enabling THRI with an empty THR raises it immediately. */
+		if (!(s->ier & IER_THRI) && (v & IER_THRI))
+			s->thr_interrupt = true;
+		s->ier = v & 0x0f;
+		return;
+	case UART_IIR_FCR:
+		s->fcr = v & (FCR_ENABLE | 0xc0);
+		if (v & FCR_CLEAR_RX) {
+			s->rx_head = s->rx_count = 0;
+			serial_rx_consumed(s, notify_space);
+		}
+		return;
+	case UART_LCR:
+		s->lcr = v;
+		return;
+	case UART_MCR:
+		s->mcr = v & 0x1f;
+		return;
+	case UART_LSR:
+	case UART_MSR:
+		return; /* read-only */
+	default:
+		s->scr = v;
+		return;
+	}
+}
+
+static int serial_read(struct bus_region *region, uint64_t offset, void *data, unsigned size)
+{
+	struct serial *s = region->opaque;
+	bool notify = false;
+
+	memset(data, 0, size);
+	pthread_mutex_lock(&s->lock);
+	*(uint8_t *)data = serial_read_reg(s, offset, &notify);
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	if (notify && s->host && s->host->rx_ready)
+		s->host->rx_ready(s->host->opaque);
+	return 0;
+}
+
+static int serial_write(struct bus_region *region, uint64_t offset, const void *data,
+			unsigned size)
+{
+	struct serial *s = region->opaque;
+	bool notify = false;
+
+	pthread_mutex_lock(&s->lock);
+	serial_write_reg(s, offset, *(const uint8_t *)data, &notify);
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	if (notify && s->host && s->host->rx_ready)
+		s->host->rx_ready(s->host->opaque);
+	return 0;
+}
+
+static const struct bus_ops serial_ops = {
+	.read = serial_read,
+	.write = serial_write,
+};
+
+size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	while (n < len && s->rx_count < SERIAL_RX_BUF)
+		serial_rx_push(s, buf[n++]);
+	if (n < len)
+		s->rx_was_full = true;
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+size_t serial_rx_space(struct serial *s)
+{
+	size_t space;
+
+	pthread_mutex_lock(&s->lock);
+	space = SERIAL_RX_BUF - s->rx_count;
+	if (space < SERIAL_RX_LOW_WATER)
+		s->rx_was_full = true; /* the caller stops feeding: arm rx_ready */
+	pthread_mutex_unlock(&s->lock);
+	return space;
+}

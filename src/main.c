@@ -1,0 +1,92 @@
+/* vmrun's entry point: arguments in, exit status out.  The only place that
+ * exits. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmrun/cli.h"
+#include "vmrun/ctl.h"
+#include "vmrun/exit_status.h"
+#include "vmrun/log.h"
+#include "vmrun/vm.h"
+
+#ifndef VMRUN_VERSION
+#define VMRUN_VERSION "unknown"
+#endif
+
+/* A closed stdin/stdout/stderr would let /dev/kvm or a socket land on fd
+ * 0-2 and receive console bytes; park /dev/null there instead. */
+static void ensure_std_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) < 0) {
+			int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+
+			if (n >= 0 && n != fd) {
+				dup2(n, fd);
+				close(n);
+			}
+		}
+	}
+}
+
+int main(int argc, char *argv[])
+{
+	struct vm_config cfg;
+	struct vm *vm;
+	sigset_t sigs;
+	char err[512];
+	int r, status;
+
+	ensure_std_fds();
+	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1 && !strcmp(argv[1], "ctl"))
+		return ctl_main(argc - 1, argv + 1);
+
+	r = cli_parse(argc, argv, &cfg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "vmrun: %s\n", err);
+		return VMRUN_EXIT_USAGE;
+	}
+	if (r == CLI_HELP) {
+		fputs(cli_usage(), stdout);
+		return 0;
+	}
+	if (r == CLI_VERSION) {
+		printf("vmrun %s\n", VMRUN_VERSION);
+		return 0;
+	}
+	if (cfg.n_disks) {
+		fprintf(stderr, "vmrun: --disk %s: disks are not supported yet\n", cfg.disks[0].spec);
+		return VMRUN_EXIT_USAGE;
+	}
+
+	/* Block the signals the main loop takes through a signalfd, and the
+	 * vCPU kick, before any thread exists: threads inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	vm = calloc(1, sizeof(*vm));
+	if (!vm) {
+		log_error("out of memory");
+		return VMRUN_EXIT_SETUP;
+	}
+	r = vm_build(vm, &cfg, err, sizeof(err));
+	if (r) {
+		log_error("%s", err);
+		status = VMRUN_EXIT_SETUP;
+	} else {
+		status = vm_run(vm);
+	}
+	vm_destroy(vm);
+	free(vm);
+	return status;
+}

@@ -1,0 +1,344 @@
+/* The test-guest kit: what every freestanding vmrun test guest links.
+ *
+ * A guest defines guest_main(); lib/entry.S boots it from either the Linux
+ * x86-64 boot protocol (ELF e_entry) or the PVH note, on the guest's own GDT,
+ * identity page tables (4 GiB, 2 MiB pages, user-accessible) and stack, with
+ * an IDT whose exception handlers print the fault and exit with
+ * GUEST_EXIT_EXCEPTION.  Guest kernel code runs interpreted on the
+ * development machines (about 4 M instructions/s), so everything here is
+ * deliberately small and does no work it does not have to.
+ */
+#ifndef VMRUN_TEST_GUEST_H
+#define VMRUN_TEST_GUEST_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+
+/* ---- Selectors of the guest's own GDT (lib/entry.S) ---- */
+#define SEL_KCODE64 0x08
+#define SEL_KDATA   0x10
+#define SEL_KCODE32 0x18
+#define SEL_UDATA   0x23 /* 0x20 | RPL 3 */
+#define SEL_UCODE64 0x2b /* 0x28 | RPL 3 */
+#define SEL_TSS     0x30
+
+/* ---- Fixed platform addresses (same under vmrun and QEMU microvm) ---- */
+#define COM1_PORT        0x3f8
+#define DEBUG_EXIT_PORT  0xf4
+#define LAPIC_BASE       0xfee00000ul
+#define IOAPIC_BASE      0xfec00000ul
+
+/* 16550 registers, offsets from COM1_PORT. */
+#define UART_RBR 0 /* read: receive buffer */
+#define UART_THR 0 /* write: transmit holding */
+#define UART_IER 1
+#define UART_IIR 2
+#define UART_LCR 3
+#define UART_MCR 4
+#define UART_LSR 5
+#define UART_LSR_DR   0x01 /* a received byte waits in RBR */
+#define UART_LSR_THRE 0x20 /* THR can take a byte */
+#define UART_IER_RDI  0x01 /* interrupt on received data */
+#define UART_MCR_DTR  0x01
+#define UART_MCR_RTS  0x02
+#define UART_MCR_OUT2 0x08 /* gates the UART's interrupt line on PCs */
+
+/* Exit codes the kit itself uses (see README.md). */
+#define GUEST_EXIT_EXCEPTION     0x7e /* unexpected exception or interrupt */
+
+/* ---- Port I/O ---- */
+
+/* Read one byte from I/O port @port. */
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+/* Read one 16-bit word from I/O port @port. */
+static inline uint16_t inw(uint16_t port)
+{
+	uint16_t v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+/* Read one 32-bit word from I/O port @port. */
+static inline uint32_t inl(uint16_t port)
+{
+	uint32_t v;
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+/* Write byte @v to I/O port @port. */
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+/* Write 16-bit word @v to I/O port @port. */
+static inline void outw(uint16_t port, uint16_t v)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+/* Write 32-bit word @v to I/O port @port. */
+static inline void outl(uint16_t port, uint32_t v)
+{
+	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+
+/* ---- Memory-mapped I/O: one access of exactly the named width ---- */
+
+/* Pointer to guest-physical address @pa (identity mapped).  The empty asm
+ * hides the constant from GCC, which otherwise warns about (and may
+ * mis-optimise) dereferencing fixed low addresses. */
+static inline void *phys_ptr(uintptr_t pa)
+{
+	__asm__("" : "+r"(pa));
+	return (void *)pa;
+}
+
+/* Load 1 byte from MMIO address @pa. */
+static inline uint8_t mmio_read8(uintptr_t pa)
+{
+	uint8_t v;
+	__asm__ volatile("movb (%1), %0" : "=q"(v) : "r"(pa) : "memory");
+	return v;
+}
+
+/* Load 2 bytes from MMIO address @pa. */
+static inline uint16_t mmio_read16(uintptr_t pa)
+{
+	uint16_t v;
+	__asm__ volatile("movw (%1), %0" : "=r"(v) : "r"(pa) : "memory");
+	return v;
+}
+
+/* Load 4 bytes from MMIO address @pa. */
+static inline uint32_t mmio_read32(uintptr_t pa)
+{
+	uint32_t v;
+	__asm__ volatile("movl (%1), %0" : "=r"(v) : "r"(pa) : "memory");
+	return v;
+}
+
+/* Load 8 bytes from MMIO address @pa. */
+static inline uint64_t mmio_read64(uintptr_t pa)
+{
+	uint64_t v;
+	__asm__ volatile("movq (%1), %0" : "=r"(v) : "r"(pa) : "memory");
+	return v;
+}
+
+/* Store 1 byte @v at MMIO address @pa. */
+static inline void mmio_write8(uintptr_t pa, uint8_t v)
+{
+	__asm__ volatile("movb %0, (%1)" : : "q"(v), "r"(pa) : "memory");
+}
+
+/* Store 2 bytes @v at MMIO address @pa. */
+static inline void mmio_write16(uintptr_t pa, uint16_t v)
+{
+	__asm__ volatile("movw %0, (%1)" : : "r"(v), "r"(pa) : "memory");
+}
+
+/* Store 4 bytes @v at MMIO address @pa. */
+static inline void mmio_write32(uintptr_t pa, uint32_t v)
+{
+	__asm__ volatile("movl %0, (%1)" : : "r"(v), "r"(pa) : "memory");
+}
+
+/* Store 8 bytes @v at MMIO address @pa. */
+static inline void mmio_write64(uintptr_t pa, uint64_t v)
+{
+	__asm__ volatile("movq %0, (%1)" : : "r"(v), "r"(pa) : "memory");
+}
+
+/* ---- CPU ---- */
+
+/* Disable maskable interrupts. */
+static inline void cpu_cli(void)
+{
+	__asm__ volatile("cli" ::: "memory");
+}
+
+/* Enable maskable interrupts. */
+static inline void cpu_sti(void)
+{
+	__asm__ volatile("sti" ::: "memory");
+}
+
+/* Enable interrupts and halt until one arrives; the STI shadow makes the
+ * pair atomic, so an interrupt pending at the STI still wakes the HLT. */
+static inline void cpu_sti_hlt(void)
+{
+	__asm__ volatile("sti; hlt" ::: "memory");
+}
+
+/* Spin-wait hint. */
+static inline void cpu_pause(void)
+{
+	__asm__ volatile("pause" ::: "memory");
+}
+
+/* The current privilege level (CS.RPL). */
+static inline unsigned cpu_cpl(void)
+{
+	uint16_t cs;
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	return cs & 3;
+}
+
+/* Halt this CPU for good with interrupts off (CPL 0 only). */
+noreturn void cpu_park(void);
+
+/* Fill the GDT's TSS descriptor with a TSS whose RSP0 is @rsp0 (the stack
+ * ring-3 interrupts and exceptions switch to) and load it (LTR).  Call once,
+ * on one CPU: the descriptor becomes busy. */
+void tss_load(uint64_t rsp0);
+
+/* ---- Serial console (COM1) ---- */
+
+/* A test-and-set spinlock (XCHG); zero-initialised means unlocked. */
+struct spinlock {
+	volatile uint32_t locked;
+};
+
+/* Take @l, spinning with PAUSE while another CPU holds it. */
+void spin_lock(struct spinlock *l);
+
+/* Release @l, which the caller holds. */
+void spin_unlock(struct spinlock *l);
+
+/* Print @fmt to COM1 under the console lock; returns the characters
+ * written.  Understands %s %c %d %i %u %x %p %% with an optional 0 flag,
+ * a width and the l, ll and z length modifiers (%lx, %llx, %016lx, ...).
+ * Never call it from an interrupt handler that may interrupt a print. */
+int gprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* gprintf() with a va_list. */
+int vgprintf(const char *fmt, va_list ap);
+
+/* ---- Boot information ---- */
+
+/* The guest's entry point, called once on the boot CPU after the kit's set-up;
+ * its return value goes to guest_exit(). */
+int guest_main(void);
+
+/* "linux64" or "pvh": the entry the loader used. */
+const char *guest_entry_kind(void);
+
+/* The kernel command line the loader passed (a copy; "" if none). */
+const char *guest_cmdline(void);
+
+/* Copy the value of the first command-line word "@key=value" into @buf
+ * (@len bytes, always NUL-terminated, truncated if needed).  Returns false,
+ * leaving @buf untouched, when there is no such word. */
+bool cmdline_get(const char *key, char *buf, size_t len);
+
+/* The value of "@key=N" as a number (decimal, or hex with 0x; a leading '-'
+ * negates), or @dflt when the word is absent or not a number. */
+long cmdline_get_int(const char *key, long dflt);
+
+/* Write @code to the debug-exit port (vmrun and QEMU isa-debug-exit then end
+ * with status (code << 1) | 1), then stop this CPU for good: CLI; HLT at
+ * CPL 0, a PAUSE loop at CPL 3 where HLT would fault. */
+noreturn void guest_exit(unsigned code);
+
+/* ---- Interrupts ---- */
+
+#define IDT_VECTORS 48 /* exceptions 0-31 and vectors 0x20-0x2f */
+
+/* The interrupted context as lib/isr.S saves it (caller-saved registers,
+ * then the vector, error code and the CPU's interrupt frame). */
+struct isr_frame {
+	uint64_t r11, r10, r9, r8, rdi, rsi, rdx, rcx, rax;
+	uint64_t vector, error;
+	uint64_t rip, cs, rflags, rsp, ss;
+};
+
+/* An interrupt handler: runs at CPL 0 with interrupts disabled. */
+typedef void (*isr_handler_t)(struct isr_frame *frame);
+
+/* Route vector @vec (< IDT_VECTORS) to @fn; NULL restores the default, which
+ * prints "guest: unexpected vector ..." and exits with GUEST_EXIT_EXCEPTION. */
+void idt_set_handler(unsigned vec, isr_handler_t fn);
+
+/* Report @frame as "guest: unexpected vector ..." and exit with
+ * GUEST_EXIT_EXCEPTION: what the default handler does, for a handler that
+ * finds it cannot deal with an event after all. */
+noreturn void isr_unexpected(struct isr_frame *frame);
+
+/* Load the kit's IDT on this CPU (the boot CPU's is loaded at start-up;
+ * other CPUs call this themselves). */
+void idt_load(void);
+
+/* ---- Local APIC (xAPIC, MMIO) and IOAPIC ---- */
+
+#define LAPIC_ID    0x020
+#define LAPIC_EOI   0x0b0
+#define LAPIC_SVR   0x0f0
+#define LAPIC_ICR_LO 0x300
+#define LAPIC_ICR_HI 0x310
+#define LAPIC_SVR_ENABLE 0x100
+#define ICR_INIT     0x00000500u
+#define ICR_STARTUP  0x00000600u
+#define ICR_ASSERT   0x00004000u
+#define ICR_BUSY     0x00001000u /* delivery status: send pending */
+
+/* Read local APIC register @reg (byte offset). */
+static inline uint32_t lapic_read(uint32_t reg)
+{
+	return mmio_read32(LAPIC_BASE + reg);
+}
+
+/* Write @v to local APIC register @reg (byte offset). */
+static inline void lapic_write(uint32_t reg, uint32_t v)
+{
+	mmio_write32(LAPIC_BASE + reg, v);
+}
+
+/* This CPU's APIC ID. */
+static inline unsigned lapic_id(void)
+{
+	return lapic_read(LAPIC_ID) >> 24;
+}
+
+/* Signal end of interrupt to this CPU's local APIC. */
+static inline void lapic_eoi(void)
+{
+	lapic_write(LAPIC_EOI, 0);
+}
+
+/* Software-enable this CPU's local APIC with spurious vector @spurious
+ * (low nibble 0xf, for old APICs that hard-wire it). */
+void lapic_enable(uint8_t spurious);
+
+/* Send the IPI @icr_lo (delivery mode, level, vector) to the CPU with APIC ID
+ * @dest (physical destination), after waiting for the previous one to leave. */
+void lapic_send_ipi(unsigned dest, uint32_t icr_lo);
+
+/* Read IOAPIC register @reg through the index/data window. */
+uint32_t ioapic_read(uint32_t reg);
+
+/* Write @v to IOAPIC register @reg through the index/data window. */
+void ioapic_write(uint32_t reg, uint32_t v);
+
+/* Route IOAPIC input @pin to @vector on APIC ID @dest: fixed delivery,
+ * physical destination, edge triggered, active high, unmasked. */
+void ioapic_route(unsigned pin, uint8_t vector, unsigned dest);
+
+/* ---- What GCC may call even in freestanding code ---- */
+void *memcpy(void *dst, const void *src, size_t n);
+void *memset(void *dst, int c, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+
+#endif

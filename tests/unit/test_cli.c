@@ -1,0 +1,384 @@
+/* cli_parse() and cli_parse_size() against include/vmrun/cli.h and config.h. */
+#include "unit.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "vmrun/cli.h"
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+static char errbuf[256];
+
+/* Parse "vmrun ARGS..." (a NULL-terminated list).  The strings are literals,
+ * so the pointers cfg keeps stay valid. */
+static int parse_args(struct vm_config *cfg, const char *const *args)
+{
+	char *argv[40];
+	int argc = 0;
+
+	argv[argc++] = (char *)"vmrun";
+	for (; *args; args++) {
+		assert_true(argc < (int)ARRAY_LEN(argv) - 1);
+		argv[argc++] = (char *)*args;
+	}
+	argv[argc] = NULL;
+	memset(errbuf, 0, sizeof(errbuf));
+	return cli_parse(argc, argv, cfg, errbuf, sizeof(errbuf));
+}
+
+#define PARSE(cfg, ...) parse_args((cfg), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* The command line must be refused with -EINVAL and a one-line message that
+ * names @option. */
+static void expect_reject(const char *option, const char *const *args)
+{
+	struct vm_config cfg;
+	int r = parse_args(&cfg, args);
+
+	if (r != -EINVAL)
+		fail_msg("expected -EINVAL for option %s, got %d", option, r);
+	assert_one_line_naming(errbuf, option);
+}
+
+#define REJECT(option, ...) expect_reject((option), (const char *const[]){ __VA_ARGS__, NULL })
+
+static void test_defaults(void **state)
+{
+	struct vm_config cfg;
+
+	/* Garbage first: cli_parse must fill in every default itself. */
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(PARSE(&cfg, "--kernel", "vmlinux"), CLI_OK);
+	assert_string_equal(cfg.kernel_path, "vmlinux");
+	assert_int_equal(cfg.mem_size, 256 * MiB);
+	assert_int_equal(cfg.cpus, 1);
+	assert_int_equal(cfg.console, CONSOLE_STDIO);
+	assert_int_equal(cfg.boot, BOOT_AUTO);
+	assert_null(cfg.initrd_path);
+	assert_null(cfg.cmdline);
+	assert_null(cfg.api_sock);
+	assert_int_equal(cfg.n_disks, 0);
+	assert_float_equal(cfg.timeout_s, 0.0, 0.0);
+}
+
+static void test_no_state_between_parses(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--cpus", "4", "--mem", "1G", "--disk", "d",
+			       "--boot", "pvh"),
+			 CLI_OK);
+	assert_int_equal(cfg.cpus, 4);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k2"), CLI_OK);
+	assert_int_equal(cfg.cpus, 1);
+	assert_int_equal(cfg.mem_size, 256 * MiB);
+	assert_int_equal(cfg.n_disks, 0);
+	assert_int_equal(cfg.boot, BOOT_AUTO);
+	assert_string_equal(cfg.kernel_path, "k2");
+}
+
+static void test_separate_value_form(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "bzk", "--initrd", "rd.img", "--cmdline",
+			       "console=ttyS0 quiet", "--mem", "512M", "--cpus", "4", "--console",
+			       "none", "--timeout", "30", "--api-sock", "/tmp/vm.sock", "--boot",
+			       "linux64"),
+			 CLI_OK);
+	assert_string_equal(cfg.kernel_path, "bzk");
+	assert_string_equal(cfg.initrd_path, "rd.img");
+	assert_string_equal(cfg.cmdline, "console=ttyS0 quiet");
+	assert_int_equal(cfg.mem_size, 512 * MiB);
+	assert_int_equal(cfg.cpus, 4);
+	assert_int_equal(cfg.console, CONSOLE_NONE);
+	assert_float_equal(cfg.timeout_s, 30.0, 1e-9);
+	assert_string_equal(cfg.api_sock, "/tmp/vm.sock");
+	assert_int_equal(cfg.boot, BOOT_LINUX64);
+}
+
+static void test_equals_form(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel=bzk", "--initrd=rd.img",
+			       "--cmdline=root=/dev/vda console=ttyS0", "--mem=1G", "--cpus=2",
+			       "--console=file:/tmp/out.txt", "--timeout=2.5",
+			       "--api-sock=/tmp/a.sock", "--boot=pvh", "--disk=a.img"),
+			 CLI_OK);
+	assert_string_equal(cfg.kernel_path, "bzk");
+	assert_string_equal(cfg.initrd_path, "rd.img");
+	/* Only the first '=' separates the name from the value. */
+	assert_string_equal(cfg.cmdline, "root=/dev/vda console=ttyS0");
+	assert_int_equal(cfg.mem_size, GiB);
+	assert_int_equal(cfg.cpus, 2);
+	assert_int_equal(cfg.console, CONSOLE_FILE);
+	assert_string_equal(cfg.console_path, "/tmp/out.txt");
+	assert_float_equal(cfg.timeout_s, 2.5, 1e-9);
+	assert_string_equal(cfg.api_sock, "/tmp/a.sock");
+	assert_int_equal(cfg.boot, BOOT_PVH);
+	assert_int_equal(cfg.n_disks, 1);
+	assert_string_equal(cfg.disks[0].spec, "a.img");
+}
+
+static void test_parse_size_suffixes(void **state)
+{
+	static const struct {
+		const char *s;
+		uint64_t bytes;
+	} ok[] = {
+		{ "256M", 256 * MiB },
+		{ "256m", 256 * MiB },
+		{ "1G", GiB },
+		{ "1g", GiB },
+		{ "4096K", 4096 * 1024ull },
+		{ "4k", 4096 },
+		{ "512", 512 * MiB }, /* plain numbers are MiB */
+		{ "0", 0 },
+		{ "512MiB", 512 * MiB },
+		{ "1GB", GiB },
+		{ "2GiB", 2 * GiB },
+		{ "8KiB", 8192 },
+		{ "3072M", 3 * GiB },
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(ok); i++) {
+		uint64_t out = 0xdeadbeef;
+		int r = cli_parse_size(ok[i].s, &out);
+
+		if (r != 0 || out != ok[i].bytes)
+			fail_msg("cli_parse_size(\"%s\"): r=%d out=%llu, want %llu", ok[i].s, r,
+				 (unsigned long long)out, (unsigned long long)ok[i].bytes);
+	}
+}
+
+static void test_parse_size_rejects(void **state)
+{
+	static const char *const bad[] = {
+		"abc", "", "-5", "+5", "12Q", "M", "1.5G", "12MX", "12 M", " 12", "1GBB", "0x10",
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		uint64_t out = 77;
+		int r = cli_parse_size(bad[i], &out);
+
+		if (r != -EINVAL)
+			fail_msg("cli_parse_size(\"%s\") = %d, want -EINVAL", bad[i], r);
+		assert_int_equal(out, 77); /* untouched on failure */
+	}
+}
+
+static void test_parse_size_overflow(void **state)
+{
+	uint64_t out;
+
+	/* Does not fit 64 bits as a number at all. */
+	assert_int_equal(cli_parse_size("99999999999999999999999", &out), -ERANGE);
+	/* Fits as a number, overflows once scaled to bytes. */
+	assert_int_equal(cli_parse_size("18446744073709551615", &out), -ERANGE);
+	assert_int_equal(cli_parse_size("17179869184G", &out), -ERANGE); /* 2^34 GiB = 2^64 */
+}
+
+static void test_mem_accepts_limits(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--mem", "8M"), CLI_OK);
+	assert_int_equal(cfg.mem_size, 8 * MiB);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--mem", "8196K"), CLI_OK);
+	assert_int_equal(cfg.mem_size, 8 * MiB + 4096);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--mem", "1024G"), CLI_OK);
+	assert_int_equal(cfg.mem_size, 1024 * GiB);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--mem", "512MiB"), CLI_OK);
+	assert_int_equal(cfg.mem_size, 512 * MiB);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--mem=1GB"), CLI_OK);
+	assert_int_equal(cfg.mem_size, GiB);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--mem", "300"), CLI_OK);
+	assert_int_equal(cfg.mem_size, 300 * MiB);
+}
+
+static void test_mem_rejects(void **state)
+{
+	REJECT("--mem", "--kernel", "k", "--mem", "abc");
+	REJECT("--mem", "--kernel", "k", "--mem", "");
+	REJECT("--mem", "--kernel", "k", "--mem=");
+	REJECT("--mem", "--kernel", "k", "--mem", "-5");
+	REJECT("--mem", "--kernel", "k", "--mem", "12Q");
+	REJECT("--mem", "--kernel", "k", "--mem", "0");
+	REJECT("--mem", "--kernel", "k", "--mem", "4M");      /* < 8M */
+	REJECT("--mem", "--kernel", "k", "--mem", "8188K");   /* 8M - 4K */
+	REJECT("--mem", "--kernel", "k", "--mem", "8193K");   /* > 8M, not 4K aligned */
+	REJECT("--mem", "--kernel", "k", "--mem", "8194K");   /* 2K aligned only */
+	REJECT("--mem", "--kernel", "k", "--mem", "262143K"); /* 256M - 1K */
+	REJECT("--mem", "--kernel", "k", "--mem", "1025G");   /* > 1T */
+	REJECT("--mem", "--kernel", "k", "--mem", "2048G");
+	REJECT("--mem", "--kernel", "k", "--mem", "99999999999999999999999");
+}
+
+static void test_cpus(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--cpus", "1"), CLI_OK);
+	assert_int_equal(cfg.cpus, 1);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--cpus", "254"), CLI_OK);
+	assert_int_equal(cfg.cpus, 254);
+
+	REJECT("--cpus", "--kernel", "k", "--cpus", "0");
+	REJECT("--cpus", "--kernel", "k", "--cpus", "255"); /* the xAPIC broadcast ID */
+	REJECT("--cpus", "--kernel", "k", "--cpus", "256");
+	REJECT("--cpus", "--kernel", "k", "--cpus", "x");
+	REJECT("--cpus", "--kernel", "k", "--cpus", "-1");
+	REJECT("--cpus", "--kernel", "k", "--cpus", "2x");
+	REJECT("--cpus", "--kernel", "k", "--cpus", "");
+	REJECT("--cpus", "--kernel", "k", "--cpus", "4294967297");
+}
+
+static void test_console(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "file:/tmp/x.log"), CLI_OK);
+	assert_int_equal(cfg.console, CONSOLE_FILE);
+	assert_string_equal(cfg.console_path, "/tmp/x.log");
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "none"), CLI_OK);
+	assert_int_equal(cfg.console, CONSOLE_NONE);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "none", "--console", "stdio"),
+			 CLI_OK);
+	assert_int_equal(cfg.console, CONSOLE_STDIO);
+
+	REJECT("--console", "--kernel", "k", "--console", "bogus");
+	REJECT("--console", "--kernel", "k", "--console", "file:");
+	REJECT("--console", "--kernel", "k", "--console", "");
+}
+
+static void test_timeout(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--timeout", "2.5"), CLI_OK);
+	assert_float_equal(cfg.timeout_s, 2.5, 1e-9);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--timeout", "10"), CLI_OK);
+	assert_float_equal(cfg.timeout_s, 10.0, 1e-9);
+
+	REJECT("--timeout", "--kernel", "k", "--timeout", "0");
+	REJECT("--timeout", "--kernel", "k", "--timeout", "-1");
+	REJECT("--timeout", "--kernel", "k", "--timeout", "abc");
+	REJECT("--timeout", "--kernel", "k", "--timeout", "");
+	REJECT("--timeout", "--kernel", "k", "--timeout", "5s");
+	REJECT("--timeout", "--kernel", "k", "--timeout", "nan");
+	REJECT("--timeout", "--kernel", "k", "--timeout", "inf");
+}
+
+static void test_boot(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--boot", "pvh"), CLI_OK);
+	assert_int_equal(cfg.boot, BOOT_PVH);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--boot", "linux64"), CLI_OK);
+	assert_int_equal(cfg.boot, BOOT_LINUX64);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--boot", "auto"), CLI_OK);
+	assert_int_equal(cfg.boot, BOOT_AUTO);
+	REJECT("--boot", "--kernel", "k", "--boot", "multiboot");
+}
+
+static void test_disk(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--disk", "img.qcow"), CLI_OK);
+	assert_int_equal(cfg.n_disks, 1);
+	assert_string_equal(cfg.disks[0].spec, "img.qcow");
+
+	assert_int_equal(PARSE(&cfg, "--disk", "a.img,ro", "--kernel", "k", "--disk=b.img"), CLI_OK);
+	assert_int_equal(cfg.n_disks, 2);
+	assert_string_equal(cfg.disks[0].spec, "a.img,ro");
+	assert_string_equal(cfg.disks[1].spec, "b.img");
+
+	REJECT("--disk", "--kernel", "k", "--disk", "");
+}
+
+static void test_unknown_option(void **state)
+{
+	REJECT("--frobnicate", "--kernel", "k", "--frobnicate");
+	REJECT("--frobnicate", "--kernel", "k", "--frobnicate=3");
+	REJECT("--memory", "--kernel", "k", "--memory", "1G");
+	REJECT("-m", "--kernel", "k", "-m", "1G");
+	REJECT("stray", "--kernel", "k", "stray");
+}
+
+static void test_missing_value_at_end(void **state)
+{
+	REJECT("--mem", "--kernel", "k", "--mem");
+	REJECT("--kernel", "--kernel");
+	REJECT("--cpus", "--kernel", "k", "--cpus");
+	REJECT("--console", "--kernel", "k", "--console");
+}
+
+static void test_kernel_required(void **state)
+{
+	struct vm_config cfg;
+	char *argv[] = { (char *)"vmrun", NULL };
+
+	memset(errbuf, 0, sizeof(errbuf));
+	assert_int_equal(cli_parse(1, argv, &cfg, errbuf, sizeof(errbuf)), -EINVAL);
+	assert_one_line_naming(errbuf, "--kernel");
+	REJECT("--kernel", "--mem", "512M", "--cpus", "2");
+	REJECT("--kernel", "--kernel", "");
+}
+
+static void test_help_version(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--help"), CLI_HELP);
+	assert_int_equal(PARSE(&cfg, "--version"), CLI_VERSION);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--help"), CLI_HELP);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--version"), CLI_VERSION);
+	assert_non_null(cli_usage());
+	assert_non_null(strstr(cli_usage(), "--kernel"));
+}
+
+static void test_small_error_buffer(void **state)
+{
+	struct vm_config cfg;
+	char small[8];
+	char *argv[] = { (char *)"vmrun", (char *)"--kernel", (char *)"k", (char *)"--mem",
+			 (char *)"definitely-not-a-size", NULL };
+
+	memset(small, 'Z', sizeof(small));
+	assert_int_equal(cli_parse(5, argv, &cfg, small, sizeof(small)), -EINVAL);
+	/* Truncated, but terminated inside the buffer. */
+	assert_non_null(memchr(small, '\0', sizeof(small)));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_no_state_between_parses),
+		cmocka_unit_test(test_separate_value_form),
+		cmocka_unit_test(test_equals_form),
+		cmocka_unit_test(test_parse_size_suffixes),
+		cmocka_unit_test(test_parse_size_rejects),
+		cmocka_unit_test(test_parse_size_overflow),
+		cmocka_unit_test(test_mem_accepts_limits),
+		cmocka_unit_test(test_mem_rejects),
+		cmocka_unit_test(test_cpus),
+		cmocka_unit_test(test_console),
+		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_boot),
+		cmocka_unit_test(test_disk),
+		cmocka_unit_test(test_unknown_option),
+		cmocka_unit_test(test_missing_value_at_end),
+		cmocka_unit_test(test_kernel_required),
+		cmocka_unit_test(test_help_version),
+		cmocka_unit_test(test_small_error_buffer),
+	};
+
+	return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
+}

@@ -1,0 +1,716 @@
+/* The control socket, against include/vmrun/control.h: control_handle_line()
+ * with fake operations, then the real unix socket on an evloop. */
+#include "unit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vmrun/control.h"
+#include "vmrun/evloop.h"
+
+struct fake_vm {
+	int n_query, n_pause, n_resume, n_quit;
+	int pause_result, resume_result, quit_result;
+	bool status_fails;
+};
+
+static json_t *fake_query_status(void *opaque)
+{
+	struct fake_vm *vm = opaque;
+
+	vm->n_query++;
+	if (vm->status_fails)
+		return NULL;
+	return json_pack("{s:s,s:i}", "state", "running", "vcpus", 2);
+}
+
+static int fake_pause(void *opaque)
+{
+	struct fake_vm *vm = opaque;
+
+	vm->n_pause++;
+	return vm->pause_result;
+}
+
+static int fake_resume(void *opaque)
+{
+	struct fake_vm *vm = opaque;
+
+	vm->n_resume++;
+	return vm->resume_result;
+}
+
+static int fake_quit(void *opaque)
+{
+	struct fake_vm *vm = opaque;
+
+	vm->n_quit++;
+	return vm->quit_result;
+}
+
+static const struct control_ops fake_ops = {
+	.query_status = fake_query_status,
+	.pause = fake_pause,
+	.resume = fake_resume,
+	.quit = fake_quit,
+};
+
+/* ---- control_handle_line ---- */
+
+static struct control ctl;
+static struct fake_vm vm;
+
+static int setup_handle(void **state)
+{
+	memset(&ctl, 0, sizeof(ctl));
+	memset(&vm, 0, sizeof(vm));
+	ctl.ops = &fake_ops;
+	ctl.opaque = &vm;
+	return 0;
+}
+
+static json_t *handle(const char *line)
+{
+	json_t *reply = control_handle_line(&ctl, line, strlen(line));
+
+	assert_non_null(reply);
+	assert_true(json_is_object(reply));
+	return reply;
+}
+
+static void assert_ok(json_t *reply)
+{
+	json_t *ok = json_object_get(reply, "ok");
+
+	assert_true(json_is_true(ok));
+	assert_true(json_is_object(json_object_get(reply, "result")));
+	assert_null(json_object_get(reply, "error"));
+}
+
+static void assert_failed(json_t *reply)
+{
+	json_t *ok = json_object_get(reply, "ok");
+	json_t *error = json_object_get(reply, "error");
+
+	assert_true(json_is_false(ok));
+	assert_true(json_is_string(error));
+	assert_true(json_string_length(error) > 0);
+	assert_null(json_object_get(reply, "result"));
+	/* A reply is one line on the socket. */
+	{
+		char *text = json_dumps(reply, JSON_COMPACT);
+
+		assert_non_null(text);
+		assert_null(strchr(text, '\n'));
+		free(text);
+	}
+}
+
+static void test_query_status_number_id(void **state)
+{
+	json_t *reply = handle("{\"id\": 7, \"cmd\": \"query-status\"}");
+	json_t *result;
+
+	assert_ok(reply);
+	assert_true(json_is_integer(json_object_get(reply, "id")));
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 7);
+	result = json_object_get(reply, "result");
+	assert_string_equal(json_string_value(json_object_get(result, "state")), "running");
+	assert_int_equal(vm.n_query, 1);
+	assert_int_equal(vm.n_pause + vm.n_resume + vm.n_quit, 0);
+	json_decref(reply);
+}
+
+static void test_query_status_string_id(void **state)
+{
+	json_t *reply = handle("{\"cmd\":\"query-status\",\"id\":\"req-42\",\"args\":{}}");
+
+	assert_ok(reply);
+	assert_string_equal(json_string_value(json_object_get(reply, "id")), "req-42");
+	json_decref(reply);
+}
+
+static void test_no_id(void **state)
+{
+	json_t *reply = handle("{\"cmd\":\"query-status\"}");
+	json_t *id = json_object_get(reply, "id");
+
+	assert_ok(reply);
+	assert_true(id == NULL || json_is_null(id));
+	json_decref(reply);
+}
+
+static void test_pause_resume_quit(void **state)
+{
+	json_t *reply;
+
+	reply = handle("{\"id\":1,\"cmd\":\"pause\"}");
+	assert_ok(reply);
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 1);
+	assert_int_equal(vm.n_pause, 1);
+	json_decref(reply);
+
+	reply = handle("{\"id\":2,\"cmd\":\"resume\"}");
+	assert_ok(reply);
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 2);
+	assert_int_equal(vm.n_resume, 1);
+	json_decref(reply);
+
+	reply = handle("{\"id\":3,\"cmd\":\"quit\"}");
+	assert_ok(reply);
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 3);
+	assert_int_equal(vm.n_quit, 1);
+	json_decref(reply);
+
+	assert_int_equal(vm.n_pause, 1);
+	assert_int_equal(vm.n_resume, 1);
+}
+
+static void test_op_failure(void **state)
+{
+	json_t *reply;
+
+	vm.pause_result = -EBUSY;
+	reply = handle("{\"id\":9,\"cmd\":\"pause\"}");
+	assert_failed(reply);
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 9);
+	assert_int_equal(vm.n_pause, 1);
+	json_decref(reply);
+
+	vm.resume_result = -EINVAL;
+	reply = handle("{\"id\":\"r\",\"cmd\":\"resume\"}");
+	assert_failed(reply);
+	assert_string_equal(json_string_value(json_object_get(reply, "id")), "r");
+	json_decref(reply);
+
+	vm.quit_result = -EIO;
+	reply = handle("{\"cmd\":\"quit\"}");
+	assert_failed(reply);
+	json_decref(reply);
+}
+
+static void test_query_status_failure(void **state)
+{
+	json_t *reply;
+
+	vm.status_fails = true;
+	reply = handle("{\"id\":5,\"cmd\":\"query-status\"}");
+	assert_failed(reply);
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 5);
+	json_decref(reply);
+}
+
+static void test_bad_requests(void **state)
+{
+	static const char *const bad[] = {
+		"{",
+		"}",
+		"not json",
+		"",
+		" ",
+		"{\"cmd\":\"pause\"",
+		"{\"cmd\":\"pause\"}}",
+		"{\"cmd\":\"pause\",\"cmd\":\"quit\"}", /* duplicate key */
+		"[{\"cmd\":\"pause\"}]",
+		"[]",
+		"\"pause\"",
+		"42",
+		"null",
+		"{}",
+		"{\"id\":1}",
+		"{\"id\":1,\"cmd\":5}",
+		"{\"id\":1,\"cmd\":null}",
+		"{\"id\":1,\"cmd\":[\"pause\"]}",
+		"{\"id\":1,\"cmd\":{\"name\":\"pause\"}}",
+		"{\"id\":1,\"cmd\":true}",
+		"{\"id\":1,\"cmd\":\"reboot\"}",
+		"{\"id\":1,\"cmd\":\"\"}",
+		"{\"id\":1,\"cmd\":\"PAUSE\"}",
+		"{\"id\":1,\"cmd\":\"pause \"}",
+		"{\"id\":1,\"Cmd\":\"pause\"}",
+		"\xff\xfe{\"cmd\":\"pause\"}",
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		json_t *reply = control_handle_line(&ctl, bad[i], strlen(bad[i]));
+
+		if (!reply || !json_is_object(reply))
+			fail_msg("request %zu (%s): no reply object", i, bad[i]);
+		assert_failed(reply);
+		json_decref(reply);
+	}
+	assert_int_equal(vm.n_pause + vm.n_resume + vm.n_quit, 0);
+}
+
+static void test_bad_request_echoes_id(void **state)
+{
+	json_t *reply = handle("{\"id\":11,\"cmd\":\"frobnicate\"}");
+
+	assert_failed(reply);
+	assert_int_equal(json_integer_value(json_object_get(reply, "id")), 11);
+	json_decref(reply);
+	reply = handle("{\"id\":\"x\",\"cmd\":17}");
+	assert_failed(reply);
+	assert_string_equal(json_string_value(json_object_get(reply, "id")), "x");
+	json_decref(reply);
+}
+
+static void test_deep_nesting(void **state)
+{
+	size_t n = 100000;
+	char *line = malloc(2 * n + 1);
+	json_t *reply;
+
+	assert_non_null(line);
+	memset(line, '[', n);
+	memset(line + n, ']', n);
+	line[2 * n] = '\0';
+	reply = control_handle_line(&ctl, line, 2 * n);
+	assert_non_null(reply);
+	assert_failed(reply);
+	json_decref(reply);
+	free(line);
+}
+
+static void test_length_is_respected(void **state)
+{
+	/* Only @len bytes are the request; what follows is not looked at. */
+	static const char buf[] = "{\"id\":1,\"cmd\":\"pause\"}GARBAGE";
+	json_t *reply = control_handle_line(&ctl, buf, strlen("{\"id\":1,\"cmd\":\"pause\"}"));
+
+	assert_non_null(reply);
+	assert_ok(reply);
+	assert_int_equal(vm.n_pause, 1);
+	json_decref(reply);
+
+	/* A NUL inside the line is malformed, not a terminator. */
+	reply = control_handle_line(&ctl, "{\"cmd\":\"quit\"}\0{", 16);
+	assert_non_null(reply);
+	assert_failed(reply);
+	assert_int_equal(vm.n_quit, 0);
+	json_decref(reply);
+}
+
+/* ---- the socket ---- */
+
+static char tmpdir[64];
+
+static int setup_dir(void **state)
+{
+	memset(&vm, 0, sizeof(vm));
+	strcpy(tmpdir, "/tmp/vmrun-unit-XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_dir(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "%s/ctl.sock", tmpdir);
+	unlink(cmd);
+	snprintf(cmd, sizeof(cmd), "%s/other.sock", tmpdir);
+	unlink(cmd);
+	return rmdir(tmpdir) == 0 ? 0 : -1;
+}
+
+static void sock_path(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", tmpdir, name);
+}
+
+/* One round of the event loop: wait up to @timeout_ms, dispatch what fired. */
+static int loop_once(struct evloop *loop, int timeout_ms)
+{
+	struct epoll_event evs[16];
+	int n = epoll_wait(loop->epfd, evs, 16, timeout_ms);
+
+	for (int i = 0; i < n; i++) {
+		struct ev_source *src = evs[i].data.ptr;
+
+		if (src->fd >= 0)
+			src->handler(src, evs[i].events);
+	}
+	return n;
+}
+
+static int client_connect(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_true(strlen(path) < sizeof(addr.sun_path));
+	strcpy(addr.sun_path, path);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+static void client_send(int fd, const char *s)
+{
+	size_t len = strlen(s);
+
+	assert_int_equal(send(fd, s, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+struct reader {
+	char buf[8192];
+	size_t len;
+};
+
+/* Run the loop until @want more complete lines arrived on @fd (or ~3 s
+ * passed); returns them parsed, in order, in @out. */
+static void read_replies(struct evloop *loop, int fd, struct reader *rd, json_t **out,
+			 unsigned want)
+{
+	unsigned got = 0;
+
+	for (int round = 0; round < 300 && got < want; round++) {
+		char *nl;
+		ssize_t n;
+
+		loop_once(loop, 10);
+		n = recv(fd, rd->buf + rd->len, sizeof(rd->buf) - 1 - rd->len, MSG_DONTWAIT);
+		if (n > 0)
+			rd->len += (size_t)n;
+		while (got < want && (nl = memchr(rd->buf, '\n', rd->len)) != NULL) {
+			json_error_t jerr;
+			size_t line_len = (size_t)(nl - rd->buf);
+
+			out[got] = json_loadb(rd->buf, line_len, 0, &jerr);
+			if (!out[got])
+				fail_msg("reply is not JSON: %.*s (%s)", (int)line_len, rd->buf,
+					 jerr.text);
+			got++;
+			memmove(rd->buf, nl + 1, rd->len - line_len - 1);
+			rd->len -= line_len + 1;
+		}
+	}
+	if (got < want)
+		fail_msg("got %u replies, wanted %u", got, want);
+}
+
+static void test_socket_requests(void **state)
+{
+	struct evloop loop;
+	struct control c;
+	char path[128], err[256] = "";
+	struct reader *rd = calloc(1, sizeof(*rd));
+	json_t *r[4];
+	int fd;
+
+	assert_non_null(rd);
+	sock_path(path, sizeof(path), "ctl.sock");
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&c, &loop, path, &fake_ops, &vm, err, sizeof(err)), 0);
+	{
+		struct stat st;
+
+		assert_int_equal(stat(path, &st), 0);
+		assert_true(S_ISSOCK(st.st_mode));
+	}
+
+	fd = client_connect(path);
+	assert_true(fd >= 0);
+	/* Two requests and a malformed line in one write. */
+	client_send(fd, "{\"id\":1,\"cmd\":\"query-status\"}\n"
+			"{\"id\":\"two\",\"cmd\":\"pause\"}\n"
+			"this is not json\n");
+	read_replies(&loop, fd, rd, r, 3);
+	assert_true(json_is_true(json_object_get(r[0], "ok")));
+	assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 1);
+	assert_true(json_is_object(json_object_get(r[0], "result")));
+	assert_true(json_is_true(json_object_get(r[1], "ok")));
+	assert_string_equal(json_string_value(json_object_get(r[1], "id")), "two");
+	assert_true(json_is_false(json_object_get(r[2], "ok")));
+	assert_true(json_is_string(json_object_get(r[2], "error")));
+	assert_int_equal(vm.n_pause, 1);
+	for (int i = 0; i < 3; i++)
+		json_decref(r[i]);
+
+	/* A request split over two writes, ended by CRLF. */
+	client_send(fd, "{\"id\":4,\"cmd\":");
+	loop_once(&loop, 50);
+	assert_int_equal(vm.n_resume, 0);
+	client_send(fd, "\"resume\"}\r\n");
+	read_replies(&loop, fd, rd, r, 1);
+	assert_true(json_is_true(json_object_get(r[0], "ok")));
+	assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 4);
+	assert_int_equal(vm.n_resume, 1);
+	json_decref(r[0]);
+
+	/* A second client is served too, and both get events. */
+	{
+		int fd2 = client_connect(path);
+		struct reader *rd2 = calloc(1, sizeof(*rd2));
+
+		assert_true(fd2 >= 0);
+		assert_non_null(rd2);
+		client_send(fd2, "{\"id\":5,\"cmd\":\"query-status\"}\n");
+		read_replies(&loop, fd2, rd2, r, 1);
+		assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 5);
+		json_decref(r[0]);
+
+		control_emit_event(&c, "guest-exit", json_pack("{s:i}", "status", 3));
+		read_replies(&loop, fd, rd, r, 1);
+		read_replies(&loop, fd2, rd2, r + 1, 1);
+		for (int i = 0; i < 2; i++) {
+			assert_string_equal(json_string_value(json_object_get(r[i], "event")),
+					    "guest-exit");
+			assert_int_equal(json_integer_value(json_object_get(
+						 json_object_get(r[i], "data"), "status")),
+					 3);
+			json_decref(r[i]);
+		}
+		close(fd2);
+		free(rd2);
+		/* The loop notices the hang-up and keeps serving the other. */
+		for (int i = 0; i < 5; i++)
+			loop_once(&loop, 10);
+	}
+	client_send(fd, "{\"id\":6,\"cmd\":\"quit\"}\n");
+	read_replies(&loop, fd, rd, r, 1);
+	assert_true(json_is_true(json_object_get(r[0], "ok")));
+	assert_int_equal(vm.n_quit, 1);
+	json_decref(r[0]);
+
+	close(fd);
+	loop_once(&loop, 10);
+	control_exit(&c);
+	assert_int_equal(access(path, F_OK), -1); /* unlinked */
+	evloop_exit(&loop);
+	free(rd);
+}
+
+static void test_socket_refuses_regular_file(void **state)
+{
+	struct evloop loop;
+	struct control c;
+	char path[128], err[256] = "";
+	int fd;
+
+	sock_path(path, sizeof(path), "ctl.sock");
+	fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	close(fd);
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&c, &loop, path, &fake_ops, &vm, err, sizeof(err)), -EEXIST);
+	assert_one_line_naming(err, NULL);
+	{
+		/* The file is left alone. */
+		struct stat st;
+
+		assert_int_equal(stat(path, &st), 0);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(st.st_size, 4);
+	}
+	evloop_exit(&loop);
+}
+
+static void test_socket_replaces_stale(void **state)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct evloop loop;
+	struct control c;
+	char path[128], err[256] = "";
+	struct reader *rd = calloc(1, sizeof(*rd));
+	json_t *r[1];
+	int stale, fd;
+
+	assert_non_null(rd);
+	sock_path(path, sizeof(path), "ctl.sock");
+	/* A socket file nobody listens on, as a killed vmrun leaves behind. */
+	stale = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(stale >= 0);
+	strcpy(addr.sun_path, path);
+	assert_int_equal(bind(stale, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	close(stale);
+	assert_int_equal(client_connect(path), -ECONNREFUSED);
+
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&c, &loop, path, &fake_ops, &vm, err, sizeof(err)), 0);
+	fd = client_connect(path);
+	assert_true(fd >= 0);
+	client_send(fd, "{\"id\":1,\"cmd\":\"query-status\"}\n");
+	read_replies(&loop, fd, rd, r, 1);
+	assert_true(json_is_true(json_object_get(r[0], "ok")));
+	json_decref(r[0]);
+	close(fd);
+	control_exit(&c);
+	evloop_exit(&loop);
+	free(rd);
+}
+
+static void test_socket_refuses_live(void **state)
+{
+	struct evloop loop;
+	struct control first, second;
+	char path[128], err[256] = "";
+	int fd;
+
+	sock_path(path, sizeof(path), "ctl.sock");
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&first, &loop, path, &fake_ops, &vm, err, sizeof(err)), 0);
+	err[0] = '\0';
+	assert_true(control_init(&second, &loop, path, &fake_ops, &vm, err, sizeof(err)) < 0);
+	assert_one_line_naming(err, NULL);
+	/* The first one still works. */
+	fd = client_connect(path);
+	assert_true(fd >= 0);
+	close(fd);
+	loop_once(&loop, 10);
+	control_exit(&first);
+	evloop_exit(&loop);
+}
+
+/* Wait (running the loop) until the server hangs up on @fd; returns true
+ * when it did.  What arrives before the hang-up is dropped. */
+static bool wait_hangup(struct evloop *loop, int fd)
+{
+	char junk[4096];
+
+	for (int round = 0; round < 300; round++) {
+		ssize_t n;
+
+		loop_once(loop, 10);
+		n = recv(fd, junk, sizeof(junk), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN))
+			return true;
+	}
+	return false;
+}
+
+static void test_socket_line_too_long(void **state)
+{
+	struct evloop loop;
+	struct control c;
+	char path[128], err[256] = "";
+	struct reader *rd = calloc(1, sizeof(*rd));
+	size_t big = CONTROL_LINE_MAX + 4096;
+	char *line = malloc(big);
+	json_t *r[1];
+	int fd, other;
+
+	assert_non_null(rd);
+	assert_non_null(line);
+	memset(line, ' ', big);
+	sock_path(path, sizeof(path), "ctl.sock");
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&c, &loop, path, &fake_ops, &vm, err, sizeof(err)), 0);
+	fd = client_connect(path);
+	other = client_connect(path);
+	assert_true(fd >= 0 && other >= 0);
+	loop_once(&loop, 10);
+
+	/* More than CONTROL_LINE_MAX bytes without a newline: disconnected. */
+	{
+		size_t off = 0;
+
+		for (int round = 0; round < 300 && off < big; round++) {
+			ssize_t n = send(fd, line + off, big - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (n > 0)
+				off += (size_t)n;
+			else if (n < 0 && errno != EAGAIN)
+				break; /* already hung up on */
+			loop_once(&loop, 10);
+		}
+	}
+	assert_true(wait_hangup(&loop, fd));
+	close(fd);
+
+	/* The other client is not affected. */
+	client_send(other, "{\"id\":1,\"cmd\":\"query-status\"}\n");
+	read_replies(&loop, other, rd, r, 1);
+	assert_true(json_is_true(json_object_get(r[0], "ok")));
+	json_decref(r[0]);
+	close(other);
+	loop_once(&loop, 10);
+	control_exit(&c);
+	evloop_exit(&loop);
+	free(line);
+	free(rd);
+}
+
+static void test_socket_all_clients_served(void **state)
+{
+	struct evloop loop;
+	struct control c;
+	char path[128], err[256] = "";
+	struct reader *rd = calloc(1, sizeof(*rd));
+	int fds[CONTROL_MAX_CLIENTS];
+	json_t *r[1];
+
+	assert_non_null(rd);
+	sock_path(path, sizeof(path), "ctl.sock");
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&c, &loop, path, &fake_ops, &vm, err, sizeof(err)), 0);
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		fds[i] = client_connect(path);
+		assert_true(fds[i] >= 0);
+		loop_once(&loop, 10);
+	}
+	/* One more than the maximum: whatever it gets, the others go on. */
+	{
+		int extra = client_connect(path);
+
+		if (extra >= 0) {
+			assert_true(wait_hangup(&loop, extra));
+			close(extra);
+		}
+	}
+	for (int i = CONTROL_MAX_CLIENTS - 1; i >= 0; i--) {
+		char req[64];
+
+		snprintf(req, sizeof(req), "{\"id\":%d,\"cmd\":\"query-status\"}\n", 100 + i);
+		client_send(fds[i], req);
+		memset(rd, 0, sizeof(*rd));
+		read_replies(&loop, fds[i], rd, r, 1);
+		assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 100 + i);
+		json_decref(r[0]);
+	}
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		close(fds[i]);
+	loop_once(&loop, 10);
+	control_exit(&c);
+	evloop_exit(&loop);
+	free(rd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_query_status_number_id, setup_handle),
+		cmocka_unit_test_setup(test_query_status_string_id, setup_handle),
+		cmocka_unit_test_setup(test_no_id, setup_handle),
+		cmocka_unit_test_setup(test_pause_resume_quit, setup_handle),
+		cmocka_unit_test_setup(test_op_failure, setup_handle),
+		cmocka_unit_test_setup(test_query_status_failure, setup_handle),
+		cmocka_unit_test_setup(test_bad_requests, setup_handle),
+		cmocka_unit_test_setup(test_bad_request_echoes_id, setup_handle),
+		cmocka_unit_test_setup(test_deep_nesting, setup_handle),
+		cmocka_unit_test_setup(test_length_is_respected, setup_handle),
+		cmocka_unit_test_setup_teardown(test_socket_requests, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_socket_refuses_regular_file, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(test_socket_replaces_stale, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_socket_refuses_live, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_socket_line_too_long, setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(test_socket_all_clients_served, setup_dir,
+						teardown_dir),
+	};
+
+	return cmocka_run_group_tests_name("control", tests, NULL, NULL);
+}

@@ -1,0 +1,181 @@
+/* Guest RAM and its checked translation, against include/vmrun/guest_mem.h. */
+#include "unit.h"
+
+#include <errno.h>
+
+#include "vmrun/guest_mem.h"
+#include "vmrun/x86.h"
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+static void test_init_64m(void **state)
+{
+	struct guest_mem gm;
+
+	memset(&gm, 0xa5, sizeof(gm));
+	assert_int_equal(guest_mem_init(&gm, 64 * MiB), 0);
+	assert_int_equal(gm.n_regions, 1);
+	assert_int_equal(gm.ram_size, 64 * MiB);
+	assert_int_equal(gm.regions[0].gpa, 0);
+	assert_int_equal(gm.regions[0].size, 64 * MiB);
+	assert_non_null(gm.regions[0].host);
+	guest_mem_exit(&gm);
+	assert_int_equal(gm.n_regions, 0);
+	assert_null(gm.mapping);
+	guest_mem_exit(&gm); /* twice: the struct is zeroed now */
+}
+
+static void test_exit_zeroed(void **state)
+{
+	struct guest_mem gm;
+
+	memset(&gm, 0, sizeof(gm));
+	guest_mem_exit(&gm);
+	assert_null(guest_mem_ptr(&gm, 0, 1));
+}
+
+static void test_ptr_bounds_64m(void **state)
+{
+	struct guest_mem gm;
+	const uint64_t end = 64 * MiB;
+	uint8_t *base;
+
+	assert_int_equal(guest_mem_init(&gm, end), 0);
+	base = guest_mem_ptr(&gm, 0, 1);
+	assert_non_null(base);
+	assert_ptr_equal(guest_mem_ptr(&gm, 0x1234, 16), base + 0x1234);
+	assert_ptr_equal(guest_mem_ptr(&gm, end - 1, 1), base + end - 1);  /* last byte */
+	assert_ptr_equal(guest_mem_ptr(&gm, end - 1, 0), base + end - 1);  /* len 0 is 1 */
+	assert_ptr_equal(guest_mem_ptr(&gm, 0, end), base);                /* all of it */
+	assert_ptr_equal(guest_mem_ptr(&gm, end - 8, 8), base + end - 8);
+	assert_null(guest_mem_ptr(&gm, end, 1));      /* one past */
+	assert_null(guest_mem_ptr(&gm, end, 0));
+	assert_null(guest_mem_ptr(&gm, 0, end + 1));
+	assert_null(guest_mem_ptr(&gm, end - 4, 8));  /* crosses the end */
+	assert_null(guest_mem_ptr(&gm, end - 1, 2));
+	assert_null(guest_mem_ptr(&gm, 3 * GiB + 0x1000, 1));
+	assert_null(guest_mem_ptr(&gm, 4 * GiB, 1));
+	/* Lengths that would wrap the address space. */
+	assert_null(guest_mem_ptr(&gm, 0x10, UINT64_MAX));
+	assert_null(guest_mem_ptr(&gm, end - 1, UINT64_MAX));
+	assert_null(guest_mem_ptr(&gm, 0x1000, UINT64_MAX - 0x800));
+	assert_null(guest_mem_ptr(&gm, UINT64_MAX, 1));
+	assert_null(guest_mem_ptr(&gm, UINT64_MAX - 3, 8));
+	assert_null(guest_mem_ptr(&gm, UINT64_MAX, UINT64_MAX));
+	guest_mem_exit(&gm);
+}
+
+static void test_ptr_bounds_two_regions(void **state)
+{
+	struct guest_mem gm;
+	const uint64_t ram = 3 * GiB + 8 * MiB;
+	const uint64_t high_end = 4 * GiB + 8 * MiB;
+	uint8_t *low, *high;
+
+	/* MAP_NORESERVE: this costs only the pages touched. */
+	assert_int_equal(guest_mem_init(&gm, ram), 0);
+	assert_int_equal(gm.ram_size, ram);
+	assert_int_equal(gm.n_regions, 2);
+	assert_int_equal(gm.regions[0].gpa, 0);
+	assert_int_equal(gm.regions[0].size, 3 * GiB);
+	assert_int_equal(gm.regions[1].gpa, 4 * GiB);
+	assert_int_equal(gm.regions[1].size, 8 * MiB);
+
+	low = guest_mem_ptr(&gm, 0, 1);
+	high = guest_mem_ptr(&gm, 4 * GiB, 1);
+	assert_non_null(low);
+	assert_non_null(high);
+	/* The two host ranges must not alias. */
+	assert_true(high >= low + 3 * GiB || high + 8 * MiB <= low);
+
+	assert_ptr_equal(guest_mem_ptr(&gm, 3 * GiB - 1, 1), low + 3 * GiB - 1);
+	assert_null(guest_mem_ptr(&gm, 3 * GiB, 1));             /* start of the hole */
+	assert_null(guest_mem_ptr(&gm, X86_IOAPIC_BASE, 4));      /* inside the hole */
+	assert_null(guest_mem_ptr(&gm, X86_LAPIC_BASE + 0x20, 4));
+	assert_null(guest_mem_ptr(&gm, 4 * GiB - 1, 1));          /* end of the hole */
+	assert_null(guest_mem_ptr(&gm, 3 * GiB - 4, 8));          /* RAM into the hole */
+	assert_null(guest_mem_ptr(&gm, 4 * GiB - 4, 8));          /* hole into RAM */
+	assert_null(guest_mem_ptr(&gm, 3 * GiB - 1, GiB + 2));    /* across the hole */
+	assert_ptr_equal(guest_mem_ptr(&gm, 4 * GiB + 0x10, 0x100), high + 0x10);
+	assert_ptr_equal(guest_mem_ptr(&gm, high_end - 1, 1), high + 8 * MiB - 1);
+	assert_ptr_equal(guest_mem_ptr(&gm, 4 * GiB, 8 * MiB), high);
+	assert_null(guest_mem_ptr(&gm, high_end, 1));
+	assert_null(guest_mem_ptr(&gm, high_end - 2, 4));
+	assert_null(guest_mem_ptr(&gm, 4 * GiB, 8 * MiB + 1));
+	assert_null(guest_mem_ptr(&gm, 4 * GiB + 8, UINT64_MAX - 4 * GiB));
+	assert_null(guest_mem_ptr(&gm, high_end - 1, UINT64_MAX));
+	assert_null(guest_mem_ptr(&gm, UINT64_MAX - 15, 16));
+	guest_mem_exit(&gm);
+}
+
+static void test_read_write_round_trip(void **state)
+{
+	struct guest_mem gm;
+	uint8_t pattern[4096], back[4096];
+
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (uint8_t)(i * 7 + 3);
+	assert_int_equal(guest_mem_init(&gm, 3 * GiB + 8 * MiB), 0);
+
+	/* Fresh RAM reads as zero. */
+	memset(back, 0x5a, sizeof(back));
+	assert_int_equal(guest_mem_read(&gm, 0x200000, back, sizeof(back)), 0);
+	for (size_t i = 0; i < sizeof(back); i++)
+		assert_int_equal(back[i], 0);
+
+	assert_int_equal(guest_mem_write(&gm, 0x12345, pattern, sizeof(pattern)), 0);
+	memset(back, 0, sizeof(back));
+	assert_int_equal(guest_mem_read(&gm, 0x12345, back, sizeof(back)), 0);
+	assert_memory_equal(back, pattern, sizeof(pattern));
+	/* Visible through the translation as well. */
+	assert_memory_equal(guest_mem_ptr(&gm, 0x12345, sizeof(pattern)), pattern, sizeof(pattern));
+
+	/* The last bytes of each region. */
+	assert_int_equal(guest_mem_write(&gm, 3 * GiB - sizeof(pattern), pattern, sizeof(pattern)), 0);
+	assert_int_equal(guest_mem_write(&gm, 4 * GiB + 8 * MiB - 16, pattern, 16), 0);
+	memset(back, 0, sizeof(back));
+	assert_int_equal(guest_mem_read(&gm, 3 * GiB - sizeof(pattern), back, sizeof(pattern)), 0);
+	assert_memory_equal(back, pattern, sizeof(pattern));
+	assert_int_equal(guest_mem_read(&gm, 4 * GiB + 8 * MiB - 16, back, 16), 0);
+	assert_memory_equal(back, pattern, 16);
+
+	/* A write to the high region does not show up in the low one. */
+	assert_int_equal(guest_mem_write(&gm, 4 * GiB, "HIGH", 4), 0);
+	assert_int_equal(guest_mem_read(&gm, 0, back, 4), 0);
+	assert_memory_not_equal(back, "HIGH", 4);
+	guest_mem_exit(&gm);
+}
+
+static void test_efault_outside(void **state)
+{
+	struct guest_mem gm;
+	uint8_t buf[16] = { 1, 2, 3 }, back[16];
+
+	assert_int_equal(guest_mem_init(&gm, 64 * MiB), 0);
+	assert_int_equal(guest_mem_write(&gm, 64 * MiB, buf, 1), -EFAULT);
+	assert_int_equal(guest_mem_write(&gm, 64 * MiB - 8, buf, 16), -EFAULT);
+	assert_int_equal(guest_mem_read(&gm, 64 * MiB - 8, back, 16), -EFAULT);
+	assert_int_equal(guest_mem_read(&gm, X86_IOAPIC_BASE, back, 4), -EFAULT);
+	assert_int_equal(guest_mem_write(&gm, UINT64_MAX - 3, buf, 8), -EFAULT);
+	/* A failed write changes nothing. */
+	memset(back, 0x5a, sizeof(back));
+	assert_int_equal(guest_mem_read(&gm, 64 * MiB - 8, back, 8), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(back[i], 0);
+	guest_mem_exit(&gm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_init_64m),
+		cmocka_unit_test(test_exit_zeroed),
+		cmocka_unit_test(test_ptr_bounds_64m),
+		cmocka_unit_test(test_ptr_bounds_two_regions),
+		cmocka_unit_test(test_read_write_round_trip),
+		cmocka_unit_test(test_efault_outside),
+	};
+
+	return cmocka_run_group_tests_name("guest_mem", tests, NULL, NULL);
+}
