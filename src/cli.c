@@ -2,6 +2,7 @@
  * getopt_long so that it keeps no hidden global state (unit tests parse many
  * command lines in one process) and every error is one line of our own. */
 #include "vmrun/cli.h"
+#include "vmrun/log.h"
 
 #include <errno.h>
 #include <math.h>
@@ -39,17 +40,6 @@ static const char usage_text[] =
 const char *cli_usage(void)
 {
 	return usage_text;
-}
-
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
 }
 
 int cli_parse_size(const char *s, uint64_t *out)
@@ -129,34 +119,34 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 
 	if (!strcmp(name, "kernel")) {
 		if (!*val)
-			return fail(err, errlen, "--kernel: empty path");
+			return errmsg(-EINVAL, err, errlen, "--kernel: empty path");
 		cfg->kernel_path = val;
 	} else if (!strcmp(name, "initrd")) {
 		if (!*val)
-			return fail(err, errlen, "--initrd: empty path");
+			return errmsg(-EINVAL, err, errlen, "--initrd: empty path");
 		cfg->initrd_path = val;
 	} else if (!strcmp(name, "cmdline")) {
 		if (strlen(val) >= VMRUN_CMDLINE_MAX)
-			return fail(err, errlen, "--cmdline: longer than %d bytes",
+			return errmsg(-EINVAL, err, errlen, "--cmdline: longer than %d bytes",
 				    VMRUN_CMDLINE_MAX - 1);
 		cfg->cmdline = val;
 	} else if (!strcmp(name, "mem")) {
 		r = cli_parse_size(val, &size);
 		if (r == -ERANGE || (!r && size > VMRUN_MAX_MEM))
-			return fail(err, errlen, "--mem: '%s' is too large (at most 1T)", val);
+			return errmsg(-EINVAL, err, errlen, "--mem: '%s' is too large (at most 1T)", val);
 		if (r)
-			return fail(err, errlen,
+			return errmsg(-EINVAL, err, errlen,
 				    "--mem: invalid size '%s' (a number with an optional K, M or G suffix)",
 				    val);
 		if (size < VMRUN_MIN_MEM)
-			return fail(err, errlen, "--mem: '%s' is too small (at least 8M)", val);
+			return errmsg(-EINVAL, err, errlen, "--mem: '%s' is too small (at least 8M)", val);
 		if (size & 0xfff)
-			return fail(err, errlen, "--mem: '%s' is not a multiple of 4K", val);
+			return errmsg(-EINVAL, err, errlen, "--mem: '%s' is not a multiple of 4K", val);
 		cfg->mem_size = size;
 	} else if (!strcmp(name, "cpus")) {
 		r = parse_uint(val, VMRUN_MAX_CPUS, &n);
 		if (r || n == 0)
-			return fail(err, errlen, "--cpus: invalid count '%s' (1 to %d)", val,
+			return errmsg(-EINVAL, err, errlen, "--cpus: invalid count '%s' (1 to %d)", val,
 				    VMRUN_MAX_CPUS);
 		cfg->cpus = (unsigned)n;
 	} else if (!strcmp(name, "console")) {
@@ -168,7 +158,7 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 			cfg->console = CONSOLE_FILE;
 			cfg->console_path = val + 5;
 		} else {
-			return fail(err, errlen,
+			return errmsg(-EINVAL, err, errlen,
 				    "--console: invalid value '%s' (stdio, file:PATH or none)", val);
 		}
 	} else if (!strcmp(name, "timeout")) {
@@ -178,12 +168,12 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 		errno = 0;
 		t = strtod(val, &end);
 		if (end == val || *end || errno || !isfinite(t) || t <= 0 || t > 1e9)
-			return fail(err, errlen,
+			return errmsg(-EINVAL, err, errlen,
 				    "--timeout: invalid value '%s' (seconds, greater than 0)", val);
 		cfg->timeout_s = t;
 	} else if (!strcmp(name, "api-sock")) {
 		if (!*val)
-			return fail(err, errlen, "--api-sock: empty path");
+			return errmsg(-EINVAL, err, errlen, "--api-sock: empty path");
 		cfg->api_sock = val;
 	} else if (!strcmp(name, "boot")) {
 		if (!strcmp(val, "auto"))
@@ -193,16 +183,16 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 		else if (!strcmp(val, "pvh"))
 			cfg->boot = BOOT_PVH;
 		else
-			return fail(err, errlen, "--boot: invalid value '%s' (auto, linux64 or pvh)",
+			return errmsg(-EINVAL, err, errlen, "--boot: invalid value '%s' (auto, linux64 or pvh)",
 				    val);
 	} else if (!strcmp(name, "disk")) {
 		if (!*val)
-			return fail(err, errlen, "--disk: empty path");
+			return errmsg(-EINVAL, err, errlen, "--disk: empty path");
 		if (cfg->n_disks == VMRUN_MAX_DISKS)
-			return fail(err, errlen, "--disk: at most %d disks", VMRUN_MAX_DISKS);
+			return errmsg(-EINVAL, err, errlen, "--disk: at most %d disks", VMRUN_MAX_DISKS);
 		cfg->disks[cfg->n_disks++].spec = val;
 	} else {
-		return fail(err, errlen, "unknown option '--%s' (see vmrun --help)", name);
+		return errmsg(-EINVAL, err, errlen, "unknown option '--%s' (see vmrun --help)", name);
 	}
 	return 0;
 }
@@ -223,29 +213,29 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 		int r;
 
 		if (strncmp(arg, "--", 2) || !arg[2])
-			return fail(err, errlen, "unexpected argument '%s' (see vmrun --help)", arg);
+			return errmsg(-EINVAL, err, errlen, "unexpected argument '%s' (see vmrun --help)", arg);
 		name = arg + 2;
 		eq = strchr(name, '=');
 		len = eq ? (size_t)(eq - name) : strlen(name);
 		if (len >= sizeof(namebuf))
-			return fail(err, errlen, "unknown option '%.40s' (see vmrun --help)", arg);
+			return errmsg(-EINVAL, err, errlen, "unknown option '%.40s' (see vmrun --help)", arg);
 		memcpy(namebuf, name, len);
 		namebuf[len] = '\0';
 
 		if (!option_takes_value(namebuf, len)) {
 			if (eq && (!strcmp(namebuf, "help") || !strcmp(namebuf, "version")))
-				return fail(err, errlen, "--%s takes no value", namebuf);
+				return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
 			if (!strcmp(namebuf, "help"))
 				return CLI_HELP;
 			if (!strcmp(namebuf, "version"))
 				return CLI_VERSION;
-			return fail(err, errlen, "unknown option '--%s' (see vmrun --help)", namebuf);
+			return errmsg(-EINVAL, err, errlen, "unknown option '--%s' (see vmrun --help)", namebuf);
 		}
 		if (eq) {
 			val = eq + 1;
 		} else {
 			if (i + 1 >= argc)
-				return fail(err, errlen, "--%s needs a value", namebuf);
+				return errmsg(-EINVAL, err, errlen, "--%s needs a value", namebuf);
 			val = argv[++i];
 		}
 		r = apply_option(cfg, namebuf, val, err, errlen);
@@ -253,6 +243,6 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 			return r;
 	}
 	if (!cfg->kernel_path)
-		return fail(err, errlen, "--kernel PATH is required (see vmrun --help)");
+		return errmsg(-EINVAL, err, errlen, "--kernel PATH is required (see vmrun --help)");
 	return CLI_OK;
 }

@@ -25,17 +25,6 @@
 
 #define KVM_CPUID_MAX_ENTRIES 256
 
-__attribute__((format(printf, 4, 5)))
-static int build_fail(int r, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 static int kvm_open(struct vm *vm, char *err, size_t errlen)
 {
 	int version;
@@ -45,16 +34,16 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 		int r = -errno;
 
 		if (r == -ENOENT)
-			return build_fail(r, err, errlen,
+			return errmsg(r, err, errlen,
 					  "/dev/kvm does not exist: this host has no KVM (enable VT-x/AMD-V and load kvm_intel or kvm_amd)");
 		if (r == -EACCES || r == -EPERM)
-			return build_fail(r, err, errlen,
+			return errmsg(r, err, errlen,
 					  "permission denied opening /dev/kvm: add your user to the 'kvm' group or run as root");
-		return build_fail(r, err, errlen, "cannot open /dev/kvm: %s", strerror(-r));
+		return errmsg(r, err, errlen, "cannot open /dev/kvm: %s", strerror(-r));
 	}
 	version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (version != KVM_API_VERSION)
-		return build_fail(-ENOTSUP, err, errlen, "KVM API version %d, need %d", version,
+		return errmsg(-ENOTSUP, err, errlen, "KVM API version %d, need %d", version,
 				  KVM_API_VERSION);
 	return 0;
 }
@@ -82,7 +71,7 @@ static int kvm_check_caps(struct vm *vm, char *err, size_t errlen)
 
 	for (size_t i = 0; i < sizeof(required_caps) / sizeof(required_caps[0]); i++)
 		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0)
-			return build_fail(-ENOTSUP, err, errlen,
+			return errmsg(-ENOTSUP, err, errlen,
 					  "KVM lacks required capability %s (%s)",
 					  required_caps[i].name, required_caps[i].what);
 	max_vcpus = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
@@ -91,7 +80,7 @@ static int kvm_check_caps(struct vm *vm, char *err, size_t errlen)
 	if (max_vcpus <= 0)
 		max_vcpus = 4; /* the API's documented floor */
 	if (vm->cfg->cpus > (unsigned)max_vcpus)
-		return build_fail(-EINVAL, err, errlen,
+		return errmsg(-EINVAL, err, errlen,
 				  "--cpus %u: this host's KVM supports at most %d vCPUs",
 				  vm->cfg->cpus, max_vcpus);
 	recommended = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
@@ -100,7 +89,7 @@ static int kvm_check_caps(struct vm *vm, char *err, size_t errlen)
 			 vm->cfg->cpus, recommended);
 	vm->run_mmap_size = (size_t)ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if ((ssize_t)vm->run_mmap_size < (ssize_t)sizeof(struct kvm_run))
-		return build_fail(-ENOTSUP, err, errlen, "KVM_GET_VCPU_MMAP_SIZE failed");
+		return errmsg(-ENOTSUP, err, errlen, "KVM_GET_VCPU_MMAP_SIZE failed");
 	return 0;
 }
 
@@ -114,11 +103,11 @@ static int kvm_create_vm(struct vm *vm, char *err, size_t errlen)
 		vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
 	while (vm->vm_fd < 0 && errno == EINTR);
 	if (vm->vm_fd < 0)
-		return build_fail(-errno, err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)X86_TSS_ADDR) < 0)
-		return build_fail(-errno, err, errlen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "KVM_SET_TSS_ADDR: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0)
-		return build_fail(-errno, err, errlen, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
 	return 0;
 }
 
@@ -130,9 +119,9 @@ static int kvm_create_irqchip(struct vm *vm, char *err, size_t errlen)
 	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
-		return build_fail(-errno, err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
-		return build_fail(-errno, err, errlen, "KVM_CREATE_PIT2: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "KVM_CREATE_PIT2: %s", strerror(errno));
 	return 0;
 }
 
@@ -192,7 +181,7 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 		int r = bus_register(&vm->pio_bus, regions[i]);
 
 		if (r)
-			return build_fail(r, err, errlen, "cannot claim ports of %s: %s",
+			return errmsg(r, err, errlen, "cannot claim ports of %s: %s",
 					  regions[i]->name, strerror(-r));
 	}
 	return 0;
@@ -206,17 +195,17 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 				      KVM_CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2));
 	vm->vcpus = calloc(vm->cfg->cpus, sizeof(*vm->vcpus));
 	if (!vm->cpuid || !vm->vcpus)
-		return build_fail(-ENOMEM, err, errlen, "out of memory");
+		return errmsg(-ENOMEM, err, errlen, "out of memory");
 	vm->cpuid->nent = KVM_CPUID_MAX_ENTRIES;
 	if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0)
-		return build_fail(-errno, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
 	for (unsigned i = 0; i < vm->cfg->cpus; i++)
 		vm->vcpus[i].fd = -1;
 	vm->n_vcpus = vm->cfg->cpus;
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
 		r = vcpu_init(vm, &vm->vcpus[i], i);
 		if (r)
-			return build_fail(r, err, errlen, "cannot create vCPU %u: %s", i, strerror(-r));
+			return errmsg(r, err, errlen, "cannot create vCPU %u: %s", i, strerror(-r));
 	}
 	/* Only the boot CPU gets a register state; the others wait in the
 	 * in-kernel LAPIC for INIT/SIPI from the guest. */
@@ -225,7 +214,7 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 	else
 		r = x86_setup_long_mode(vm->vcpus[0].fd, vm->boot.entry, vm->boot.arg);
 	if (r)
-		return build_fail(r, err, errlen, "cannot set the boot vCPU's registers: %s",
+		return errmsg(r, err, errlen, "cannot set the boot vCPU's registers: %s",
 				  strerror(-r));
 	return 0;
 }
@@ -250,7 +239,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	vm->exit_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->rx_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->exit_eventfd < 0 || vm->rx_eventfd < 0)
-		return build_fail(-errno, err, errlen, "eventfd: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "eventfd: %s", strerror(errno));
 	r = kvm_open(vm, err, errlen);
 	if (!r)
 		r = kvm_check_caps(vm, err, errlen);
@@ -260,11 +249,11 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		return r;
 	r = guest_mem_init(&vm->mem, cfg->mem_size);
 	if (r)
-		return build_fail(r, err, errlen, "cannot map %llu MiB of guest RAM: %s",
+		return errmsg(r, err, errlen, "cannot map %llu MiB of guest RAM: %s",
 				  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 	r = guest_mem_register(&vm->mem, vm->vm_fd);
 	if (r)
-		return build_fail(r, err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
+		return errmsg(r, err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 	r = kvm_create_irqchip(vm, err, errlen);
 	if (r)
 		return r;
@@ -461,12 +450,12 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 
 	r = evloop_init(&vm->loop);
 	if (r)
-		return build_fail(r, err, errlen, "epoll: %s", strerror(-r));
+		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 	vm->exit_src = (struct ev_source){ .fd = vm->exit_eventfd, .handler = on_exit_event, .opaque = vm };
 	vm->rx_src = (struct ev_source){ .fd = vm->rx_eventfd, .handler = on_rx_ready, .opaque = vm };
 	if ((r = evloop_add(&vm->loop, &vm->exit_src, EPOLLIN)) ||
 	    (r = evloop_add(&vm->loop, &vm->rx_src, EPOLLIN)))
-		return build_fail(r, err, errlen, "epoll: %s", strerror(-r));
+		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 
 	/* main() blocked these signals before any thread existed. */
 	sigemptyset(&sigs);
@@ -475,10 +464,10 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 	sigaddset(&sigs, SIGHUP);
 	fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (fd < 0)
-		return build_fail(-errno, err, errlen, "signalfd: %s", strerror(errno));
+		return errmsg(-errno, err, errlen, "signalfd: %s", strerror(errno));
 	vm->signal_src = (struct ev_source){ .fd = fd, .handler = on_signal, .opaque = vm };
 	if ((r = evloop_add(&vm->loop, &vm->signal_src, EPOLLIN)))
-		return build_fail(r, err, errlen, "epoll: %s", strerror(-r));
+		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 
 	if (vm->cfg->timeout_s > 0) {
 		double t = vm->cfg->timeout_s;
@@ -491,10 +480,10 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 			its.it_value.tv_nsec = 1;
 		fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 		if (fd < 0 || timerfd_settime(fd, 0, &its, NULL) < 0)
-			return build_fail(-errno, err, errlen, "timerfd: %s", strerror(errno));
+			return errmsg(-errno, err, errlen, "timerfd: %s", strerror(errno));
 		vm->timer_src = (struct ev_source){ .fd = fd, .handler = on_timeout, .opaque = vm };
 		if ((r = evloop_add(&vm->loop, &vm->timer_src, EPOLLIN)))
-			return build_fail(r, err, errlen, "epoll: %s", strerror(-r));
+			return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 	}
 	if (vm->cfg->api_sock) {
 		r = control_init(&vm->control, &vm->loop, vm->cfg->api_sock, &vm_control_ops, vm,

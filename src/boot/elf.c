@@ -9,17 +9,7 @@
 
 #include "vmrun/boot.h"
 #include "vmrun/guest_mem.h"
-
-__attribute__((format(printf, 3, 4)))
-static int elf_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -ENOEXEC;
-}
+#include "vmrun/log.h"
 
 /* True when [off, off + size) lies inside a file of @len bytes. */
 static bool in_file(uint64_t off, uint64_t size, size_t len)
@@ -81,21 +71,21 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 
 	memset(img, 0, sizeof(*img));
 	if (len < EI_NIDENT || memcmp(buf, ELFMAG, SELFMAG))
-		return elf_fail(err, errlen, "not an ELF file");
+		return errmsg(-ENOEXEC, err, errlen, "not an ELF file");
 	if (buf[EI_CLASS] != ELFCLASS64)
-		return elf_fail(err, errlen, "not a 64-bit ELF file");
+		return errmsg(-ENOEXEC, err, errlen, "not a 64-bit ELF file");
 	if (len < sizeof(eh))
-		return elf_fail(err, errlen, "truncated ELF header");
+		return errmsg(-ENOEXEC, err, errlen, "truncated ELF header");
 	memcpy(&eh, buf, sizeof(eh));
 	if (buf[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
-		return elf_fail(err, errlen, "not an x86-64 ELF file");
+		return errmsg(-ENOEXEC, err, errlen, "not an x86-64 ELF file");
 	if (eh.e_type != ET_EXEC)
-		return elf_fail(err, errlen, "not an ELF executable (type %u)", eh.e_type);
+		return errmsg(-ENOEXEC, err, errlen, "not an ELF executable (type %u)", eh.e_type);
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > ELF_MAX_PHDRS)
-		return elf_fail(err, errlen, "bad program header table (%u entries of %u bytes)",
+		return errmsg(-ENOEXEC, err, errlen, "bad program header table (%u entries of %u bytes)",
 				eh.e_phnum, eh.e_phentsize);
 	if (!in_file(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr), len))
-		return elf_fail(err, errlen, "truncated: program headers past the end of the file");
+		return errmsg(-ENOEXEC, err, errlen, "truncated: program headers past the end of the file");
 
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
 		Elf64_Phdr ph;
@@ -104,30 +94,30 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 		memcpy(&ph, buf + eh.e_phoff + i * sizeof(ph), sizeof(ph));
 		if (ph.p_type == PT_NOTE) {
 			if (!in_file(ph.p_offset, ph.p_filesz, len))
-				return elf_fail(err, errlen, "truncated: note segment past the end of the file");
+				return errmsg(-ENOEXEC, err, errlen, "truncated: note segment past the end of the file");
 			if (elf_find_pvh_note(buf, &ph, img))
-				return elf_fail(err, errlen, "malformed note in segment %u", i);
+				return errmsg(-ENOEXEC, err, errlen, "malformed note in segment %u", i);
 			continue;
 		}
 		if (ph.p_type != PT_LOAD)
 			continue;
 		if (ph.p_filesz > ph.p_memsz)
-			return elf_fail(err, errlen, "segment %u: file size larger than memory size", i);
+			return errmsg(-ENOEXEC, err, errlen, "segment %u: file size larger than memory size", i);
 		if (ph.p_memsz == 0)
 			continue;
 		if (!in_file(ph.p_offset, ph.p_filesz, len))
-			return elf_fail(err, errlen,
+			return errmsg(-ENOEXEC, err, errlen,
 					"truncated: segment %u (offset 0x%llx, 0x%llx bytes) is past the end of the file",
 					i, (unsigned long long)ph.p_offset, (unsigned long long)ph.p_filesz);
 		if (ph.p_paddr + ph.p_memsz < ph.p_paddr)
-			return elf_fail(err, errlen, "segment %u wraps around the address space", i);
+			return errmsg(-ENOEXEC, err, errlen, "segment %u wraps around the address space", i);
 		if (img->n_segments == ELF_MAX_LOAD_SEGMENTS)
-			return elf_fail(err, errlen, "more than %d loadable segments", ELF_MAX_LOAD_SEGMENTS);
+			return errmsg(-ENOEXEC, err, errlen, "more than %d loadable segments", ELF_MAX_LOAD_SEGMENTS);
 		for (unsigned j = 0; j < img->n_segments; j++) {
 			const struct elf_segment *o = &img->segments[j];
 
 			if (ph.p_paddr < o->paddr + o->memsz && o->paddr < ph.p_paddr + ph.p_memsz)
-				return elf_fail(err, errlen,
+				return errmsg(-ENOEXEC, err, errlen,
 						"segments overlap at physical 0x%llx",
 						(unsigned long long)(ph.p_paddr > o->paddr ? ph.p_paddr : o->paddr));
 		}
@@ -139,7 +129,7 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 			img->highest = s->paddr + s->memsz;
 	}
 	if (!img->n_segments)
-		return elf_fail(err, errlen, "no loadable segments");
+		return errmsg(-ENOEXEC, err, errlen, "no loadable segments");
 
 	/* e_entry is physical for Linux's vmlinux; a virtual one is translated
 	 * through the segment whose virtual range holds it. */
@@ -157,11 +147,11 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 			}
 		}
 		if (!found)
-			return elf_fail(err, errlen, "entry point 0x%llx is outside every segment",
+			return errmsg(-ENOEXEC, err, errlen, "entry point 0x%llx is outside every segment",
 					(unsigned long long)eh.e_entry);
 	}
 	if (img->has_pvh && (img->pvh_entry > 0xffffffffull || !segment_at(img, img->pvh_entry)))
-		return elf_fail(err, errlen, "PVH entry 0x%llx is outside every segment",
+		return errmsg(-ENOEXEC, err, errlen, "PVH entry 0x%llx is outside every segment",
 				(unsigned long long)img->pvh_entry);
 	return 0;
 }
@@ -174,12 +164,12 @@ int elf_load(const struct elf_image *img, const uint8_t *buf, const struct guest
 		uint8_t *dst;
 
 		if (s->paddr < X86_HIGH_MEM)
-			return elf_fail(err, errlen,
+			return errmsg(-ENOEXEC, err, errlen,
 					"segment at 0x%llx is below 1 MiB, where the boot structures live",
 					(unsigned long long)s->paddr);
 		dst = guest_mem_ptr(gm, s->paddr, s->memsz);
 		if (!dst)
-			return elf_fail(err, errlen,
+			return errmsg(-ENOEXEC, err, errlen,
 					"segment 0x%llx-0x%llx is outside guest RAM (%llu MiB); try a larger --mem",
 					(unsigned long long)s->paddr,
 					(unsigned long long)(s->paddr + s->memsz),

@@ -11,21 +11,11 @@
 
 #include "vmrun/boot.h"
 #include "vmrun/guest_mem.h"
+#include "vmrun/log.h"
 
 /* Highest initrd end Linux accepts from a loader that knows nothing of the
  * kernel's own initrd_addr_max (boot protocol < 2.03 default). */
 #define INITRD_ADDR_MAX 0x38000000ull
-
-__attribute__((format(printf, 4, 5)))
-static int load_fail(int r, char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
 
 /* Map a whole file read-only.  Returns 0, or -errno with a message. */
 static int map_file(const char *path, const char *what, const uint8_t **buf, size_t *len,
@@ -37,21 +27,21 @@ static int map_file(const char *path, const char *what, const uint8_t **buf, siz
 
 	if (fd < 0) {
 		r = -errno;
-		return load_fail(r, err, errlen, "%s %s: %s", what, path, strerror(-r));
+		return errmsg(r, err, errlen, "%s %s: %s", what, path, strerror(-r));
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		return load_fail(-EINVAL, err, errlen, "%s %s: not a regular file", what, path);
+		return errmsg(-EINVAL, err, errlen, "%s %s: not a regular file", what, path);
 	}
 	if (st.st_size == 0) {
 		close(fd);
-		return load_fail(-ENOEXEC, err, errlen, "%s %s: empty file", what, path);
+		return errmsg(-ENOEXEC, err, errlen, "%s %s: empty file", what, path);
 	}
 	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	r = -errno;
 	close(fd);
 	if (p == MAP_FAILED)
-		return load_fail(r, err, errlen, "%s %s: %s", what, path, strerror(-r));
+		return errmsg(r, err, errlen, "%s %s: %s", what, path, strerror(-r));
 	*buf = p;
 	*len = (size_t)st.st_size;
 	return 0;
@@ -72,7 +62,7 @@ static int load_initrd(const struct guest_mem *gm, const char *path, uint64_t ke
 		top = INITRD_ADDR_MAX;
 	if (len > top || ((top - len) & ~0xfffull) < kernel_end) {
 		munmap((void *)buf, len);
-		return load_fail(-ENOSPC, err, errlen,
+		return errmsg(-ENOSPC, err, errlen,
 				 "--initrd %s: %zu bytes do not fit in guest RAM above the kernel; try a larger --mem",
 				 path, len);
 	}
@@ -80,7 +70,7 @@ static int load_initrd(const struct guest_mem *gm, const char *path, uint64_t ke
 	r = guest_mem_write(gm, gpa, buf, len);
 	munmap((void *)buf, len);
 	if (r)
-		return load_fail(r, err, errlen, "--initrd %s: outside guest RAM", path);
+		return errmsg(r, err, errlen, "--initrd %s: outside guest RAM", path);
 	info->initrd_gpa = gpa;
 	info->initrd_size = len;
 	return 0;
@@ -105,17 +95,17 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 		r = elf_load(&img, buf, gm, why, sizeof(why));
 	munmap((void *)buf, len);
 	if (r)
-		return load_fail(r, err, errlen, "--kernel %s: %s", cfg->kernel_path, why);
+		return errmsg(r, err, errlen, "--kernel %s: %s", cfg->kernel_path, why);
 
 	if (cfg->boot == BOOT_PVH && !img.has_pvh)
-		return load_fail(-ENOEXEC, err, errlen,
+		return errmsg(-ENOEXEC, err, errlen,
 				 "--kernel %s: --boot pvh, but the image has no PVH entry note",
 				 cfg->kernel_path);
 
 	info.cmdline_len = (uint32_t)strlen(cmdline);
 	r = guest_mem_write(gm, X86_CMDLINE, cmdline, info.cmdline_len + 1);
 	if (r)
-		return load_fail(r, err, errlen, "cannot write the command line to guest RAM");
+		return errmsg(r, err, errlen, "cannot write the command line to guest RAM");
 	if (cfg->initrd_path) {
 		r = load_initrd(gm, cfg->initrd_path, img.highest, &info, err, errlen);
 		if (r)
@@ -129,7 +119,7 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 		r = r < 0 ? r : 0;
 	}
 	if (r)
-		return load_fail(r, err, errlen, "cannot write the boot tables: %s", strerror(-r));
+		return errmsg(r, err, errlen, "cannot write the boot tables: %s", strerror(-r));
 
 	if (cfg->boot == BOOT_PVH) {
 		r = pvh_start_info_build(gm, X86_PVH_START_INFO, &info);
@@ -145,6 +135,6 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 		out->arg = X86_BOOT_PARAMS;
 	}
 	if (r)
-		return load_fail(r, err, errlen, "cannot write the boot information: %s", strerror(-r));
+		return errmsg(r, err, errlen, "cannot write the boot information: %s", strerror(-r));
 	return 0;
 }

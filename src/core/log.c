@@ -32,6 +32,16 @@ void log_warn(const char *fmt, ...)
 	va_end(ap);
 }
 
+int errmsg(int r, char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
 void log_debug(const char *fmt, ...)
 {
 	va_list ap;
