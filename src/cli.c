@@ -19,7 +19,7 @@ static const char usage_text[] =
 	"Boot a guest kernel on /dev/kvm.\n"
 	"\n"
 	"Options:\n"
-	"  --kernel PATH          guest kernel: an ELF64 image (Linux 64-bit entry or PVH note)\n"
+	"  --kernel PATH          guest kernel: an ELF64 image (Linux 64-bit entry or PVH note) or a bzImage\n"
 	"  --initrd PATH          initial ramdisk handed to the guest\n"
 	"  --cmdline STR          guest kernel command line\n"
 	"  --mem SIZE             guest RAM; K, M or G suffix, plain numbers are MiB (default 256M)\n"
@@ -28,7 +28,10 @@ static const char usage_text[] =
 	"  --timeout SECONDS      stop the guest after SECONDS and exit 124\n"
 	"  --api-sock PATH        control socket (one JSON object per line)\n"
 	"  --boot PROTO           auto (default), linux64 or pvh\n"
+	"  --kernel-decompress W  bzImage payload: host (default, vmrun decompresses) or guest\n"
 	"  --disk PATH[,OPTS]     block device (not supported yet)\n"
+	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
+	"                         fallbacks, no extra Linux kernel arguments\n"
 	"  --help                 print this help and exit\n"
 	"  --version              print the version and exit\n"
 	"\n"
@@ -99,7 +102,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 /* Options that take a value; the others are flags. */
 static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
-	"timeout", "api-sock", "boot", "disk", NULL,
+	"timeout", "api-sock", "boot", "disk", "kernel-decompress", NULL,
 };
 
 static bool option_takes_value(const char *name, size_t len)
@@ -185,6 +188,14 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 		else
 			return errmsg(-EINVAL, err, errlen, "--boot: invalid value '%s' (auto, linux64 or pvh)",
 				    val);
+	} else if (!strcmp(name, "kernel-decompress")) {
+		if (!strcmp(val, "host"))
+			cfg->kernel_decompress = KERNEL_DECOMPRESS_HOST;
+		else if (!strcmp(val, "guest"))
+			cfg->kernel_decompress = KERNEL_DECOMPRESS_GUEST;
+		else
+			return errmsg(-EINVAL, err, errlen,
+				    "--kernel-decompress: invalid value '%s' (host or guest)", val);
 	} else if (!strcmp(name, "disk")) {
 		if (!*val)
 			return errmsg(-EINVAL, err, errlen, "--disk: empty path");
@@ -204,6 +215,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 	cfg->cpus = 1;
 	cfg->console = CONSOLE_STDIO;
 	cfg->boot = BOOT_AUTO;
+	cfg->kernel_decompress = KERNEL_DECOMPRESS_HOST;
 
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
@@ -229,6 +241,12 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 				return CLI_HELP;
 			if (!strcmp(namebuf, "version"))
 				return CLI_VERSION;
+			if (!strcmp(namebuf, "no-nested-workarounds")) {
+				if (eq)
+					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
+				cfg->no_nested_workarounds = true;
+				continue;
+			}
 			return errmsg(-EINVAL, err, errlen, "unknown option '--%s' (see vmrun --help)", namebuf);
 		}
 		if (eq) {

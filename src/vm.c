@@ -21,6 +21,7 @@
 
 #include "vmrun/exit_status.h"
 #include "vmrun/log.h"
+#include "vmrun/nested.h"
 #include "vmrun/x86.h"
 
 #define KVM_CPUID_MAX_ENTRIES 256
@@ -167,7 +168,7 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 {
 	struct bus_region *regions[] = {
 		&vm->serial.region, &vm->i8042.data_region, &vm->i8042.status_region,
-		&vm->debug_exit.region,
+		&vm->debug_exit.region, &vm->rtc.region,
 	};
 
 	vm->dev_host = (struct device_host){ .set_irq = host_set_irq,
@@ -177,6 +178,7 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 		    &vm->dev_host);
 	i8042_init(&vm->i8042, &vm->dev_host);
 	debug_exit_init(&vm->debug_exit, &vm->dev_host);
+	rtc_init(&vm->rtc, NULL, NULL); /* the host's UTC clock */
 	for (size_t i = 0; i < sizeof(regions) / sizeof(regions[0]); i++) {
 		int r = bus_register(&vm->pio_bus, regions[i]);
 
@@ -219,6 +221,21 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+/* boot_load() with the command line the guest gets: the user's, plus the
+ * nested-host kernel arguments for a Linux kernel (vmrun/nested.h). */
+static int vm_load_kernel(struct vm *vm, char *err, size_t errlen)
+{
+	struct vm_config boot_cfg = *vm->cfg;
+	char cmdline[VMRUN_CMDLINE_MAX];
+	int r = nested_guest_cmdline(vm->cfg, vm->nested_workarounds, cmdline, sizeof(cmdline),
+				     err, errlen);
+
+	if (r)
+		return r;
+	boot_cfg.cmdline = cmdline;
+	return boot_load(&vm->mem, &boot_cfg, &vm->boot, err, errlen);
+}
+
 int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
 {
 	int r;
@@ -247,6 +264,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		r = kvm_create_vm(vm, err, errlen);
 	if (r)
 		return r;
+	vm->nested_workarounds = nested_workarounds_enable(cfg);
 	r = guest_mem_init(&vm->mem, cfg->mem_size);
 	if (r)
 		return errmsg(r, err, errlen, "cannot map %llu MiB of guest RAM: %s",
@@ -263,7 +281,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	r = vm_build_devices(vm, err, errlen);
 	if (r)
 		return r;
-	r = boot_load(&vm->mem, cfg, &vm->boot, err, errlen);
+	r = vm_load_kernel(vm, err, errlen);
 	if (r)
 		return r;
 	return vm_build_vcpus(vm, err, errlen);
@@ -589,6 +607,7 @@ void vm_destroy(struct vm *vm)
 	evloop_exit(&vm->loop);
 	console_close(&vm->console);
 	serial_exit(&vm->serial);
+	rtc_exit(&vm->rtc);
 	guest_mem_exit(&vm->mem);
 	bus_exit(&vm->pio_bus);
 	bus_exit(&vm->mmio_bus);

@@ -169,6 +169,78 @@ struct hvm_memmap_entry {
 int pvh_start_info_build(const struct guest_mem *gm, uint64_t gpa, const struct boot_info *info)
 	__attribute__((warn_unused_result));
 
+/* ---- bzImage (Documentation/arch/x86/boot.rst) ---- */
+
+#define BZIMAGE_HDR_OFFSET 0x1f1       /* the setup header in the file and in boot_params */
+#define BZIMAGE_MIN_VERSION 0x0206     /* cmdline_size; the oldest protocol vmrun boots */
+#define BZIMAGE_MAX_KERNEL (512ull << 20) /* bound on a host-decompressed kernel */
+#define BZIMAGE_XLF_KERNEL_64 0x0001   /* xloadflags: 64-bit entry at load address + 0x200 */
+#define BZIMAGE_ENTRY64_OFFSET 0x200
+
+enum bzimage_codec {
+	BZIMAGE_CODEC_UNKNOWN,
+	BZIMAGE_CODEC_NONE, /* an uncompressed ELF payload */
+	BZIMAGE_CODEC_GZIP,
+	BZIMAGE_CODEC_XZ,
+	BZIMAGE_CODEC_LZMA,
+	BZIMAGE_CODEC_ZSTD,
+	BZIMAGE_CODEC_LZ4,  /* the legacy frame format Linux uses */
+	BZIMAGE_CODEC_BZIP2,
+};
+
+/* What bzimage_parse() found; offsets are into the file and all checked
+ * against its length. */
+struct bzimage {
+	struct setup_header hdr; /* the image's header bytes; zero past hdr_len */
+	size_t hdr_len;          /* bytes of header in the image, from 0x1f1 */
+	uint64_t pm_offset;      /* the protected-mode kernel: (setup_sects + 1) * 512 */
+	uint64_t pm_size;        /* its bytes in the file */
+	bool has_payload;        /* protocol >= 2.08: payload_offset/length are valid */
+	uint64_t payload_offset;
+	uint64_t payload_size;
+	enum bzimage_codec codec;
+};
+
+/* True when @buf (@len bytes) carries the "HdrS" setup header magic. */
+bool bzimage_detect(const uint8_t *buf, size_t len);
+
+/* Parse the setup header of the bzImage in @buf (@len bytes): protocol
+ * version (at least 2.06), header length, where the protected-mode kernel and
+ * (2.08+) the compressed payload lie, and the payload's compression.  A field
+ * pointing past the end of the file is -ENOEXEC with a reason in @err. */
+int bzimage_parse(const uint8_t *buf, size_t len, struct bzimage *bz, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* "gzip", "xz", ... for messages. */
+const char *bzimage_codec_name(enum bzimage_codec codec);
+
+/* Decompress the payload of @bz (parsed from @buf) on the host into a new
+ * heap buffer *@out (*@out_len bytes, the caller frees it).  More than @max
+ * bytes of output is -EFBIG; an unknown format, a corrupt or truncated stream
+ * is -ENOEXEC; every error has a one-line reason in @err. */
+int bzimage_decompress(const struct bzimage *bz, const uint8_t *buf, uint64_t max,
+		       uint8_t **out, size_t *out_len, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* For --kernel-decompress=guest: copy the protected-mode kernel of @bz into
+ * @gm at its preferred address (pref_address, else code32_start, else 1 MiB)
+ * with init_size bytes of RAM from there, for the kernel's own decompressor.
+ * Sets *@entry to its 64-bit entry (load address + 0x200) and *@end to the
+ * end of the RAM it needs.  0, or -ENOEXEC/-ENOSPC with a reason in @err. */
+int bzimage_load_protected(const struct bzimage *bz, const uint8_t *buf,
+			   const struct guest_mem *gm, uint64_t *load_addr, uint64_t *entry,
+			   uint64_t *end, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Highest end address (exclusive) of an initrd this kernel accepts. */
+uint64_t bzimage_initrd_end_max(const struct bzimage *bz);
+
+/* Fill @bp as boot_params_build() does, then put the image's own setup
+ * header in it and set the fields a loader writes: type_of_loader, loadflags,
+ * heap, command line, initrd, video mode.  @info->cmdline_len must already
+ * be capped at the kernel's cmdline_size.  0 or -ENOSPC (e820 overflow). */
+int bzimage_boot_params(struct boot_params *bp, const struct bzimage *bz,
+			const struct boot_info *info) __attribute__((warn_unused_result));
+
 /* ---- the loader ---- */
 
 struct boot_setup {

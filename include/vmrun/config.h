@@ -27,6 +27,12 @@ enum boot_protocol {
 	BOOT_PVH,     /* Xen PVH: 32-bit entry from the ELF note, hvm_start_info in EBX */
 };
 
+/* Who decompresses a bzImage's payload. */
+enum kernel_decompress {
+	KERNEL_DECOMPRESS_HOST,  /* vmrun, into the vmlinux ELF it then loads (default) */
+	KERNEL_DECOMPRESS_GUEST, /* the kernel's own decompressor, from its 64-bit entry */
+};
+
 struct disk_config {
 	const char *spec; /* as given on the command line (points into argv) */
 };
@@ -41,7 +47,9 @@ struct vm_config {
 	const char *console_path; /* CONSOLE_FILE only */
 	double timeout_s;         /* 0: none */
 	const char *api_sock;     /* NULL: no control socket */
+	bool no_nested_workarounds; /* --no-nested-workarounds (vmrun/nested.h) */
 	enum boot_protocol boot;
+	enum kernel_decompress kernel_decompress; /* bzImage only */
 	unsigned n_disks;
 	struct disk_config disks[VMRUN_MAX_DISKS];
 };

@@ -80,4 +80,33 @@ struct debug_exit {
 
 void debug_exit_init(struct debug_exit *d, const struct device_host *host);
 
+/* ---- MC146818 CMOS RTC (ports 0x70 index, 0x71 data) ---- */
+
+#define RTC_INDEX_PORT 0x70
+#define RTC_CMOS_SIZE 128
+
+/* The wall clock the RTC shows: seconds since 1970-01-01 00:00:00 UTC.
+ * A function pointer so that tests can fix the time. */
+typedef int64_t (*rtc_clock_fn)(void *opaque);
+
+/* The host's CLOCK_REALTIME; the default clock. */
+int64_t rtc_clock_host(void *opaque);
+
+struct rtc {
+	struct bus_region region; /* ports 0x70-0x71 */
+	rtc_clock_fn clock;
+	void *clock_opaque;
+
+	pthread_mutex_t lock; /* any vCPU may touch the index/data pair */
+	uint8_t index;        /* 0..127; bit 7 of an index write is the NMI mask */
+	bool nmi_masked;      /* recorded only: vmrun has no NMI source to gate */
+	uint8_t cmos[RTC_CMOS_SIZE]; /* RAM, and the stored bits of registers A and B */
+};
+
+/* Initialise @rtc showing the time from @clock (rtc_clock_host when NULL)
+ * in BCD, 24-hour mode; CMOS RAM reads as zero until written.  Register
+ * &rtc->region on the port bus next; rtc_exit() when done. */
+void rtc_init(struct rtc *rtc, rtc_clock_fn clock, void *clock_opaque);
+void rtc_exit(struct rtc *rtc);
+
 #endif

@@ -50,8 +50,13 @@ struct vm {
 	struct serial serial;
 	struct i8042 i8042;
 	struct debug_exit debug_exit;
+	struct rtc rtc;
 	struct boot_setup boot;
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, patched per vCPU */
+	/* Nested host without VT-x/AMD-V and no --no-nested-workarounds: the
+	 * instruction fallback runs (vmrun/nested.h, vmrun/insn.h).  Set once
+	 * by vm_build(), read-only afterwards. */
+	bool nested_workarounds;
 	struct vcpu *vcpus;
 	unsigned n_vcpus;
 

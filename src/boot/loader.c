@@ -1,9 +1,12 @@
 /* boot_load(): from the configuration's file names to a guest ready to
- * enter: kernel segments, initrd, command line, boot tables. */
+ * enter: kernel (an ELF vmlinux, or a bzImage), initrd, command line, boot
+ * tables. */
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -47,9 +50,72 @@ static int map_file(const char *path, const char *what, const uint8_t **buf, siz
 	return 0;
 }
 
-/* Place the initrd at the top of low RAM, above the kernel. */
+/* What boot_load() needs to know of the loaded kernel, whatever its format. */
+struct kernel {
+	uint64_t entry;          /* 64-bit entry, guest-physical */
+	bool has_pvh;
+	uint64_t pvh_entry;
+	uint64_t end;            /* end of the RAM the kernel occupies */
+	uint64_t initrd_end_max; /* the initrd must end at or below this */
+	bool is_bzimage;
+	struct bzimage bz;       /* is_bzimage: its setup header goes into boot_params */
+};
+
+static int load_elf(const struct guest_mem *gm, const uint8_t *buf, size_t len,
+		    struct kernel *k, char *why, size_t whylen)
+{
+	struct elf_image img;
+	int r = elf_parse(buf, len, &img, why, whylen);
+
+	if (!r)
+		r = elf_load(&img, buf, gm, why, whylen);
+	if (r)
+		return r;
+	k->entry = img.entry;
+	k->has_pvh = img.has_pvh;
+	k->pvh_entry = img.pvh_entry;
+	k->end = img.highest;
+	return 0;
+}
+
+/* A bzImage: decompress its payload here and load the vmlinux ELF inside,
+ * or (--kernel-decompress=guest) load the protected-mode kernel for its own
+ * decompressor. */
+static int load_bzimage(const struct guest_mem *gm, const struct vm_config *cfg,
+			const uint8_t *buf, size_t len, struct kernel *k, char *why,
+			size_t whylen)
+{
+	uint64_t max = gm->ram_size, load;
+	uint8_t *vmlinux;
+	size_t vmlinux_len;
+	char inner[200];
+	int r = bzimage_parse(buf, len, &k->bz, why, whylen);
+
+	if (r)
+		return r;
+	k->is_bzimage = true;
+	k->initrd_end_max = bzimage_initrd_end_max(&k->bz);
+	if (cfg->kernel_decompress == KERNEL_DECOMPRESS_GUEST) {
+		if (cfg->boot == BOOT_PVH)
+			return errmsg(-EINVAL, why, whylen,
+				      "--boot pvh needs the PVH note of the decompressed kernel: use --kernel-decompress=host");
+		return bzimage_load_protected(&k->bz, buf, gm, &load, &k->entry, &k->end, why, whylen);
+	}
+	r = bzimage_decompress(&k->bz, buf, max, &vmlinux, &vmlinux_len, why, whylen);
+	if (r)
+		return r;
+	r = load_elf(gm, vmlinux, vmlinux_len, k, inner, sizeof(inner));
+	free(vmlinux);
+	if (r)
+		return errmsg(r, why, whylen, "the decompressed %s payload: %s",
+			      bzimage_codec_name(k->bz.codec), inner);
+	return 0;
+}
+
+/* Place the initrd at the top of low RAM, above the kernel and ending at or
+ * below @end_max. */
 static int load_initrd(const struct guest_mem *gm, const char *path, uint64_t kernel_end,
-		       struct boot_info *info, char *err, size_t errlen)
+		       uint64_t end_max, struct boot_info *info, char *err, size_t errlen)
 {
 	const uint8_t *buf;
 	size_t len;
@@ -58,8 +124,8 @@ static int load_initrd(const struct guest_mem *gm, const char *path, uint64_t ke
 
 	if (r)
 		return r;
-	if (top > INITRD_ADDR_MAX)
-		top = INITRD_ADDR_MAX;
+	if (top > end_max)
+		top = end_max;
 	if (len > top || ((top - len) & ~0xfffull) < kernel_end) {
 		munmap((void *)buf, len);
 		return errmsg(-ENOSPC, err, errlen,
@@ -81,7 +147,7 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 {
 	const char *cmdline = cfg->cmdline ? cfg->cmdline : "";
 	struct boot_info info = { .ram_size = gm->ram_size, .cmdline_gpa = X86_CMDLINE };
-	struct elf_image img;
+	struct kernel k = { .initrd_end_max = INITRD_ADDR_MAX };
 	const uint8_t *buf;
 	char why[256];
 	size_t len;
@@ -90,24 +156,37 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 	r = map_file(cfg->kernel_path, "--kernel", &buf, &len, err, errlen);
 	if (r)
 		return r;
-	r = elf_parse(buf, len, &img, why, sizeof(why));
-	if (!r)
-		r = elf_load(&img, buf, gm, why, sizeof(why));
+	if (len >= SELFMAG && !memcmp(buf, ELFMAG, SELFMAG))
+		r = load_elf(gm, buf, len, &k, why, sizeof(why));
+	else if (bzimage_detect(buf, len))
+		r = load_bzimage(gm, cfg, buf, len, &k, why, sizeof(why));
+	else
+		r = errmsg(-ENOEXEC, why, sizeof(why),
+			   "neither an ELF kernel nor a bzImage (not an ELF file, no \"HdrS\" at 0x202)");
 	munmap((void *)buf, len);
 	if (r)
 		return errmsg(r, err, errlen, "--kernel %s: %s", cfg->kernel_path, why);
 
-	if (cfg->boot == BOOT_PVH && !img.has_pvh)
+	if (cfg->boot == BOOT_PVH && !k.has_pvh)
 		return errmsg(-ENOEXEC, err, errlen,
 				 "--kernel %s: --boot pvh, but the image has no PVH entry note",
 				 cfg->kernel_path);
 
 	info.cmdline_len = (uint32_t)strlen(cmdline);
-	r = guest_mem_write(gm, X86_CMDLINE, cmdline, info.cmdline_len + 1);
+	if (k.is_bzimage && info.cmdline_len > k.bz.hdr.cmdline_size) {
+		/* Protocol 2.06+ says how much the kernel copies; it would
+		 * cut the rest off itself, so say so here. */
+		log_warn("--cmdline: %u bytes, but the kernel takes at most %u: truncated",
+			 info.cmdline_len, k.bz.hdr.cmdline_size);
+		info.cmdline_len = k.bz.hdr.cmdline_size;
+	}
+	r = guest_mem_write(gm, X86_CMDLINE, cmdline, info.cmdline_len);
+	if (!r)
+		r = guest_mem_write(gm, X86_CMDLINE + info.cmdline_len, "", 1);
 	if (r)
 		return errmsg(r, err, errlen, "cannot write the command line to guest RAM");
 	if (cfg->initrd_path) {
-		r = load_initrd(gm, cfg->initrd_path, img.highest, &info, err, errlen);
+		r = load_initrd(gm, cfg->initrd_path, k.end, k.initrd_end_max, &info, err, errlen);
 		if (r)
 			return r;
 	}
@@ -124,14 +203,19 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 	if (cfg->boot == BOOT_PVH) {
 		r = pvh_start_info_build(gm, X86_PVH_START_INFO, &info);
 		out->protocol = BOOT_PVH;
-		out->entry = img.pvh_entry;
+		out->entry = k.pvh_entry;
 		out->arg = X86_PVH_START_INFO;
 	} else {
 		struct boot_params *bp = guest_mem_ptr(gm, X86_BOOT_PARAMS, sizeof(*bp));
 
-		r = bp ? boot_params_build(bp, &info) : -EFAULT;
+		if (!bp)
+			r = -EFAULT;
+		else if (k.is_bzimage)
+			r = bzimage_boot_params(bp, &k.bz, &info);
+		else
+			r = boot_params_build(bp, &info);
 		out->protocol = BOOT_LINUX64;
-		out->entry = img.entry;
+		out->entry = k.entry;
 		out->arg = X86_BOOT_PARAMS;
 	}
 	if (r)

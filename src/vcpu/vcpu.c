@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "vmrun/exit_status.h"
+#include "vmrun/insn.h"
 #include "vmrun/log.h"
 #include "vmrun/vm.h"
 #include "vmrun/x86.h"
@@ -104,6 +105,29 @@ static void vcpu_handle_mmio(struct vcpu *v)
 		bus_read(&v->vm->mmio_bus, run->mmio.phys_addr, run->mmio.data, len);
 }
 
+/* An instruction KVM's emulator gave up on, on a nested host without
+ * VT-x/AMD-V: let the fallback finish it (vmrun/insn.h), or end the run with
+ * the registers and the instruction bytes.  Returns false when this vCPU must
+ * stop. */
+static bool vcpu_emulation_fallback(struct vcpu *v)
+{
+	struct insn_report rep;
+	char bytes[3 * INSN_MAX_LEN + 1] = "";
+	int r = insn_fallback_handle(v->fd, v->run, &v->vm->mem, v->vm->cpuid, &rep);
+
+	if (!r) {
+		log_debug("vCPU %u: rip 0x%llx: %s", v->id, (unsigned long long)rep.rip, rep.what);
+		return true;
+	}
+	for (unsigned i = 0; i < rep.n_bytes; i++)
+		snprintf(bytes + 3 * i, sizeof(bytes) - 3 * i, " %02x", rep.bytes[i]);
+	vcpu_fail(v, r == -ENOENT ? VMRUN_EXIT_INTERNAL_ERROR : VMRUN_EXIT_HOST_ERROR,
+		  "KVM internal error, suberror %u (instruction emulation failed) at rip 0x%llx: %s; instruction bytes%s",
+		  KVM_INTERNAL_ERROR_EMULATION, (unsigned long long)rep.rip, rep.what,
+		  rep.n_bytes ? bytes : " unavailable");
+	return false;
+}
+
 static const char *system_event_name(uint32_t type)
 {
 	switch (type) {
@@ -155,6 +179,8 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		char data[128] = "";
 		size_t off = 0;
 
+		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && v->vm->nested_workarounds)
+			return vcpu_emulation_fallback(v);
 		for (uint32_t i = 0; i < run->internal.ndata && i < 16 && off < sizeof(data); i++)
 			off += (size_t)snprintf(data + off, sizeof(data) - off, " 0x%llx",
 						(unsigned long long)run->internal.data[i]);

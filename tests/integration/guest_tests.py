@@ -162,6 +162,24 @@ def test_unclaimed_port_and_mmio():
     check(len(mmio_lines) == 1, f"mmio 0xd0000000 should be logged once, got: {mmio_lines}")
 
 
+def test_rtc_clock():
+    import datetime
+    utc = datetime.timezone.utc
+    before = datetime.datetime.now(utc).replace(microsecond=0) - datetime.timedelta(seconds=1)
+    out, err = expect(["--kernel", guest("rtc")], debug_exit_status(0),
+                      stdout_has=["rtc status: A=26 B=02 D=80", "rtc ram: a5"])
+    after = datetime.datetime.now(utc) + datetime.timedelta(seconds=1)
+    check("0x70" not in err and "0x71" not in err, f"RTC ports logged as unclaimed: {err}")
+    for mode in ("bcd", "binary"):
+        line = [l for l in out.splitlines() if l.startswith(f"rtc {mode}: ")]
+        check(len(line) == 1, f"no 'rtc {mode}' line in {out!r}")
+        stamp, wday = line[0].split(": ", 1)[1].rsplit(" wday=", 1)
+        t = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=utc)
+        check(before <= t <= after, f"rtc {mode} shows {t}, host UTC was {before}..{after}")
+        # The MC146818 counts weekdays 1-7 from Sunday.
+        check(int(wday) == t.isoweekday() % 7 + 1, f"rtc {mode}: weekday {wday} for {t}")
+
+
 def test_serial_echo_interrupts():
     out, _ = expect(["--kernel", guest("echo")], debug_exit_status(3),
                     input_bytes=b"hello world\nsecond line\nexit 3\n",
@@ -218,6 +236,76 @@ def test_lcg_reference():
     for _ in range(1000):
         x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
     check(lcg(77, 1000) == x, "lcg jump-ahead is wrong")
+
+
+# ---------------------------------------------------------------- nested hosts without VT-x
+
+NESTED_NOTICE = ("vmrun: nested KVM without VT-x/AMD-V detected: instruction fallbacks on "
+                 "(--no-nested-workarounds disables)")
+NESTED_LINUX_ARGS = "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable clearcpuid=151,297,580"
+
+
+def host_lacks_hw_virt():
+    """A nested KVM such as kvm_pvm: the CPU flags name neither vmx nor svm."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                words = line.split(":", 1)[1].split()
+                return "vmx" not in words and "svm" not in words
+    return False
+
+
+def test_emul_fallbacks():
+    # Where the fallback is on, it finishes what KVM cannot; elsewhere the
+    # CPU runs it all.  The guest's verdict is the same.
+    out, err = expect(["--kernel", guest("emul")], debug_exit_status(0),
+                      stdout_has=["emul: popcnt ok", "emul: fwait ok", "emul: int3 ok", "emul: ok"])
+    check(("emul: clac/stac ok" in out) or ("emul: clac/stac skipped (no SMAP)" in out),
+          f"no clac/stac verdict:\n{out}")
+    check(("emul: syscall ok" in out and "emul: sysret ok" in out) or
+          ("emul: syscall skipped (no SMAP)" in out), f"no syscall/sysret verdict:\n{out}")
+    want = 1 if host_lacks_hw_virt() else 0
+    check(err.count(NESTED_NOTICE) == want, f"notice printed {err.count(NESTED_NOTICE)} times, want {want}:\n{err}")
+
+
+def test_emul_without_workarounds():
+    args = ["--kernel", guest("emul"), "--no-nested-workarounds"]
+    if not host_lacks_hw_virt():
+        expect(args, debug_exit_status(0), stdout_has=["emul: ok"])
+        return
+    # The first POPCNT at CPL 0 is where KVM gives up: status 12, as before.
+    _, err = expect(args, 12, stderr_has=["instruction emulation failed", "rip="])
+    check(NESTED_NOTICE not in err, f"notice printed with --no-nested-workarounds:\n{err}")
+
+
+def test_emul_unknown_instruction():
+    # CRC32 at CPL 0: neither KVM's emulator here nor the fallback has it.
+    if not host_lacks_hw_virt():
+        expect(["--kernel", guest("emul"), "--cmdline", "action=crc32"], debug_exit_status(0),
+               stdout_has=["emul: crc32 ran"])
+        return
+    _, err = expect(["--kernel", guest("emul"), "--cmdline", "action=crc32"], 12,
+                    stderr_has=["instruction emulation failed", "unknown instruction",
+                                "instruction bytes f2 0f 38 f1", "rip="])
+
+
+def test_nested_linux_args():
+    # The test guests are no Linux kernels: their command line stays as given.
+    expect(["--kernel", guest("hello"), "--cmdline", "exit=0"], debug_exit_status(0),
+           stdout_has=["cmdline: exit=0\n"])
+    # The same guest with the Linux banner in its file counts as Linux.
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "linuxish.elf")
+        with open(path, "wb") as f:
+            f.write(open(guest("hello"), "rb").read() + b"Linux version 6.1.0 (vmrun test)\0")
+        nested = host_lacks_hw_virt()
+        out, _ = expect(["--kernel", path, "--cmdline", "exit=0 tsc=unstable"], debug_exit_status(0))
+        want = ("exit=0 tsc=unstable noxsave no-kvmclock pty.legacy_count=0 clearcpuid=151,297,580"
+                if nested else "exit=0 tsc=unstable")
+        check(f"cmdline: {want}\n" in out, f"want 'cmdline: {want}' in:\n{out}")
+        out, _ = expect(["--kernel", path, "--cmdline", "exit=0", "--no-nested-workarounds"],
+                        debug_exit_status(0))
+        check("cmdline: exit=0\n" in out, f"--no-nested-workarounds changed the command line:\n{out}")
 
 
 # ---------------------------------------------------------------- CLI / setup errors
@@ -326,6 +414,77 @@ def test_cpus_above_recommended():
     check(rc == debug_exit_status(0), f"--cpus 4: status {rc}: {err}")
     warned = [l for l in err.splitlines() if "recommends" in l]
     check(len(warned) <= 1, f"warning repeated: {warned}")
+
+
+# ---------------------------------------------------------------- bzImage
+
+def zstd_compress(data):
+    """One zstd frame, through libzstd (vmrun's own build dependency)."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+    lib.ZSTD_compressBound.restype = ctypes.c_size_t
+    lib.ZSTD_compressBound.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_compress.restype = ctypes.c_size_t
+    lib.ZSTD_compress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                                  ctypes.c_size_t, ctypes.c_int]
+    lib.ZSTD_isError.restype = ctypes.c_uint
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    cap = lib.ZSTD_compressBound(len(data))
+    out = ctypes.create_string_buffer(cap)
+    n = lib.ZSTD_compress(out, cap, data, len(data), 19)
+    check(not lib.ZSTD_isError(n), "ZSTD_compress failed")
+    return out.raw[:n]
+
+
+def make_bzimage(elf, codec):
+    """Wrap @elf in a bzImage per Linux's Documentation/arch/x86/boot.rst:
+    4 setup sectors after the boot sector, a protocol 2.15 setup header, and a
+    protected-mode part whose payload is @elf compressed as Linux's build
+    does it (the uncompressed size appended; gzip's own trailer is that)."""
+    import gzip
+    if codec == "gzip":
+        payload = gzip.compress(elf, compresslevel=9, mtime=0)
+    elif codec == "zstd":
+        payload = zstd_compress(elf) + struct.pack("<I", len(elf))
+    else:
+        payload = codec  # raw bytes, for the error cases
+    setup_sects = 4
+    code = b"\xf4" * 0x400  # stands in for the kernel's decompressor
+    pm = code + payload + b"\0" * 4  # the build's CRC32 at the end
+    pm += b"\0" * (-len(pm) % 16)
+    img = bytearray((setup_sects + 1) * 512) + pm
+    struct.pack_into("<B", img, 0x1f1, setup_sects)
+    struct.pack_into("<I", img, 0x1f4, len(pm) // 16)          # syssize
+    struct.pack_into("<H", img, 0x1fe, 0xaa55)                 # boot_flag
+    struct.pack_into("<BB4sH", img, 0x200, 0xeb, 0x6a, b"HdrS", 0x020f)
+    struct.pack_into("<B", img, 0x211, 0x01)                   # loadflags: LOADED_HIGH
+    struct.pack_into("<I", img, 0x214, 0x100000)               # code32_start
+    struct.pack_into("<IIBBHI", img, 0x22c, 0x7fffffff, 0x200000, 1, 21, 0x1, 2047)
+    struct.pack_into("<II", img, 0x248, len(code), len(payload))
+    struct.pack_into("<QI", img, 0x258, 0x1000000, 0x800000)   # pref_address, init_size
+    return bytes(img)
+
+
+def test_bzimage_gzip_zstd():
+    elf = open(guest("hello"), "rb").read()
+    with tempfile.TemporaryDirectory() as d:
+        for codec, status in [("gzip", 3), ("zstd", 5)]:
+            path = os.path.join(d, f"hello-{codec}.bzImage")
+            with open(path, "wb") as f:
+                f.write(make_bzimage(elf, codec))
+            expect(["--kernel", path, "--cmdline", f"exit={status} {codec}"],
+                   debug_exit_status(status),
+                   stdout_has=["hello from vmrun test guest (entry=linux64)",
+                               f"cmdline: exit={status} {codec}"])
+        # The decompressed ELF keeps its PVH note.
+        expect(["--kernel", path, "--boot", "pvh", "--cmdline", "exit=6"],
+               debug_exit_status(6), stdout_has=["hello from vmrun test guest (entry=pvh)"])
+        # A payload vmrun cannot decode is named, with the way out.
+        path = os.path.join(d, "lzo.bzImage")
+        with open(path, "wb") as f:
+            f.write(make_bzimage(elf, b"\x89LZO\0\r\n\x1a\n" + b"\0" * 64))
+        expect(["--kernel", path], 4, stderr_has=["unknown format", "--kernel-decompress=guest"])
 
 
 # ---------------------------------------------------------------- terminal

@@ -286,6 +286,37 @@ static void test_boot(void **state)
 	REJECT("--boot", "--kernel", "k", "--boot", "multiboot");
 }
 
+static void test_kernel_decompress(void **state)
+{
+	struct vm_config cfg;
+
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_int_equal(cfg.kernel_decompress, KERNEL_DECOMPRESS_HOST);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--kernel-decompress", "guest"), CLI_OK);
+	assert_int_equal(cfg.kernel_decompress, KERNEL_DECOMPRESS_GUEST);
+	assert_int_equal(PARSE(&cfg, "--kernel-decompress=host", "--kernel", "k"), CLI_OK);
+	assert_int_equal(cfg.kernel_decompress, KERNEL_DECOMPRESS_HOST);
+	REJECT("--kernel-decompress", "--kernel", "k", "--kernel-decompress", "qemu");
+	REJECT("--kernel-decompress", "--kernel", "k", "--kernel-decompress=");
+	REJECT("--kernel-decompress", "--kernel", "k", "--kernel-decompress");
+}
+
+static void test_no_nested_workarounds(void **state)
+{
+	struct vm_config cfg;
+
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_false(cfg.no_nested_workarounds);
+	assert_int_equal(PARSE(&cfg, "--no-nested-workarounds", "--kernel", "k"), CLI_OK);
+	assert_true(cfg.no_nested_workarounds);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_false(cfg.no_nested_workarounds); /* nothing carried over */
+	REJECT("--no-nested-workarounds", "--kernel", "k", "--no-nested-workarounds=1");
+	REJECT("--no-nested-workaround", "--kernel", "k", "--no-nested-workaround");
+}
+
 static void test_disk(void **state)
 {
 	struct vm_config cfg;
@@ -372,6 +403,8 @@ int main(void)
 		cmocka_unit_test(test_console),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_boot),
+		cmocka_unit_test(test_kernel_decompress),
+		cmocka_unit_test(test_no_nested_workarounds),
 		cmocka_unit_test(test_disk),
 		cmocka_unit_test(test_unknown_option),
 		cmocka_unit_test(test_missing_value_at_end),

@@ -1,0 +1,65 @@
+/* Nested hosts without hardware virtualization (src/arch/x86_64/nested.c).
+ *
+ * Some hosts offer /dev/kvm from inside a VM whose CPU has no VT-x/AMD-V
+ * (PLATFORM.md: kvm_pvm).  There KVM interprets guest CPL-0 code and fails
+ * on a few instructions, which the instruction fallback (vmrun/insn.h)
+ * finishes, and a stock Linux kernel needs a few arguments to avoid the
+ * failures that cannot be finished (XRSTOR, the kvmclock VMCALL) or that are
+ * merely slow.  vmrun detects such a host once at start; on hosts with
+ * VT-x/AMD-V nothing here is active, and --no-nested-workarounds turns it
+ * off everywhere. */
+#ifndef VMRUN_NESTED_H
+#define VMRUN_NESTED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm_config;
+
+/* The kernel arguments appended for Linux guests (PLATFORM.md, "Booting
+ * stock Linux here"): no XSAVE (XRSTOR cannot be emulated), no kvmclock (its
+ * VMCALL hangs), no legacy PTYs (18 s), a reliable TSC, and CPUID bits 151
+ * (POPCNT), 297 (ERMS) and 580 (FSRM) cleared. */
+#define NESTED_LINUX_ARGS "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable clearcpuid=151,297,580"
+
+/* Whether @cpuinfo (the text of /proc/cpuinfo) describes a CPU without
+ * hardware virtualization: 1 when its first "flags" line names neither
+ * "vmx" nor "svm", 0 when it names one, -ENOENT when there is no flags line
+ * (then nothing can be said and nothing is switched on). */
+int nested_cpuinfo_lacks_hw_virt(const char *cpuinfo);
+
+/* nested_cpuinfo_lacks_hw_virt() on the file @path (normally
+ * "/proc/cpuinfo"; at most its first 64 KiB are read).  -errno when it cannot
+ * be read. */
+int nested_host_lacks_hw_virt(const char *path);
+
+/* Whether the fallbacks run for @cfg: the host lacks VT-x/AMD-V and @cfg
+ * does not say --no-nested-workarounds.  When they do, says so once on
+ * stderr.  Call once per VM, after /dev/kvm opened. */
+bool nested_workarounds_enable(const struct vm_config *cfg);
+
+/* Whether the kernel image in @buf (@len bytes) is Linux: a bzImage (boot
+ * sector signature 0xAA55 at 0x1FE and "HdrS" at 0x202), or an ELF64 file
+ * with an ELF note named "Linux" in a PT_NOTE segment (every vmlinux since
+ * 4.19 carries its build-salt note) or the "Linux version " banner.  The
+ * project's test guests have none of these. */
+bool nested_image_is_linux(const uint8_t *buf, size_t len);
+
+/* Write to @out (@outlen bytes) the command line @user (NULL: empty) with
+ * NESTED_LINUX_ARGS appended, except the words whose key (the part before
+ * '=', or the whole word) @user already has: the user's choice wins.
+ * Returns 0, or -E2BIG when the result does not fit (nothing useful in
+ * @out). */
+int nested_cmdline_append(const char *user, char *out, size_t outlen)
+	__attribute__((warn_unused_result));
+
+/* The command line for @cfg's guest into @buf (@len bytes, normally
+ * VMRUN_CMDLINE_MAX): @cfg->cmdline, plus NESTED_LINUX_ARGS when @enabled
+ * (nested_workarounds_enable()) and the kernel file is a Linux image.  A
+ * kernel file that cannot be read is left for the loader to report.
+ * Returns 0, or -E2BIG with a one-line message in @err. */
+int nested_guest_cmdline(const struct vm_config *cfg, bool enabled, char *buf, size_t len,
+			 char *err, size_t errlen) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,1239 @@
+/* The instruction fallback (include/vmrun/insn.h) against the CPU that runs
+ * this test.
+ *
+ * Every instruction the emulator claims to know is executed natively too,
+ * from the same bytes at the same address and with the same registers: the
+ * bytes go into an executable page followed by RET, native_run() loads every
+ * general register but RSP and RFLAGS from a struct, calls the page and
+ * stores them back.  A fault or trap arrives as a signal whose context gives
+ * the vector (REG_TRAPNO), the error code and RIP; the handler resumes at the
+ * RET.  The emulator runs on an insn_cpu at CPL 3 with the host's CPUID
+ * features and a read_mem that reads this process's memory, and must agree
+ * on the registers, the arithmetic flags, RIP and the exception.
+ *
+ * What CPL 3 cannot show is checked against the architecture's definition
+ * (Intel SDM vol. 2) instead, and said so: CLAC/STAC and SYSRET at CPL 0
+ * (natively they are #UD / #GP at CPL 3, which is compared), INT3's gate
+ * check, FWAIT's #NM and #MF, and the syscall repair on a fake state. */
+#include "unit.h"
+
+#include <asm/prctl.h>
+#include <cpuid.h>
+#include <errno.h>
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "vmrun/guest_mem.h"
+#include "vmrun/insn.h"
+
+/* ---- running bytes natively ---- */
+
+struct native_regs {
+	uint64_t gpr[INSN_NR_GPRS]; /* gpr[INSN_RSP] is neither loaded nor stored */
+	uint64_t rflags;
+};
+
+void native_run(struct native_regs *st, const void *code);
+
+__asm__(".text\n"
+	".globl native_run\n"
+	".type native_run, @function\n"
+	"native_run:\n"
+	"	push %rbx\n push %rbp\n push %r12\n push %r13\n push %r14\n push %r15\n"
+	"	push %rdi\n"           /* the struct */
+	"	push %rsi\n"           /* the code */
+	"	pushq 128(%rdi)\n popfq\n"
+	"	mov 0(%rdi), %rax\n mov 8(%rdi), %rcx\n mov 16(%rdi), %rdx\n mov 24(%rdi), %rbx\n"
+	"	mov 40(%rdi), %rbp\n mov 48(%rdi), %rsi\n mov 64(%rdi), %r8\n mov 72(%rdi), %r9\n"
+	"	mov 80(%rdi), %r10\n mov 88(%rdi), %r11\n mov 96(%rdi), %r12\n mov 104(%rdi), %r13\n"
+	"	mov 112(%rdi), %r14\n mov 120(%rdi), %r15\n mov 56(%rdi), %rdi\n"
+	"	call *(%rsp)\n"
+	"	pushfq\n"
+	"	xchg %rdi, 16(%rsp)\n" /* the struct back; the guest RDI on the stack */
+	"	mov %rax, 0(%rdi)\n mov %rcx, 8(%rdi)\n mov %rdx, 16(%rdi)\n mov %rbx, 24(%rdi)\n"
+	"	mov %rbp, 40(%rdi)\n mov %rsi, 48(%rdi)\n mov %r8, 64(%rdi)\n mov %r9, 72(%rdi)\n"
+	"	mov %r10, 80(%rdi)\n mov %r11, 88(%rdi)\n mov %r12, 96(%rdi)\n mov %r13, 104(%rdi)\n"
+	"	mov %r14, 112(%rdi)\n mov %r15, 120(%rdi)\n"
+	"	pop %rax\n mov %rax, 128(%rdi)\n"
+	"	mov 8(%rsp), %rax\n mov %rax, 56(%rdi)\n"
+	"	add $16, %rsp\n"
+	"	pop %r15\n pop %r14\n pop %r13\n pop %r12\n pop %rbp\n pop %rbx\n"
+	"	ret\n"
+	".size native_run, .-native_run\n");
+
+#define CODE_DATA_OFF 0x800 /* data in the code page, for RIP-relative operands */
+
+/* What the signal handler saw.  Signal handlers can only reach file-scope
+ * state; this is test scaffolding, not vmrun. */
+static struct {
+	uint8_t *page;
+	size_t len;
+	int trapno; /* -1: no exception */
+	uint64_t err, rip, cr2;
+} nat;
+
+static void on_signal(int sig, siginfo_t *si, void *ucv)
+{
+	ucontext_t *uc = ucv;
+	greg_t *g = uc->uc_mcontext.gregs;
+
+	nat.trapno = (int)g[REG_TRAPNO];
+	nat.err = (uint64_t)g[REG_ERR];
+	nat.rip = (uint64_t)g[REG_RIP];
+	nat.cr2 = (uint64_t)g[REG_CR2];
+	if (sig == SIGFPE && uc->uc_mcontext.fpregs) {
+		/* #MF: clear the x87 exception, or every later x87 op traps. */
+		uc->uc_mcontext.fpregs->swd = 0;
+		uc->uc_mcontext.fpregs->cwd = 0x37f;
+	}
+	if (sig != SIGTRAP) /* a fault: resume at the RET */
+		g[REG_RIP] = (greg_t)(nat.page + nat.len);
+}
+
+static const int trap_signals[] = { SIGILL, SIGSEGV, SIGBUS, SIGTRAP, SIGFPE };
+
+static int setup(void **state)
+{
+	nat.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return nat.page == MAP_FAILED ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+	munmap(nat.page, 4096);
+	return 0;
+}
+
+/* Run @n bytes at nat.page natively on @st (updated in place). */
+static void run_native(const uint8_t *b, size_t n, struct native_regs *st)
+{
+	struct sigaction sa = { .sa_sigaction = on_signal, .sa_flags = SA_SIGINFO };
+	struct sigaction old[ARRAY_LEN(trap_signals)];
+
+	sigemptyset(&sa.sa_mask);
+	assert_true(n < CODE_DATA_OFF);
+	memcpy(nat.page, b, n);
+	nat.page[n] = 0xc3; /* ret */
+	nat.len = n;
+	nat.trapno = -1;
+	__builtin___clear_cache((char *)nat.page, (char *)nat.page + n + 1);
+	/* cmocka installs its own handlers around every test: ours go in
+	 * for the one call and the previous ones come back after it. */
+	for (size_t i = 0; i < ARRAY_LEN(trap_signals); i++)
+		assert_int_equal(sigaction(trap_signals[i], &sa, &old[i]), 0);
+	native_run(st, nat.page);
+	for (size_t i = 0; i < ARRAY_LEN(trap_signals); i++)
+		sigaction(trap_signals[i], &old[i], NULL);
+}
+
+/* ---- the emulator on the same state ---- */
+
+static uint32_t host_features(void)
+{
+	unsigned a, b, c, d;
+	uint32_t f = 0;
+
+	if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 23)))
+		f |= INSN_FEAT_POPCNT;
+	if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 20)))
+		f |= INSN_FEAT_SMAP;
+	return f;
+}
+
+/* This process's memory as the emulator's linear memory.  A read the kernel
+ * refuses is a user-mode #PF on a missing page. */
+static int self_read(void *ctx, uint64_t la, void *buf, size_t len, unsigned access,
+		     struct insn_exception *fault)
+{
+	struct iovec local = { buf, len }, remote = { (void *)la, len };
+	ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+
+	if (n == (ssize_t)len)
+		return 0;
+	*fault = (struct insn_exception){ .vector = INSN_VEC_PF, .has_error_code = true,
+					  .error_code = INSN_PF_USER, .cr2 = la + (n > 0 ? n : 0) };
+	return -EFAULT;
+}
+
+static int fsw_clear(void *ctx, uint16_t *fsw)
+{
+	*fsw = 0;
+	return 0;
+}
+
+/* Linux's IDT as CPL 3 sees it for INT3: a DPL-3 gate at vector 3. */
+static uint8_t fake_idt[16 * 16];
+
+static void cpu_from_native(struct insn_cpu *c, const struct native_regs *st)
+{
+	uint64_t fs = 0, gs = 0;
+
+	memset(c, 0, sizeof(*c));
+	memcpy(c->gpr, st->gpr, sizeof(c->gpr));
+	c->rip = (uint64_t)nat.page;
+	c->rflags = st->rflags;
+	c->cpl = 3;
+	c->long64 = true;
+	c->cr0 = 0x80050033; /* PG AM WP NE ET MP PE, as Linux runs */
+	c->cr4 = INSN_CR4_PAE;
+	c->efer = INSN_EFER_LMA | INSN_EFER_SCE | INSN_EFER_NXE;
+	syscall(SYS_arch_prctl, ARCH_GET_FS, &fs);
+	syscall(SYS_arch_prctl, ARCH_GET_GS, &gs);
+	c->fs_base = fs;
+	c->gs_base = gs;
+	memset(fake_idt, 0, sizeof(fake_idt));
+	fake_idt[INSN_VEC_BP * 16 + 5] = 0xee; /* present, DPL 3, interrupt gate */
+	c->idt_base = (uint64_t)fake_idt;
+	c->idt_limit = sizeof(fake_idt) - 1;
+	c->features = host_features();
+	c->read_mem = self_read;
+	c->read_fsw = fsw_clear;
+}
+
+static void seed_regs(struct native_regs *st, uint64_t seed)
+{
+	for (unsigned i = 0; i < INSN_NR_GPRS; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		st->gpr[i] = seed ^ (seed >> 29);
+	}
+	st->gpr[INSN_RSP] = 0;
+	/* Every arithmetic flag set, so that clearing them shows. */
+	st->rflags = INSN_RFLAGS_FIXED | INSN_RFLAGS_ARITH;
+}
+
+/* Run @b natively and emulated from @in and check that they agree; returns
+ * the emulator's action.  @len_used is how many of the bytes form the
+ * instruction (the rest, if any, is never reached). */
+static enum insn_action compare(const uint8_t *b, size_t n, const struct native_regs *in)
+{
+	struct native_regs st = *in;
+	struct insn_cpu c;
+	struct insn_result res;
+	struct insn dec;
+	enum insn_action a;
+
+	cpu_from_native(&c, in);
+	memcpy(nat.page, b, n); /* RIP-relative operands read from the page */
+	a = insn_step(&c, b, n, &dec, &res);
+	run_native(b, n, &st);
+
+	if (a == INSN_UNKNOWN)
+		fail_msg("emulator does not know bytes it should (%s); native trap %d", res.why,
+			 nat.trapno);
+	if (nat.trapno < 0) {
+		if (a != INSN_EMULATED)
+			fail_msg("native ran, emulator raised vector %u", res.exc.vector);
+		assert_int_equal(c.rip, (uint64_t)nat.page + n);
+		assert_int_equal(dec.len, n);
+		for (unsigned i = 0; i < INSN_NR_GPRS; i++)
+			if (i != INSN_RSP && c.gpr[i] != st.gpr[i])
+				fail_msg("gpr %u: emulated 0x%llx, native 0x%llx", i,
+					 (unsigned long long)c.gpr[i], (unsigned long long)st.gpr[i]);
+		assert_int_equal(c.rflags & INSN_RFLAGS_ARITH, st.rflags & INSN_RFLAGS_ARITH);
+		return a;
+	}
+	if (a != INSN_EXCEPTION)
+		fail_msg("native raised vector %d, emulator completed the instruction", nat.trapno);
+	assert_int_equal(res.exc.vector, nat.trapno);
+	if (nat.trapno == INSN_VEC_GP || nat.trapno == INSN_VEC_SS || nat.trapno == INSN_VEC_PF)
+		assert_int_equal(res.exc.error_code, nat.err);
+	if (nat.trapno == INSN_VEC_PF)
+		assert_int_equal(res.exc.cr2, nat.cr2);
+	/* Faults: RIP at the instruction; #BP: past it. */
+	assert_int_equal(c.rip, nat.rip);
+	for (unsigned i = 0; i < INSN_NR_GPRS; i++)
+		if (i != INSN_RSP)
+			assert_int_equal(c.gpr[i], st.gpr[i]);
+	return a;
+}
+
+#define BYTES(...) ((const uint8_t[]){ __VA_ARGS__ }), sizeof((const uint8_t[]){ __VA_ARGS__ })
+
+static void expect_native(enum insn_action want, const uint8_t *b, size_t n,
+			  const struct native_regs *in)
+{
+	assert_int_equal(compare(b, n, in), want);
+}
+
+/* ---- POPCNT ---- */
+
+static void test_popcnt_register_forms(void **state)
+{
+	struct native_regs in;
+
+	if (!(host_features() & INSN_FEAT_POPCNT))
+		skip();
+	seed_regs(&in, 1);
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x0f, 0xb8, 0xc1), &in);             /* eax, ecx */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0xc1), &in);       /* rax, rcx */
+	expect_native(INSN_EMULATED, BYTES(0x66, 0xf3, 0x0f, 0xb8, 0xc1), &in);       /* ax, cx */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x66, 0x0f, 0xb8, 0xc1), &in);       /* F3 first */
+	expect_native(INSN_EMULATED, BYTES(0x66, 0xf3, 0x48, 0x0f, 0xb8, 0xc1), &in); /* W beats 66 */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x4d, 0x0f, 0xb8, 0xf9), &in);       /* r15, r9 */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x44, 0x0f, 0xb8, 0xc0), &in);       /* r8d, eax */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x41, 0x0f, 0xb8, 0xd4), &in);       /* edx, r12d */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x0f, 0xb8, 0xed), &in);             /* ebp, ebp */
+}
+
+static void test_popcnt_values(void **state)
+{
+	static const uint64_t values[] = {
+		0, 1, 0x8000000000000000ull, ~0ull, 0xffffffffull, 0xffff0000ull,
+		0x00010000ull, 0x5555555555555555ull, 0xffffffff00000000ull, 0x10000ull,
+	};
+	struct native_regs in;
+
+	if (!(host_features() & INSN_FEAT_POPCNT))
+		skip();
+	for (size_t i = 0; i < ARRAY_LEN(values); i++) {
+		seed_regs(&in, i + 7);
+		in.gpr[INSN_RBX] = values[i];
+		expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0xc3), &in);
+		expect_native(INSN_EMULATED, BYTES(0xf3, 0x0f, 0xb8, 0xc3), &in);
+		expect_native(INSN_EMULATED, BYTES(0x66, 0xf3, 0x0f, 0xb8, 0xc3), &in);
+		/* Flags in the other state too: all arithmetic flags clear. */
+		in.rflags = INSN_RFLAGS_FIXED;
+		expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0xc3), &in);
+	}
+}
+
+/* A pseudo-random sweep over registers, operand sizes and values. */
+static void test_popcnt_random(void **state)
+{
+	uint64_t x = 42;
+
+	if (!(host_features() & INSN_FEAT_POPCNT))
+		skip();
+	for (unsigned i = 0; i < 300; i++) {
+		struct native_regs in;
+		uint8_t b[6];
+		size_t n = 0;
+		unsigned reg, rm, size;
+
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		seed_regs(&in, x);
+		reg = (unsigned)(x >> 20) & 15;
+		rm = (unsigned)(x >> 24) & 15;
+		size = (unsigned)(x >> 28) % 3;
+		if (reg == INSN_RSP || rm == INSN_RSP)
+			continue; /* RSP is the harness's own */
+		if (x & (1ull << 40))
+			in.gpr[rm] &= in.gpr[rm] >> 7; /* fewer bits set, sometimes zero */
+		if (size == 0)
+			b[n++] = 0x66;
+		b[n++] = 0xf3;
+		if (size == 2 || reg >= 8 || rm >= 8)
+			b[n++] = (uint8_t)(0x40 | (size == 2 ? 8 : 0) | (reg >= 8 ? 4 : 0) | (rm >= 8 ? 1 : 0));
+		b[n++] = 0x0f;
+		b[n++] = 0xb8;
+		b[n++] = (uint8_t)(0xc0 | (reg & 7) << 3 | (rm & 7));
+		expect_native(INSN_EMULATED, b, n, &in);
+	}
+}
+
+static __thread uint64_t tls_word = 0x0123456789abcdefull;
+
+static void test_popcnt_memory_forms(void **state)
+{
+	static uint64_t word[4] = { 0xf0f0f0f0f0f0f0f0ull, 0x1ull, 0, ~0ull };
+	uint64_t fs = 0, rip_data = 0xdeadbeefcafef00dull;
+	struct native_regs in;
+	int32_t d;
+
+	if (!(host_features() & INSN_FEAT_POPCNT))
+		skip();
+	seed_regs(&in, 3);
+	in.gpr[INSN_RBX] = (uint64_t)word;
+	in.gpr[INSN_RCX] = 1;
+	in.gpr[INSN_R13] = (uint64_t)word + 16;
+	in.gpr[INSN_R12] = (uint64_t)word + 8;
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0x03), &in);       /* [rbx] */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x0f, 0xb8, 0x03), &in);             /* dword */
+	expect_native(INSN_EMULATED, BYTES(0x66, 0xf3, 0x0f, 0xb8, 0x03), &in);       /* word */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0x44, 0x8b, 0x04), &in); /* [rbx+rcx*4+4] */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0x84, 0xcb, 0x08, 0, 0, 0), &in); /* [rbx+rcx*8+8] disp32 */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x49, 0x0f, 0xb8, 0x45, 0x08), &in); /* [r13+8] */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x49, 0x0f, 0xb8, 0x04, 0x24), &in); /* [r12] via SIB */
+	in.gpr[INSN_R12] = 24;
+	in.gpr[INSN_R10] = 8;
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x4a, 0x0f, 0xb8, 0x04, 0x23), &in); /* [rbx+r12] */
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x4a, 0x0f, 0xb8, 0x04, 0x13), &in); /* [rbx+r10] */
+	/* Segment prefixes that 64-bit mode ignores, and a REX that a later
+	 * prefix cancels. */
+	expect_native(INSN_EMULATED, BYTES(0x2e, 0x3e, 0x26, 0x36, 0xf3, 0x48, 0x0f, 0xb8, 0x03), &in);
+	expect_native(INSN_EMULATED, BYTES(0x48, 0xf3, 0x0f, 0xb8, 0x03), &in);
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x40, 0x0f, 0xb8, 0x03), &in);
+
+	/* [rip+disp32]: 8 bytes at CODE_DATA_OFF of the code page. */
+	memcpy(nat.page + CODE_DATA_OFF, &rip_data, sizeof(rip_data));
+	d = CODE_DATA_OFF - 9;
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0x05, (uint8_t)d, (uint8_t)(d >> 8), 0, 0), &in);
+
+	/* FS: a thread-local word, at fs_base + d. */
+	syscall(SYS_arch_prctl, ARCH_GET_FS, &fs);
+	d = (int32_t)((uint64_t)&tls_word - fs);
+	assert_int_equal((uint64_t)(int64_t)d, (uint64_t)&tls_word - fs);
+	expect_native(INSN_EMULATED, BYTES(0x64, 0xf3, 0x48, 0x0f, 0xb8, 0x04, 0x25, (uint8_t)d,
+					   (uint8_t)(d >> 8), (uint8_t)(d >> 16), (uint8_t)(d >> 24)), &in);
+}
+
+/* The 67 prefix: a 32-bit effective address, zero-extended. */
+static void test_popcnt_addrsize(void **state)
+{
+	const uint64_t low = 0x10000000;
+	uint64_t *p = mmap((void *)low, 4096, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	struct native_regs in;
+
+	if (!(host_features() & INSN_FEAT_POPCNT))
+		skip();
+	if (p != (uint64_t *)low)
+		skip();
+	p[1] = 0x00ff00ff00ff00ffull;
+	seed_regs(&in, 5);
+	in.gpr[INSN_RBX] = 0xabcd000000000000ull | (low + 8); /* high half dropped */
+	expect_native(INSN_EMULATED, BYTES(0x67, 0xf3, 0x48, 0x0f, 0xb8, 0x03), &in);
+	in.gpr[INSN_RBX] = low + 4;
+	in.gpr[INSN_RCX] = 0xffffffff; /* wraps at 4 GiB: low + 4 - 1 + 5 */
+	expect_native(INSN_EMULATED, BYTES(0x67, 0xf3, 0x48, 0x0f, 0xb8, 0x44, 0x0b, 0x05), &in);
+	munmap(p, 4096);
+}
+
+static void test_popcnt_faults(void **state)
+{
+	struct native_regs in;
+	uint8_t *gap;
+
+	if (!(host_features() & INSN_FEAT_POPCNT))
+		skip();
+	seed_regs(&in, 9);
+	/* Non-canonical: #SS through RBP (also with a DS override), #GP
+	 * through any other base, R13 included, and through FS. */
+	in.gpr[INSN_RBP] = 0x8000000000000000ull;
+	in.gpr[INSN_R13] = 0x8000000000000000ull;
+	in.gpr[INSN_RCX] = 0x8000000000000000ull;
+	in.gpr[INSN_RBX] = 0;
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0xb8, 0x45, 0x00), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x3e, 0xf3, 0x0f, 0xb8, 0x45, 0x00), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x64, 0xf3, 0x0f, 0xb8, 0x45, 0x00), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0x41, 0x0f, 0xb8, 0x45, 0x00), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0xb8, 0x04, 0x0b), &in); /* [rbx+rcx] */
+	in.gpr[INSN_RCX] = 0;
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0xb8, 0x44, 0x0d, 0x00), &in); /* [rbp+rcx] */
+	/* The address wraps to canonical: an ordinary (here missing) page. */
+	in.gpr[INSN_RCX] = 0x8000000000000000ull;
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0xb8, 0x44, 0x0d, 0x00), &in);
+
+	/* A missing page: #PF, user, read, not present; CR2 the address. */
+	gap = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(gap != MAP_FAILED);
+	munmap(gap, 4096);
+	in.gpr[INSN_RBX] = (uint64_t)gap + 0x10;
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0x48, 0x0f, 0xb8, 0x03), &in);
+
+	/* #UD: LOCK; no F3; F2 after F3.  F3 after F2 is POPCNT. */
+	expect_native(INSN_EXCEPTION, BYTES(0xf0, 0xf3, 0x0f, 0xb8, 0xc1), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x0f, 0xb8, 0xc1), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0xf2, 0x0f, 0xb8, 0xc1), &in);
+	expect_native(INSN_EMULATED, BYTES(0xf2, 0xf3, 0x0f, 0xb8, 0xc1), &in);
+
+	/* 15 bytes run; 16 are #GP(0). */
+	expect_native(INSN_EMULATED, BYTES(0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e,
+					   0x2e, 0xf3, 0x0f, 0xb8, 0xc1), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e,
+					    0x2e, 0x2e, 0xf3, 0x0f, 0xb8, 0xc1), &in);
+}
+
+/* Without POPCNT in the guest's CPUID the instruction is #UD (architectural). */
+static void test_popcnt_feature_off(void **state)
+{
+	struct insn_cpu c = { .long64 = true, .rip = 0x1000 };
+	struct insn_result res;
+	struct insn in;
+
+	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f, 0xb8, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_int_equal(c.rip, 0x1000);
+}
+
+/* ---- FWAIT, fences, INT3: natively ---- */
+
+static void test_fwait_native(void **state)
+{
+	struct native_regs in;
+
+	seed_regs(&in, 11);
+	expect_native(INSN_EMULATED, BYTES(0x9b), &in);
+	expect_native(INSN_EMULATED, BYTES(0x66, 0x9b), &in);
+	expect_native(INSN_EMULATED, BYTES(0x48, 0x9b), &in);
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x9b), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf0, 0x9b), &in);
+}
+
+/* A pending unmasked x87 exception: FWAIT raises #MF (vector 16).  The
+ * bytes unmask divide-by-zero, divide 1 by 0 (which only records it) and
+ * FWAIT; the emulator starts at the FWAIT with FSW.ES set, as the natively
+ * executed prefix leaves it. */
+static int fsw_pending(void *ctx, uint16_t *fsw)
+{
+	*fsw = 0x8084; /* B, ES, ZE */
+	return 0;
+}
+
+static void test_fwait_mf_native(void **state)
+{
+	static uint16_t cw = 0x37b; /* all masked but ZE */
+	struct native_regs st;
+	struct insn_cpu c;
+	struct insn_result res;
+	struct insn dec;
+	uint8_t code[32];
+	size_t n = 0;
+
+	seed_regs(&st, 13);
+	st.gpr[INSN_RBX] = (uint64_t)&cw;
+	code[n++] = 0xd9; code[n++] = 0x2b;               /* fldcw [rbx] */
+	code[n++] = 0xd9; code[n++] = 0xe8;               /* fld1 */
+	code[n++] = 0xd9; code[n++] = 0xee;               /* fldz */
+	code[n++] = 0xde; code[n++] = 0xf9;               /* fdivp: records ZE */
+	code[n++] = 0x9b;                                 /* fwait: #MF */
+	run_native(code, n, &st);
+	assert_int_equal(nat.trapno, INSN_VEC_MF);
+	assert_int_equal(nat.rip, (uint64_t)nat.page + n - 1);
+	__asm__ volatile("fninit");
+
+	seed_regs(&st, 13);
+	cpu_from_native(&c, &st);
+	c.cr0 |= INSN_CR0_NE;
+	c.read_fsw = fsw_pending;
+	assert_int_equal(insn_step(&c, BYTES(0x9b), &dec, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, nat.trapno);
+	assert_int_equal(c.rip, (uint64_t)nat.page);
+}
+
+/* #NM when CR0.MP and CR0.TS are both set (architectural: CPL 3 cannot set
+ * CR0); FERR# reporting (CR0.NE clear) is left to the caller. */
+static void test_fwait_architectural(void **state)
+{
+	struct insn_cpu c = { .long64 = true, .rip = 0x1000, .read_fsw = fsw_clear };
+	struct insn_result res;
+	struct insn in;
+
+	c.cr0 = INSN_CR0_MP | INSN_CR0_TS;
+	assert_int_equal(insn_step(&c, BYTES(0x9b), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_NM);
+	c.cr0 = INSN_CR0_TS; /* TS alone: WAIT is not affected */
+	assert_int_equal(insn_step(&c, BYTES(0x9b), &in, &res), INSN_EMULATED);
+	assert_int_equal(c.rip, 0x1001);
+	c.cr0 = 0;
+	c.read_fsw = fsw_pending;
+	assert_int_equal(insn_step(&c, BYTES(0x9b), &in, &res), INSN_UNKNOWN);
+	c.read_fsw = NULL;
+	assert_int_equal(insn_step(&c, BYTES(0x9b), &in, &res), INSN_UNKNOWN);
+}
+
+static void test_fences_native(void **state)
+{
+	struct native_regs in;
+	struct insn_cpu c;
+	struct insn_result res;
+	struct insn dec;
+
+	seed_regs(&in, 17);
+	for (unsigned m = 0xe8; m <= 0xff; m++)
+		expect_native(INSN_EMULATED, BYTES(0x0f, 0xae, (uint8_t)m), &in);
+	expect_native(INSN_EMULATED, BYTES(0x48, 0x0f, 0xae, 0xf0), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf0, 0x0f, 0xae, 0xe8), &in);
+	/* With 66/F2/F3 these are other instructions: not ours. */
+	cpu_from_native(&c, &in);
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0xae, 0xf0), &dec, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f, 0xae, 0xe8), &dec, &res), INSN_UNKNOWN);
+	/* 0F AE with a memory operand or /0-/4 (FXSAVE, LDMXCSR, ...): unknown. */
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x00), &dec, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0xe0), &dec, &res), INSN_UNKNOWN);
+}
+
+static void test_int3_native(void **state)
+{
+	struct native_regs in;
+
+	seed_regs(&in, 19);
+	expect_native(INSN_EXCEPTION, BYTES(0xcc), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x66, 0xcc), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf3, 0xcc), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x64, 0xcc), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x48, 0xcc), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e,
+					    0x2e, 0x2e, 0x2e, 0x2e, 0xcc), &in);
+	/* #UD and #GP(0) instead of #BP. */
+	expect_native(INSN_EXCEPTION, BYTES(0xf0, 0xcc), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e,
+					    0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0xcc), &in);
+}
+
+/* At CPL 3 INT3 needs a DPL-3 gate, else #GP(IDT vector 3); at CPL 0 the
+ * gate is not looked at (architectural). */
+static void test_int3_gate_check(void **state)
+{
+	struct native_regs in;
+	struct insn_cpu c;
+	struct insn_result res;
+	struct insn dec;
+
+	seed_regs(&in, 23);
+	cpu_from_native(&c, &in);
+	fake_idt[INSN_VEC_BP * 16 + 5] = 0x8e; /* DPL 0 */
+	assert_int_equal(insn_step(&c, BYTES(0xcc), &dec, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_GP);
+	assert_true(res.exc.has_error_code);
+	assert_int_equal(res.exc.error_code, 3 * 8 + 2);
+	assert_int_equal(c.rip, (uint64_t)nat.page); /* a fault */
+	c.idt_limit = 3 * 16 + 14; /* gate 3 beyond the limit */
+	fake_idt[INSN_VEC_BP * 16 + 5] = 0xee;
+	assert_int_equal(insn_step(&c, BYTES(0xcc), &dec, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_GP);
+	c.cpl = 0;
+	c.read_mem = NULL;
+	assert_int_equal(insn_step(&c, BYTES(0xcc), &dec, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_BP);
+	assert_false(res.exc.has_error_code);
+	assert_int_equal(c.rip, (uint64_t)nat.page + 1);
+}
+
+/* ---- CLAC/STAC ---- */
+
+/* At CPL 3 both are #UD, natively too. */
+static void test_clac_stac_cpl3_native(void **state)
+{
+	struct native_regs in;
+
+	seed_regs(&in, 29);
+	expect_native(INSN_EXCEPTION, BYTES(0x0f, 0x01, 0xca), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x0f, 0x01, 0xcb), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x48, 0x0f, 0x01, 0xcb), &in);
+}
+
+/* At CPL 0 (architectural: CPL 3 cannot run them): AC cleared / set, RIP
+ * past the bytes, RF cleared, nothing else touched. */
+static void test_clac_stac_cpl0(void **state)
+{
+	struct insn_cpu c = { .long64 = true, .features = INSN_FEAT_SMAP, .rip = 0xffffffff81000000ull };
+	struct insn_cpu before;
+	struct insn_result res;
+	struct insn in;
+
+	for (unsigned i = 0; i < INSN_NR_GPRS; i++)
+		c.gpr[i] = 0x1111111111111111ull * i;
+	c.rflags = INSN_RFLAGS_FIXED | INSN_RFLAGS_ARITH | INSN_RFLAGS_RF;
+	before = c;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xcb), &in, &res), INSN_EMULATED);
+	assert_int_equal(in.op, INSN_OP_STAC);
+	assert_int_equal(c.rflags, INSN_RFLAGS_FIXED | INSN_RFLAGS_ARITH | INSN_RFLAGS_AC);
+	assert_int_equal(c.rip, before.rip + 3);
+	assert_memory_equal(c.gpr, before.gpr, sizeof(c.gpr));
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xcb), &in, &res), INSN_EMULATED);
+	assert_true(c.rflags & INSN_RFLAGS_AC); /* STAC twice: still set */
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xca), &in, &res), INSN_EMULATED);
+	assert_int_equal(in.op, INSN_OP_CLAC);
+	assert_int_equal(c.rflags, INSN_RFLAGS_FIXED | INSN_RFLAGS_ARITH);
+	assert_int_equal(c.rip, before.rip + 9);
+	/* Segment overrides and REX are ignored, and count in the length. */
+	assert_int_equal(insn_step(&c, BYTES(0x65, 0x48, 0x0f, 0x01, 0xcb), &in, &res), INSN_EMULATED);
+	assert_int_equal(c.rip, before.rip + 14);
+	assert_true(c.rflags & INSN_RFLAGS_AC);
+	assert_memory_equal(c.gpr, before.gpr, sizeof(c.gpr));
+}
+
+static void test_clac_stac_refused(void **state)
+{
+	struct insn_cpu c = { .long64 = true, .features = INSN_FEAT_SMAP, .rip = 0x1000,
+			      .rflags = INSN_RFLAGS_FIXED };
+	struct insn_result res;
+	struct insn in;
+
+	assert_int_equal(insn_step(&c, BYTES(0xf0, 0x0f, 0x01, 0xcb), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	/* ERETU / ERETS (FRED) and 66: not CLAC. */
+	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f, 0x01, 0xca), &in, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0xf2, 0x0f, 0x01, 0xca), &in, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0x01, 0xca), &in, &res), INSN_UNKNOWN);
+	c.features = 0; /* no SMAP in CPUID: #UD */
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xcb), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	c.features = INSN_FEAT_SMAP;
+	c.cpl = 1;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xcb), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_int_equal(c.rip, 0x1000);
+	assert_int_equal(c.rflags, INSN_RFLAGS_FIXED);
+	c.cpl = 0;
+	c.long64 = false;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xcb), &in, &res), INSN_UNKNOWN);
+}
+
+/* ---- SYSRET ---- */
+
+static int fake_msr(void *ctx, uint32_t index, uint64_t *value)
+{
+	const uint64_t *msrs = ctx; /* STAR, LSTAR, FMASK */
+
+	switch (index) {
+	case INSN_MSR_STAR: *value = msrs[0]; return 0;
+	case INSN_MSR_LSTAR: *value = msrs[1]; return 0;
+	case INSN_MSR_FMASK: *value = msrs[2]; return 0;
+	default: return -EINVAL;
+	}
+}
+
+/* Linux's STAR: kernel CS 0x10, user base 0x23 (SS 0x2b, CS 0x33). */
+static const uint64_t linux_msrs[3] = { 0x0023001000000000ull, 0xffffffff81a00080ull, 0x47700 };
+
+static void test_sysret_cpl3_native(void **state)
+{
+	struct native_regs in;
+
+	seed_regs(&in, 31);
+	expect_native(INSN_EXCEPTION, BYTES(0x48, 0x0f, 0x07), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0x0f, 0x07), &in);
+}
+
+static void test_sysret_cpl0(void **state)
+{
+	struct insn_cpu c = { .long64 = true, .efer = INSN_EFER_LMA | INSN_EFER_SCE,
+			      .rip = 0xffffffff81a00100ull, .rflags = INSN_RFLAGS_FIXED,
+			      .ctx = (void *)linux_msrs, .read_msr = fake_msr };
+	struct insn_cpu start;
+	struct insn_result res;
+	struct insn in;
+
+	c.gpr[INSN_RCX] = 0x7fffdeadbeefull;
+	c.gpr[INSN_R11] = 0xffffffffffffffffull;
+	start = c;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x07), &in, &res), INSN_EMULATED);
+	assert_int_equal(c.rip, 0x7fffdeadbeefull);
+	assert_int_equal(c.rflags, (0xffffffffffffffffull & 0x3c7fd7) | 2);
+	assert_true(c.segs_changed);
+	assert_int_equal(c.cs_sel, 0x33);
+	assert_int_equal(c.ss_sel, 0x2b);
+	assert_true(c.cs_long);
+	assert_int_equal(c.cpl, 3);
+	assert_int_equal(c.gpr[INSN_RCX], start.gpr[INSN_RCX]);
+
+	/* SYSRET without REX.W: to compatibility mode, EIP = ECX. */
+	c = start;
+	c.gpr[INSN_RCX] = 0xffffffff08048000ull;
+	c.gpr[INSN_R11] = 0x202;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x07), &in, &res), INSN_EMULATED);
+	assert_int_equal(c.rip, 0x08048000);
+	assert_int_equal(c.rflags, 0x202);
+	assert_int_equal(c.cs_sel, 0x23);
+	assert_int_equal(c.ss_sel, 0x2b);
+	assert_false(c.cs_long);
+
+	/* #GP(0): non-canonical RCX (Intel), CPL > 0; #UD: EFER.SCE clear, LOCK. */
+	c = start;
+	c.gpr[INSN_RCX] = 0x0000800000000000ull;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x07), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_GP);
+	assert_int_equal(c.rip, start.rip);
+	assert_false(c.segs_changed);
+	c = start;
+	c.efer = INSN_EFER_LMA;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x07), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	c = start;
+	assert_int_equal(insn_step(&c, BYTES(0xf0, 0x48, 0x0f, 0x07), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	c.read_msr = NULL;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x07), &in, &res), INSN_UNKNOWN);
+}
+
+/* ---- the decoder ---- */
+
+static void test_decode_lengths(void **state)
+{
+	static const struct {
+		uint8_t b[INSN_MAX_LEN];
+		size_t n;
+		int want;      /* insn_decode()'s result */
+		unsigned len;
+	} cases[] = {
+		{ { 0xcc }, 1, 0, 1 },
+		{ { 0x9b }, 1, 0, 1 },
+		{ { 0xf3, 0x0f, 0xb8, 0xc1 }, 4, 0, 4 },
+		{ { 0xf3, 0x0f, 0xb8, 0x04, 0x24 }, 5, 0, 5 },             /* SIB */
+		{ { 0xf3, 0x0f, 0xb8, 0x04, 0x25, 1, 2, 3, 4 }, 9, 0, 9 }, /* SIB, no base, disp32 */
+		{ { 0xf3, 0x41, 0x0f, 0xb8, 0x04, 0x25, 1, 2, 3, 4 }, 10, 0, 10 }, /* the same with REX.B */
+		{ { 0xf3, 0x0f, 0xb8, 0x44, 0x24, 8 }, 6, 0, 6 },          /* SIB + disp8 */
+		{ { 0xf3, 0x0f, 0xb8, 0x84, 0x24, 1, 2, 3, 4 }, 9, 0, 9 }, /* SIB + disp32 */
+		{ { 0xf3, 0x0f, 0xb8, 0x05, 1, 2, 3, 4 }, 8, 0, 8 },       /* RIP-relative */
+		{ { 0xf3, 0x0f, 0xb8, 0x45, 8 }, 5, 0, 5 },                /* [rbp+8] */
+		{ { 0xf3, 0x0f, 0xb8, 0x85, 1, 2, 3, 4 }, 8, 0, 8 },       /* [rbp+disp32] */
+		{ { 0x0f, 0x01, 0xca }, 3, 0, 3 },
+		{ { 0x0f, 0xae, 0xf8 }, 3, 0, 3 },
+		{ { 0x48, 0x0f, 0x07 }, 3, 0, 3 },
+		{ { 0xf3, 0x0f, 0xb8, 0x84, 0x24, 1, 2, 3 }, 8, -EAGAIN, 0 }, /* disp cut short */
+		{ { 0xf3, 0x0f }, 2, -EAGAIN, 0 },
+		{ { 0x66, 0x66 }, 2, -EAGAIN, 0 },
+		{ { 0x0f, 0x01, 0xd0 }, 3, -ENOENT, 0 }, /* xgetbv */
+		{ { 0x0f, 0x0b }, 2, -ENOENT, 0 },       /* ud2 */
+		{ { 0x90 }, 1, -ENOENT, 0 },
+		{ { 0xcd, 0x03 }, 2, -ENOENT, 0 },       /* int 3: not INT3 */
+		{ { 0x0f, 0x05 }, 2, -ENOENT, 0 },       /* syscall */
+		{ { 0x0f, 0x01, 0xf8 }, 3, -ENOENT, 0 }, /* swapgs */
+		{ { 0x0f, 0xae, 0x28 }, 3, -ENOENT, 0 }, /* xrstor */
+		{ { 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e },
+		  15, -E2BIG, 0 },
+		/* 13 prefixes + POPCNT with ModRM: the ModRM is byte 16. */
+		{ { 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0x2e, 0xf3, 0x0f, 0xb8 },
+		  15, -E2BIG, 0 },
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		struct insn in;
+		int r = insn_decode(cases[i].b, cases[i].n, &in);
+
+		if (r != cases[i].want)
+			fail_msg("case %zu: insn_decode() %d, want %d", i, r, cases[i].want);
+		if (!r && in.len != cases[i].len)
+			fail_msg("case %zu: length %u, want %u", i, in.len, cases[i].len);
+	}
+}
+
+static void test_decode_operands(void **state)
+{
+	struct insn in;
+
+	/* F3 REX.WRXB 0F B8 /r with SIB: reg r9, base r13, index r10, scale 4, disp8. */
+	assert_int_equal(insn_decode(BYTES(0xf3, 0x4f, 0x0f, 0xb8, 0x4c, 0x95, 0x10), &in), 0);
+	assert_int_equal(in.reg, INSN_R9);
+	assert_true(in.mem);
+	assert_int_equal(in.base, INSN_R13);
+	assert_int_equal(in.index, INSN_R10);
+	assert_int_equal(in.scale, 4);
+	assert_int_equal(in.disp, 0x10);
+	assert_int_equal(in.rep, 0xf3);
+	/* Index RSP means none, index R12 (REX.X) is real. */
+	assert_int_equal(insn_decode(BYTES(0xf3, 0x0f, 0xb8, 0x04, 0x24), &in), 0);
+	assert_int_equal(in.index, INSN_REG_NONE);
+	assert_int_equal(in.base, INSN_RSP);
+	assert_int_equal(insn_decode(BYTES(0xf3, 0x42, 0x0f, 0xb8, 0x04, 0x24), &in), 0);
+	assert_int_equal(in.index, INSN_R12);
+	/* Negative displacements, RIP-relative, segment and size prefixes. */
+	assert_int_equal(insn_decode(BYTES(0x64, 0x67, 0x66, 0xf3, 0x0f, 0xb8, 0x05, 0xfc, 0xff, 0xff, 0xff), &in), 0);
+	assert_true(in.rip_relative);
+	assert_int_equal(in.disp, -4);
+	assert_int_equal(in.seg, INSN_SEG_FS);
+	assert_true(in.addrsize);
+	assert_true(in.opsize);
+	assert_int_equal(in.base, INSN_REG_NONE);
+	assert_int_equal(insn_decode(BYTES(0x65, 0x64, 0xf3, 0x0f, 0xb8, 0x43, 0x80), &in), 0);
+	assert_int_equal(in.seg, INSN_SEG_FS); /* the last one */
+	assert_int_equal(in.disp, -128);
+	/* A REX before a legacy prefix is dropped; the last REX counts. */
+	assert_int_equal(insn_decode(BYTES(0x48, 0xf3, 0x0f, 0xb8, 0xc1), &in), 0);
+	assert_int_equal(in.rex, 0);
+	assert_int_equal(insn_decode(BYTES(0xf3, 0x48, 0x41, 0x0f, 0xb8, 0xc1), &in), 0);
+	assert_int_equal(in.rex, 0x41);
+	assert_int_equal(in.rm_reg, INSN_R9);
+	assert_int_equal(insn_decode(BYTES(0xf0, 0xcc), &in), 0);
+	assert_true(in.lock);
+}
+
+/* Everything the emulator refuses leaves the state alone. */
+static void test_unknown_leaves_state(void **state)
+{
+	struct insn_cpu c = { .long64 = true, .rip = 0x5000, .rflags = 0x246 }, before;
+	struct insn_result res;
+	struct insn in;
+
+	c.gpr[INSN_RAX] = 42;
+	before = c;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &in, &res), INSN_UNKNOWN);
+	assert_non_null(res.why);
+	assert_memory_equal(&c, &before, sizeof(c));
+	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f), &in, &res), INSN_UNKNOWN);
+	assert_memory_equal(&c, &before, sizeof(c));
+	c.long64 = false;
+	before = c;
+	assert_int_equal(insn_step(&c, BYTES(0xcc), &in, &res), INSN_UNKNOWN);
+	assert_memory_equal(&c, &before, sizeof(c));
+}
+
+static void test_cpuid_features(void **state)
+{
+	struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + 3 * sizeof(struct kvm_cpuid_entry2));
+
+	assert_non_null(cpuid);
+	assert_int_equal(insn_cpuid_features(NULL), 0);
+	cpuid->nent = 3;
+	cpuid->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 1u << 23 };
+	cpuid->entries[1] = (struct kvm_cpuid_entry2){ .function = 7, .index = 1, .ebx = 1u << 20 };
+	cpuid->entries[2] = (struct kvm_cpuid_entry2){ .function = 0x80000001, .ecx = ~0u };
+	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_POPCNT);
+	cpuid->entries[1].index = 0;
+	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_POPCNT | INSN_FEAT_SMAP);
+	cpuid->entries[0].ecx = ~(1u << 23);
+	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_SMAP);
+	free(cpuid);
+}
+
+/* ---- the syscall repair, on a fake state ---- */
+
+/* The vCPU as kvm_pvm leaves it at the #PF handler's CLAC after a user-mode
+ * SYSCALL at 0x401000 (Linux's selectors and MSRs). */
+static void broken_syscall(struct insn_cpu *c, struct insn_syscall_probe *p)
+{
+	memset(c, 0, sizeof(*c));
+	memset(p, 0, sizeof(*p));
+	c->long64 = true;
+	c->cpl = 0;
+	c->efer = INSN_EFER_LMA | INSN_EFER_SCE | INSN_EFER_NXE;
+	c->rip = 0xffffffff81a00a40ull;      /* asm_exc_page_fault */
+	c->gpr[INSN_RSP] = 0xfffffe0000002fd8ull; /* the #PF frame on the entry stack */
+	c->gpr[INSN_RCX] = 0x401002;          /* past the SYSCALL */
+	c->gpr[INSN_R11] = 0x246;             /* the user's RFLAGS */
+	c->gpr[INSN_RAX] = 39;                /* getpid */
+	c->rflags = 0x2;
+	c->cr2 = linux_msrs[1];
+	p->star = linux_msrs[0];
+	p->lstar = linux_msrs[1];
+	p->fmask = linux_msrs[2];
+	p->frame = (struct insn_pf_frame){ .error = 0x15, .rip = linux_msrs[1], .cs = 0x33,
+					   .rflags = 0x246 & ~0x47700ull, .rsp = 0x7ffc0000e000ull,
+					   .ss = 0x2b };
+	p->at_pf_entry = true;
+	p->syscall_before_rcx = true;
+}
+
+static void test_syscall_repair(void **state)
+{
+	struct insn_cpu c, before;
+	struct insn_syscall_probe p;
+
+	broken_syscall(&c, &p);
+	before = c;
+	assert_true(insn_syscall_repair(&c, &p));
+	assert_int_equal(c.rip, linux_msrs[1]);
+	assert_int_equal(c.gpr[INSN_RSP], 0x7ffc0000e000ull);
+	assert_int_equal(c.rflags, 0x2 | (0x246 & ~0x47700ull));
+	assert_int_equal(c.cs_sel, 0x10);
+	assert_int_equal(c.ss_sel, 0x18);
+	assert_true(c.cs_long);
+	assert_true(c.segs_changed);
+	assert_int_equal(c.cpl, 0);
+	/* What SYSCALL itself set stays: RCX, R11, and every other register. */
+	for (unsigned i = 0; i < INSN_NR_GPRS; i++)
+		if (i != INSN_RSP)
+			assert_int_equal(c.gpr[i], before.gpr[i]);
+
+	/* RF and the FMASK bits go even when the frame still has them. */
+	broken_syscall(&c, &p);
+	p.frame.rflags = 0x10246 | 0x40000;
+	assert_true(insn_syscall_repair(&c, &p));
+	assert_int_equal(c.rflags, 0x2 | (0x246 & ~0x47700ull));
+}
+
+static void test_syscall_repair_refused(void **state)
+{
+	struct insn_cpu c, before;
+	struct insn_syscall_probe p;
+
+	for (int k = 0; k < 12; k++) {
+		broken_syscall(&c, &p);
+		switch (k) {
+		case 0: p.frame.rip = p.lstar + 1; break;       /* a fault elsewhere */
+		case 1: p.frame.cs = 0x10; break;               /* from the kernel */
+		case 2: p.frame.ss = 0x18; break;
+		case 3: p.frame.error = 0x7; break;             /* a write */
+		case 4: p.frame.error = 0x11; break;            /* a supervisor access */
+		case 5: p.at_pf_entry = false; break;           /* CLAC elsewhere */
+		case 6: p.syscall_before_rcx = false; break;
+		case 7: c.cr2 = 0x1000; break;
+		case 8: c.cpl = 3; break;
+		case 9: c.efer &= ~INSN_EFER_SCE; break;
+		case 10: p.lstar = 0; p.frame.rip = 0; c.cr2 = 0; break;
+		case 11: p.star = 0; break;                    /* no kernel CS */
+		}
+		before = c;
+		if (insn_syscall_repair(&c, &p))
+			fail_msg("case %d: repaired", k);
+		assert_memory_equal(&c, &before, sizeof(c));
+	}
+}
+
+/* ---- the page walk ---- */
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+#define PT_P 0x1ull
+#define PT_RW 0x2ull
+#define PT_US 0x4ull
+#define PT_PS 0x80ull
+#define PT_NX (1ull << 63)
+
+struct walk_env {
+	struct guest_mem gm;
+	struct insn_paging pg;
+};
+
+static void put64(struct walk_env *e, uint64_t gpa, uint64_t v)
+{
+	assert_int_equal(guest_mem_write(&e->gm, gpa, &v, sizeof(v)), 0);
+}
+
+/* 16 MiB of guest RAM; tables at 1 MiB.  Linear layout:
+ *   0x0000_0000_0040_0000  4 KiB pages -> 0x200000 (user, rw), 0x209000 (supervisor, ro)
+ *   0x0000_0000_0060_0000  2 MiB page  -> 0x600000 (user, rw)
+ *   0x0000_0000_4000_0000  1 GiB page  -> 0 (supervisor, nx)
+ *   0xffff_8000_0000_0000  4 KiB page  -> 0x300000 (supervisor), 0x...1000 -> 0x280000 */
+static int walk_setup(void **state)
+{
+	struct walk_env *e = calloc(1, sizeof(*e));
+	const uint64_t pml4 = 0x100000, pdpt = 0x101000, pd = 0x102000, pt = 0x103000;
+	const uint64_t pdpt_hi = 0x104000, pd_hi = 0x105000, pt_hi = 0x106000;
+
+	if (!e || guest_mem_init(&e->gm, 16 * MiB))
+		return -1;
+	put64(e, pml4 + 0 * 8, pdpt | PT_P | PT_RW | PT_US);
+	put64(e, pdpt + 0 * 8, pd | PT_P | PT_RW | PT_US);
+	put64(e, pdpt + 1 * 8, 0 | PT_P | PT_RW | PT_PS | PT_NX);       /* 1 GiB at 1 GiB */
+	put64(e, pd + 2 * 8, pt | PT_P | PT_RW | PT_US);                /* 4 MiB */
+	put64(e, pd + 3 * 8, 0x600000 | PT_P | PT_RW | PT_US | PT_PS);  /* 6 MiB, 2 MiB page */
+	put64(e, pt + 0 * 8, 0x200000 | PT_P | PT_RW | PT_US);
+	put64(e, pt + 1 * 8, 0x209000 | PT_P);                          /* supervisor, read-only */
+	put64(e, pt + 2 * 8, 0x20a000 | PT_P | PT_RW | PT_US | PT_NX);
+	/* 0x403000 not present */
+	put64(e, pml4 + 256 * 8, pdpt_hi | PT_P | PT_RW);
+	put64(e, pdpt_hi, pd_hi | PT_P | PT_RW);
+	put64(e, pd_hi, pt_hi | PT_P | PT_RW);
+	put64(e, pt_hi + 0 * 8, 0x300000 | PT_P | PT_RW);
+	put64(e, pt_hi + 1 * 8, 0x280000 | PT_P | PT_RW);
+	e->pg = (struct insn_paging){ .cr0 = INSN_CR0_PG | INSN_CR0_WP, .cr3 = pml4,
+				      .cr4 = INSN_CR4_PAE, .efer = INSN_EFER_LMA | INSN_EFER_NXE };
+	*state = e;
+	return 0;
+}
+
+static int walk_teardown(void **state)
+{
+	struct walk_env *e = *state;
+
+	guest_mem_exit(&e->gm);
+	free(e);
+	return 0;
+}
+
+/* Translate and return the GPA, or ~0 with the fault's error code in *err. */
+static uint64_t xlate(struct walk_env *e, uint64_t la, unsigned access, uint32_t *err)
+{
+	struct insn_exception f;
+	uint64_t gpa = 0;
+	int r = insn_translate(&e->gm, &e->pg, la, access, &gpa, &f);
+
+	if (r == 0)
+		return gpa;
+	assert_int_equal(r, -EFAULT);
+	*err = f.error_code;
+	if (f.vector == INSN_VEC_PF)
+		assert_int_equal(f.cr2, la);
+	else
+		*err = 0x1000 | f.vector; /* #GP */
+	return ~0ull;
+}
+
+static void test_walk_sizes(void **state)
+{
+	struct walk_env *e = *state;
+	uint32_t err = 0;
+
+	assert_int_equal(xlate(e, 0x400123, 0, &err), 0x200123);
+	assert_int_equal(xlate(e, 0x401fff, 0, &err), 0x209fff);
+	assert_int_equal(xlate(e, 0x7abcde, 0, &err), 0x7abcde);          /* 2 MiB */
+	assert_int_equal(xlate(e, 0x40000000 + 0x1234567, 0, &err), 0x1234567); /* 1 GiB */
+	assert_int_equal(xlate(e, 0xffff800000000042ull, 0, &err), 0x300042);
+	assert_int_equal(xlate(e, 0xffff800000001042ull, 0, &err), 0x280042);
+}
+
+static void test_walk_faults(void **state)
+{
+	struct walk_env *e = *state;
+	uint32_t err = 0;
+
+	/* Not present: P clear; the access kind in the other bits. */
+	assert_int_equal(xlate(e, 0x403000, 0, &err), ~0ull);
+	assert_int_equal(err, 0);
+	assert_int_equal(xlate(e, 0x403000, INSN_ACC_USER | INSN_ACC_WRITE, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_USER | INSN_PF_WRITE);
+	assert_int_equal(xlate(e, 0x403000, INSN_ACC_FETCH, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_FETCH);
+	assert_int_equal(xlate(e, 0x10000000000ull, 0, &err), ~0ull); /* PML4E 2 missing */
+	/* U/S: a CPL-3 access to a supervisor page. */
+	assert_int_equal(xlate(e, 0x401000, INSN_ACC_USER, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT | INSN_PF_USER);
+	assert_int_equal(xlate(e, 0xffff800000000000ull, INSN_ACC_USER, &err), ~0ull);
+	/* R/W: supervisor writes to a read-only page fault only with CR0.WP. */
+	assert_int_equal(xlate(e, 0x401000, INSN_ACC_WRITE, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT | INSN_PF_WRITE);
+	e->pg.cr0 &= ~INSN_CR0_WP;
+	assert_int_equal(xlate(e, 0x401000, INSN_ACC_WRITE, &err), 0x209000);
+	e->pg.cr0 |= INSN_CR0_WP;
+	/* NX: no fetch from the 1 GiB page or from 0x402000. */
+	assert_int_equal(xlate(e, 0x40000000, INSN_ACC_FETCH, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT | INSN_PF_FETCH);
+	assert_int_equal(xlate(e, 0x402000, INSN_ACC_FETCH | INSN_ACC_USER, &err), ~0ull);
+	assert_int_equal(xlate(e, 0x402000, INSN_ACC_USER, &err), 0x20a000);
+	/* Non-canonical: #GP, not #PF. */
+	assert_int_equal(xlate(e, 0x0000800000000000ull, 0, &err), ~0ull);
+	assert_int_equal(err, 0x1000 | INSN_VEC_GP);
+	/* The VMM's own look ignores rights, not presence. */
+	assert_int_equal(xlate(e, 0x401000, INSN_ACC_USER | INSN_ACC_NOCHECK, &err), 0x209000);
+	assert_int_equal(xlate(e, 0x403000, INSN_ACC_NOCHECK, &err), ~0ull);
+}
+
+static void test_walk_smep_smap(void **state)
+{
+	struct walk_env *e = *state;
+	uint32_t err = 0;
+
+	/* Supervisor fetch from a user page: fine without SMEP, #PF with it. */
+	assert_int_equal(xlate(e, 0x400000, INSN_ACC_FETCH, &err), 0x200000);
+	e->pg.cr4 |= INSN_CR4_SMEP;
+	assert_int_equal(xlate(e, 0x400000, INSN_ACC_FETCH, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT | INSN_PF_FETCH);
+	assert_int_equal(xlate(e, 0x400000, 0, &err), 0x200000); /* data: not SMEP's business */
+	e->pg.cr4 &= ~INSN_CR4_SMEP;
+	/* Supervisor data access to a user page: #PF with SMAP unless AC. */
+	e->pg.cr4 |= INSN_CR4_SMAP;
+	assert_int_equal(xlate(e, 0x400000, 0, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT);
+	assert_int_equal(xlate(e, 0x400000, INSN_ACC_AC, &err), 0x200000);
+	assert_int_equal(xlate(e, 0x400000, INSN_ACC_USER, &err), 0x200000);
+	e->pg.cr4 &= ~INSN_CR4_SMAP;
+	/* Without EFER.NXE bit 63 is reserved, and there is no fetch bit. */
+	e->pg.efer &= ~INSN_EFER_NXE;
+	assert_int_equal(xlate(e, 0x40000000, 0, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT | INSN_PF_RSVD);
+	assert_int_equal(xlate(e, 0x403000, INSN_ACC_FETCH, &err), ~0ull);
+	assert_int_equal(err, 0);
+	e->pg.efer |= INSN_EFER_NXE;
+}
+
+static void test_walk_odd_tables(void **state)
+{
+	struct walk_env *e = *state;
+	struct insn_exception f;
+	struct insn_paging pg = e->pg;
+	uint64_t gpa;
+	uint32_t err = 0;
+
+	/* PS in a PML4E is reserved. */
+	put64(e, 0x100000 + 3 * 8, 0 | PT_P | PT_PS);
+	assert_int_equal(xlate(e, 3ull << 39, 0, &err), ~0ull);
+	assert_int_equal(err, INSN_PF_PRESENT | INSN_PF_RSVD);
+	/* A table outside RAM: the VMM cannot tell. */
+	put64(e, 0x100000 + 4 * 8, (64 * GiB) | PT_P);
+	assert_int_equal(insn_translate(&e->gm, &e->pg, 4ull << 39, 0, &gpa, &f), -ENXIO);
+	/* Paging off, or not IA-32e paging: not ours. */
+	pg.cr0 &= ~INSN_CR0_PG;
+	assert_int_equal(insn_translate(&e->gm, &pg, 0x400000, 0, &gpa, &f), -ENOTSUP);
+	pg = e->pg;
+	pg.efer &= ~INSN_EFER_LMA;
+	assert_int_equal(insn_translate(&e->gm, &pg, 0x400000, 0, &gpa, &f), -ENOTSUP);
+	/* CR3 pointing outside RAM. */
+	pg = e->pg;
+	pg.cr3 = 32 * GiB;
+	assert_int_equal(insn_translate(&e->gm, &pg, 0x400000, 0, &gpa, &f), -ENXIO);
+}
+
+/* 5-level paging: one more table, 57-bit canonical addresses. */
+static void test_walk_la57(void **state)
+{
+	struct walk_env *e = *state;
+	struct insn_paging pg = e->pg;
+	struct insn_exception f;
+	uint64_t gpa = 0;
+
+	put64(e, 0x107000 + 1 * 8, 0x100000 | PT_P | PT_RW | PT_US); /* PML5[1] -> the PML4 */
+	pg.cr3 = 0x107000;
+	pg.cr4 |= INSN_CR4_LA57;
+	assert_int_equal(insn_translate(&e->gm, &pg, (1ull << 48) | 0x400010, 0, &gpa, &f), 0);
+	assert_int_equal(gpa, 0x200010);
+	assert_true(insn_canonical(&pg, 0xff00000000000000ull));
+	assert_false(insn_canonical(&e->pg, 0xff00000000000000ull));
+	assert_int_equal(insn_translate(&e->gm, &pg, 0x0100000000000000ull, 0, &gpa, &f), -EFAULT);
+	assert_int_equal(f.vector, INSN_VEC_GP);
+}
+
+/* A read across a page boundary into a physically distant page; one into a
+ * missing page reports the bytes it got. */
+static void test_read_linear_crossing(void **state)
+{
+	struct walk_env *e = *state;
+	struct insn_exception f;
+	uint8_t buf[16], want[16];
+	size_t done = 0;
+
+	for (int i = 0; i < 16; i++)
+		want[i] = (uint8_t)(0xa0 + i);
+	assert_int_equal(guest_mem_write(&e->gm, 0x300ff8, want, 8), 0);
+	assert_int_equal(guest_mem_write(&e->gm, 0x280000, want + 8, 8), 0);
+	assert_int_equal(insn_read_linear(&e->gm, &e->pg, 0xffff800000000ff8ull, buf, 16, 0, &done, &f), 0);
+	assert_int_equal(done, 16);
+	assert_memory_equal(buf, want, 16);
+	assert_int_equal(guest_mem_write(&e->gm, 0x20aff9, want, 7), 0);
+	assert_int_equal(insn_read_linear(&e->gm, &e->pg, 0x402ff9, buf, 15, 0, &done, &f), -EFAULT);
+	assert_int_equal(done, 7);
+	assert_memory_equal(buf, want, 7);
+	assert_int_equal(f.vector, INSN_VEC_PF);
+	assert_int_equal(f.cr2, 0x403000);
+}
+
+int main(void)
+{
+	const struct CMUnitTest native[] = {
+		cmocka_unit_test(test_popcnt_register_forms),
+		cmocka_unit_test(test_popcnt_values),
+		cmocka_unit_test(test_popcnt_random),
+		cmocka_unit_test(test_popcnt_memory_forms),
+		cmocka_unit_test(test_popcnt_addrsize),
+		cmocka_unit_test(test_popcnt_faults),
+		cmocka_unit_test(test_fwait_native),
+		cmocka_unit_test(test_fwait_mf_native),
+		cmocka_unit_test(test_fences_native),
+		cmocka_unit_test(test_int3_native),
+		cmocka_unit_test(test_int3_gate_check),
+		cmocka_unit_test(test_clac_stac_cpl3_native),
+		cmocka_unit_test(test_sysret_cpl3_native),
+	};
+	const struct CMUnitTest pure[] = {
+		cmocka_unit_test(test_popcnt_feature_off),
+		cmocka_unit_test(test_fwait_architectural),
+		cmocka_unit_test(test_clac_stac_cpl0),
+		cmocka_unit_test(test_clac_stac_refused),
+		cmocka_unit_test(test_sysret_cpl0),
+		cmocka_unit_test(test_decode_lengths),
+		cmocka_unit_test(test_decode_operands),
+		cmocka_unit_test(test_unknown_leaves_state),
+		cmocka_unit_test(test_cpuid_features),
+		cmocka_unit_test(test_syscall_repair),
+		cmocka_unit_test(test_syscall_repair_refused),
+		cmocka_unit_test_setup_teardown(test_walk_sizes, walk_setup, walk_teardown),
+		cmocka_unit_test_setup_teardown(test_walk_faults, walk_setup, walk_teardown),
+		cmocka_unit_test_setup_teardown(test_walk_smep_smap, walk_setup, walk_teardown),
+		cmocka_unit_test_setup_teardown(test_walk_odd_tables, walk_setup, walk_teardown),
+		cmocka_unit_test_setup_teardown(test_walk_la57, walk_setup, walk_teardown),
+		cmocka_unit_test_setup_teardown(test_read_linear_crossing, walk_setup, walk_teardown),
+	};
+	int failed = cmocka_run_group_tests_name("native", native, setup, teardown);
+
+	return failed + cmocka_run_group_tests_name("pure", pure, NULL, NULL);
+}
