@@ -129,7 +129,11 @@ int ctl_main(int argc, char *const argv[])
 			continue;
 		ev = json_object_get(msg, "event");
 		if (wait_exit) {
-			if (json_is_string(ev) && !strcmp(json_string_value(ev), "guest-exit")) {
+			if (!ev) {
+				/* Our request was answered: vmrun knows this
+				 * client and will send it the exit event. */
+				fprintf(stderr, "vmrun ctl: waiting for the guest to exit\n");
+			} else if (json_is_string(ev) && !strcmp(json_string_value(ev), "guest-exit")) {
 				char *out = json_dumps(json_object_get(msg, "data"), JSON_COMPACT);
 
 				printf("%s\n", out ? out : "{}");

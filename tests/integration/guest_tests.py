@@ -626,7 +626,9 @@ def test_control_socket():
             rc, _, err = ctl(sock, "no-such-command")
             check(rc == 1 and "unknown command" in err, f"unknown command: {rc} {err}")
 
-            waiter = subprocess.Popen([VMRUN, "ctl", sock, "wait-exit"], stdout=subprocess.PIPE)
+            waiter = subprocess.Popen([VMRUN, "ctl", sock, "wait-exit"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+            wait_for_output(waiter.stderr, b"waiting for the guest to exit")
             watcher.send(b'{"id": 42, "cmd": "query-status"}\n')
             reply = watcher.recv_json()
             while "event" in reply:
