@@ -29,6 +29,7 @@ static const char usage_text[] =
 	"  --api-sock PATH        control socket (one JSON object per line)\n"
 	"  --boot PROTO           auto (default), linux64 or pvh\n"
 	"  --kernel-decompress W  bzImage payload: host (default, vmrun decompresses) or guest\n"
+	"  --initrd-decompress W  gzip initrd: host (default, vmrun inflates it) or guest\n"
 	"  --disk PATH[,OPTS]     block device (not supported yet)\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
@@ -102,7 +103,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 /* Options that take a value; the others are flags. */
 static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
-	"timeout", "api-sock", "boot", "disk", "kernel-decompress", NULL,
+	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", NULL,
 };
 
 static bool option_takes_value(const char *name, size_t len)
@@ -111,6 +112,21 @@ static bool option_takes_value(const char *name, size_t len)
 		if (strlen(*o) == len && !memcmp(*o, name, len))
 			return true;
 	return false;
+}
+
+
+/* --kernel-decompress / --initrd-decompress: "host" or "guest". */
+static int parse_decompress(const char *name, const char *val, enum kernel_decompress *out,
+			    char *err, size_t errlen)
+{
+	if (!strcmp(val, "host"))
+		*out = KERNEL_DECOMPRESS_HOST;
+	else if (!strcmp(val, "guest"))
+		*out = KERNEL_DECOMPRESS_GUEST;
+	else
+		return errmsg(-EINVAL, err, errlen, "--%s: invalid value '%s' (host or guest)", name,
+			      val);
+	return 0;
 }
 
 static int apply_option(struct vm_config *cfg, const char *name, const char *val,
@@ -189,13 +205,9 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 			return errmsg(-EINVAL, err, errlen, "--boot: invalid value '%s' (auto, linux64 or pvh)",
 				    val);
 	} else if (!strcmp(name, "kernel-decompress")) {
-		if (!strcmp(val, "host"))
-			cfg->kernel_decompress = KERNEL_DECOMPRESS_HOST;
-		else if (!strcmp(val, "guest"))
-			cfg->kernel_decompress = KERNEL_DECOMPRESS_GUEST;
-		else
-			return errmsg(-EINVAL, err, errlen,
-				    "--kernel-decompress: invalid value '%s' (host or guest)", val);
+		return parse_decompress(name, val, &cfg->kernel_decompress, err, errlen);
+	} else if (!strcmp(name, "initrd-decompress")) {
+		return parse_decompress(name, val, &cfg->initrd_decompress, err, errlen);
 	} else if (!strcmp(name, "disk")) {
 		if (!*val)
 			return errmsg(-EINVAL, err, errlen, "--disk: empty path");
@@ -216,6 +228,7 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 	cfg->console = CONSOLE_STDIO;
 	cfg->boot = BOOT_AUTO;
 	cfg->kernel_decompress = KERNEL_DECOMPRESS_HOST;
+	cfg->initrd_decompress = KERNEL_DECOMPRESS_HOST;
 
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];

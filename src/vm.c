@@ -202,7 +202,7 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 	if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0)
 		return errmsg(-errno, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
 	for (unsigned i = 0; i < vm->cfg->cpus; i++)
-		vm->vcpus[i].fd = -1;
+		vm->vcpus[i].fd = vm->vcpus[i].stats_fd = -1;
 	vm->n_vcpus = vm->cfg->cpus;
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
 		r = vcpu_init(vm, &vm->vcpus[i], i);
@@ -245,7 +245,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	vm->kvm_fd = vm->vm_fd = vm->exit_eventfd = vm->rx_eventfd = -1;
 	vm->loop.epfd = -1;
 	vm->console.out_fd = vm->console.in_fd = -1;
-	vm->signal_src.fd = vm->timer_src.fd = -1;
+	vm->signal_src.fd = vm->timer_src.fd = vm->halt_watch_src.fd = -1;
 	pthread_mutex_init(&vm->state_lock, NULL);
 	pthread_cond_init(&vm->state_cond, NULL);
 	pthread_cond_init(&vm->ack_cond, NULL);
@@ -382,6 +382,36 @@ static void on_timeout(struct ev_source *src, uint32_t events)
 	vm_request_exit(vm, VMRUN_EXIT_TIMEOUT, "timeout");
 }
 
+static void on_halt_watch(struct ev_source *src, uint32_t events)
+{
+	uint64_t n;
+
+	(void)events;
+	(void)!read(src->fd, &n, sizeof(n));
+	vm_halt_watch_check(src->opaque);
+}
+
+/* Check for a guest that halted for good this often (vm_halt_watch_check):
+ * the longest a halted guest outlives its last instruction. */
+#define HALT_WATCH_PERIOD_NS 250000000L
+
+static int vm_start_halt_watch(struct vm *vm, char *err, size_t errlen)
+{
+	struct itimerspec its = {
+		.it_value = { .tv_nsec = HALT_WATCH_PERIOD_NS },
+		.it_interval = { .tv_nsec = HALT_WATCH_PERIOD_NS },
+	};
+	int r;
+
+	vm->halt_watch_src = (struct ev_source){ .handler = on_halt_watch, .opaque = vm };
+	vm->halt_watch_src.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (vm->halt_watch_src.fd < 0 || timerfd_settime(vm->halt_watch_src.fd, 0, &its, NULL) < 0)
+		return errmsg(-errno, err, errlen, "timerfd: %s", strerror(errno));
+	if ((r = evloop_add(&vm->loop, &vm->halt_watch_src, EPOLLIN)))
+		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
+	return 0;
+}
+
 /* Move stdin bytes into the UART as far as it has room.  Watching stdin
  * stops while the UART is full, and resumes from on_rx_ready(). */
 static void console_pump(struct vm *vm)
@@ -503,6 +533,8 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 		if ((r = evloop_add(&vm->loop, &vm->timer_src, EPOLLIN)))
 			return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 	}
+	if ((r = vm_start_halt_watch(vm, err, errlen)))
+		return r;
 	if (vm->cfg->api_sock) {
 		r = control_init(&vm->control, &vm->loop, vm->cfg->api_sock, &vm_control_ops, vm,
 				 err, errlen);
@@ -604,6 +636,8 @@ void vm_destroy(struct vm *vm)
 		close(vm->signal_src.fd);
 	if (vm->timer_src.fd >= 0)
 		close(vm->timer_src.fd);
+	if (vm->halt_watch_src.fd >= 0)
+		close(vm->halt_watch_src.fd);
 	evloop_exit(&vm->loop);
 	console_close(&vm->console);
 	serial_exit(&vm->serial);

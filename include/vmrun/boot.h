@@ -15,6 +15,18 @@
 
 struct guest_mem;
 
+/* ---- initrd ---- */
+
+/* When @in (@in_len bytes) is gzip from start to end (one or more members,
+ * zero padding allowed between and after them), inflate it into a new heap
+ * buffer *@out of *@out_len bytes (the caller frees it) and return 1.
+ * Return 0, touching nothing, for anything else (not gzip, or other data
+ * after a member), which the guest then gets as it is.  Corrupt or
+ * truncated gzip data is -EINVAL, more than @max bytes of output -EFBIG,
+ * each with a one-line reason in @err. */
+int initrd_gunzip(const uint8_t *in, size_t in_len, uint64_t max, uint8_t **out,
+		  size_t *out_len, char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* ---- ELF64 ---- */
 
 #define ELF_MAX_LOAD_SEGMENTS 16

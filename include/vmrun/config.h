@@ -50,6 +50,7 @@ struct vm_config {
 	bool no_nested_workarounds; /* --no-nested-workarounds (vmrun/nested.h) */
 	enum boot_protocol boot;
 	enum kernel_decompress kernel_decompress; /* bzImage only */
+	enum kernel_decompress initrd_decompress; /* gzip initrd: inflated by vmrun or the guest */
 	unsigned n_disks;
 	struct disk_config disks[VMRUN_MAX_DISKS];
 };

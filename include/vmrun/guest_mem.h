@@ -8,10 +8,18 @@
 
 #define GUEST_MEM_MAX_REGIONS 4
 
+#define GUEST_PAGE_SHIFT 12
+#define GUEST_PAGE_SIZE (1ull << GUEST_PAGE_SHIFT)
+
 struct guest_mem_region {
 	uint64_t gpa;  /* first guest-physical address */
 	uint64_t size; /* bytes, a multiple of 4 KiB */
 	uint8_t *host; /* host mapping of gpa */
+	/* The VMM's own dirty log: one bit per 4 KiB page of this region that
+	 * a device wrote (guest_mem_mark_dirty()).  KVM's dirty log sees only
+	 * the guest's own writes; migration needs both. */
+	uint64_t *dirty;
+	size_t dirty_words;
 };
 
 struct guest_mem {
@@ -37,10 +45,21 @@ int guest_mem_register(const struct guest_mem *gm, int vm_fd) __attribute__((war
  * that range is outside RAM (or the range wraps).  len == 0 is treated as 1. */
 void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 
-/* Copy to / from guest RAM.  Returns 0, or -EFAULT when the range is not RAM. */
+/* Copy to / from guest RAM.  Returns 0, or -EFAULT when the range is not RAM.
+ * guest_mem_write() marks what it wrote dirty. */
 int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *src, size_t len)
 	__attribute__((warn_unused_result));
 int guest_mem_read(const struct guest_mem *gm, uint64_t gpa, void *dst, size_t len)
 	__attribute__((warn_unused_result));
+
+/* Record that the VMM wrote guest-physical [gpa, gpa + len): every page it
+ * touches is set in the dirty log.  Call it after the bytes are in place
+ * (a collector that runs in between then sees the page again next round).
+ * Bytes outside RAM are ignored.  Safe from any thread. */
+void guest_mem_mark_dirty(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
+
+/* Take and clear word @word (pages 64*word .. 64*word+63) of region
+ * @region's dirty log, atomically.  0 for a word past the end. */
+uint64_t guest_mem_dirty_take(const struct guest_mem *gm, unsigned region, size_t word);
 
 #endif

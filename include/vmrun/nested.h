@@ -19,9 +19,12 @@ struct vm_config;
 
 /* The kernel arguments appended for Linux guests (PLATFORM.md, "Booting
  * stock Linux here"): no XSAVE (XRSTOR cannot be emulated), no kvmclock (its
- * VMCALL hangs), no legacy PTYs (18 s), a reliable TSC, and CPUID bits 151
- * (POPCNT), 297 (ERMS) and 580 (FSRM) cleared. */
-#define NESTED_LINUX_ARGS "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable clearcpuid=151,297,580"
+ * VMCALL hangs), no legacy PTYs (18 s), a reliable TSC, no patching of every
+ * LOCK prefix on a uniprocessor (one text_poke each, about 2 s), and CPUID
+ * bits cleared: 141 (CMPXCHG16B, which SLUB's fast path would use and KVM's
+ * emulator here cannot run), 151 (POPCNT), 297 (ERMS) and 580 (FSRM, the
+ * byte-wise `rep movsb` memcpy). */
+#define NESTED_LINUX_ARGS "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp clearcpuid=141,151,297,580"
 
 /* Whether @cpuinfo (the text of /proc/cpuinfo) describes a CPU without
  * hardware virtualization: 1 when its first "flags" line names neither

@@ -4,6 +4,7 @@
 #define VMRUN_VM_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,6 +37,12 @@ struct vcpu {
 	bool thread_started;
 	bool parked;   /* out of KVM_RUN, waiting on vm->state_cond (state_lock) */
 	bool finished; /* the thread has returned (state_lock) */
+	/* KVM binary statistics (halt watch); -1 when unavailable. */
+	int stats_fd;
+	off_t blocking_off;
+	/* Recorded by the vCPU thread itself each time it parks (state_lock):
+	 * halted with interrupts disabled and nothing pending. */
+	bool halted_for_good;
 };
 
 struct vm {
@@ -75,7 +82,7 @@ struct vm {
 
 	struct evloop loop;
 	struct console console;
-	struct ev_source exit_src, signal_src, timer_src, stdin_src, rx_src;
+	struct ev_source exit_src, signal_src, timer_src, stdin_src, rx_src, halt_watch_src;
 	int rx_eventfd; /* the UART has room for input again */
 	bool stdin_polled; /* stdin is an epoll source (not a regular file) */
 	bool stdin_open;
@@ -119,5 +126,21 @@ void vcpus_stop(struct vm *vm);
 
 /* Whether the vCPUs are paused (the main thread's view). */
 bool vcpus_paused(struct vm *vm);
+
+/* ---- src/vcpu/halt_watch.c ---- */
+
+/* Open @v's KVM statistics and find its "blocking" counter; on any failure
+ * the watch works without it (stats_fd -1). */
+void vcpu_stats_open(struct vcpu *v);
+void vcpu_stats_close(struct vcpu *v);
+
+/* Called by @v's own thread while parked: set v->halted_for_good. */
+void vcpu_record_halt_state(struct vcpu *v);
+
+/* Main thread, periodically: end the run with VMRUN_EXIT_HLT once every vCPU
+ * is halted with interrupts disabled and nothing pending, a state no guest
+ * leaves (Linux's halt and its poweroff without ACPI).  Does nothing while
+ * the operator paused the guest. */
+void vm_halt_watch_check(struct vm *vm);
 
 #endif

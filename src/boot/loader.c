@@ -114,27 +114,51 @@ static int load_bzimage(const struct guest_mem *gm, const struct vm_config *cfg,
 
 /* Place the initrd at the top of low RAM, above the kernel and ending at or
  * below @end_max. */
-static int load_initrd(const struct guest_mem *gm, const char *path, uint64_t kernel_end,
+static int load_initrd(const struct guest_mem *gm, const struct vm_config *cfg, uint64_t kernel_end,
 		       uint64_t end_max, struct boot_info *info, char *err, size_t errlen)
 {
-	const uint8_t *buf;
-	size_t len;
+	const char *path = cfg->initrd_path;
+	const uint8_t *mapped, *buf;
+	uint8_t *inflated = NULL;
+	size_t mapped_len, len;
 	uint64_t top = gm->regions[0].size, gpa;
-	int r = map_file(path, "--initrd", &buf, &len, err, errlen);
+	char why[200];
+	int r = map_file(path, "--initrd", &mapped, &mapped_len, err, errlen);
 
 	if (r)
 		return r;
 	if (top > end_max)
 		top = end_max;
+	buf = mapped;
+	len = mapped_len;
+	if (cfg->initrd_decompress == KERNEL_DECOMPRESS_HOST && top > kernel_end) {
+		r = initrd_gunzip(mapped, mapped_len, top - kernel_end, &inflated, &len, why,
+				  sizeof(why));
+		if (r < 0 && r != -EFBIG) {
+			munmap((void *)mapped, mapped_len);
+			return errmsg(r, err, errlen, "--initrd %s: %s", path, why);
+		}
+		if (r == 1) {
+			buf = inflated;
+		} else {
+			/* Not gzip throughout, or too big inflated: the
+			 * guest gets the file as it is. */
+			if (r == -EFBIG)
+				log_warn("--initrd %s: %s; handing it over compressed", path, why);
+			len = mapped_len;
+		}
+	}
 	if (len > top || ((top - len) & ~0xfffull) < kernel_end) {
-		munmap((void *)buf, len);
+		munmap((void *)mapped, mapped_len);
+		free(inflated);
 		return errmsg(-ENOSPC, err, errlen,
-				 "--initrd %s: %zu bytes do not fit in guest RAM above the kernel; try a larger --mem",
-				 path, len);
+				 "--initrd %s: %zu bytes%s do not fit in guest RAM above the kernel; try a larger --mem",
+				 path, len, inflated ? " (inflated)" : "");
 	}
 	gpa = (top - len) & ~0xfffull;
 	r = guest_mem_write(gm, gpa, buf, len);
-	munmap((void *)buf, len);
+	munmap((void *)mapped, mapped_len);
+	free(inflated);
 	if (r)
 		return errmsg(r, err, errlen, "--initrd %s: outside guest RAM", path);
 	info->initrd_gpa = gpa;
@@ -186,7 +210,7 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 	if (r)
 		return errmsg(r, err, errlen, "cannot write the command line to guest RAM");
 	if (cfg->initrd_path) {
-		r = load_initrd(gm, cfg->initrd_path, k.end, k.initrd_end_max, &info, err, errlen);
+		r = load_initrd(gm, cfg, k.end, k.initrd_end_max, &info, err, errlen);
 		if (r)
 			return r;
 	}

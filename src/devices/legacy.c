@@ -9,11 +9,23 @@
 #define I8042_COMMAND_PORT 0x64
 #define I8042_CMD_RESET 0xfe
 
+/* There is no keyboard controller behind the reset line, and a probing
+ * driver should learn that at once.  The status port reads "output buffer
+ * full, input buffer empty" and the data port 0xff forever: Linux's i8042
+ * driver drains at most 16 bytes before it reports "No controller found"
+ * (a status of 0 instead would make it wait for command replies, 0xff would
+ * make the reset path wait for the input buffer to drain), and a reset
+ * through port 0x64 never waits. */
+#define I8042_STATUS_NO_CONTROLLER 0x01 /* OBF set, IBF clear */
+#define I8042_DATA_NO_CONTROLLER 0xff
+
 static int i8042_read(struct bus_region *region, uint64_t offset, void *data, unsigned size)
 {
-	/* Status 0: output buffer empty, input buffer empty: a probing
-	 * driver sees an idle controller with nothing attached. */
-	memset(data, 0, size);
+	struct i8042 *k = region->opaque;
+
+	(void)offset;
+	memset(data, region == &k->status_region ? I8042_STATUS_NO_CONTROLLER :
+						    I8042_DATA_NO_CONTROLLER, size);
 	return 0;
 }
 

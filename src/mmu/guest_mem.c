@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <linux/kvm.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -30,13 +31,22 @@ int guest_mem_init(struct guest_mem *gm, uint64_t ram_size)
 	gm->mapping = map;
 	gm->mapping_len = ram_size;
 	gm->ram_size = ram_size;
+	gm->n_regions = n;
 	for (unsigned i = 0, off = 0; i < n; i++) {
-		gm->regions[i].gpa = gpa[i];
-		gm->regions[i].size = size[i];
-		gm->regions[i].host = gm->mapping + off;
+		struct guest_mem_region *r = &gm->regions[i];
+		uint64_t pages = size[i] >> GUEST_PAGE_SHIFT;
+
+		r->gpa = gpa[i];
+		r->size = size[i];
+		r->host = gm->mapping + off;
+		r->dirty_words = (size_t)((pages + 63) / 64);
+		r->dirty = calloc(r->dirty_words, sizeof(uint64_t));
+		if (!r->dirty) {
+			guest_mem_exit(gm);
+			return -ENOMEM;
+		}
 		off += size[i];
 	}
-	gm->n_regions = n;
 	return 0;
 }
 
@@ -44,7 +54,37 @@ void guest_mem_exit(struct guest_mem *gm)
 {
 	if (gm->mapping)
 		munmap(gm->mapping, gm->mapping_len);
+	for (unsigned i = 0; i < gm->n_regions; i++)
+		free(gm->regions[i].dirty);
 	memset(gm, 0, sizeof(*gm));
+}
+
+void guest_mem_mark_dirty(const struct guest_mem *gm, uint64_t gpa, uint64_t len)
+{
+	uint64_t end; /* last byte, saturated */
+
+	if (!len)
+		return;
+	end = len - 1 > UINT64_MAX - gpa ? UINT64_MAX : gpa + len - 1;
+	for (unsigned i = 0; i < gm->n_regions; i++) {
+		const struct guest_mem_region *r = &gm->regions[i];
+		uint64_t r_end = r->gpa + r->size - 1;
+		uint64_t lo = gpa > r->gpa ? gpa : r->gpa;
+		uint64_t hi = end < r_end ? end : r_end;
+
+		if (lo > hi)
+			continue;
+		for (uint64_t p = (lo - r->gpa) >> GUEST_PAGE_SHIFT;
+		     p <= (hi - r->gpa) >> GUEST_PAGE_SHIFT; p++)
+			__atomic_fetch_or(&r->dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+	}
+}
+
+uint64_t guest_mem_dirty_take(const struct guest_mem *gm, unsigned region, size_t word)
+{
+	if (region >= gm->n_regions || word >= gm->regions[region].dirty_words)
+		return 0;
+	return __atomic_exchange_n(&gm->regions[region].dirty[word], 0, __ATOMIC_ACQ_REL);
 }
 
 int guest_mem_register(const struct guest_mem *gm, int vm_fd)
@@ -88,6 +128,7 @@ int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *src, s
 	if (!dst)
 		return -EFAULT;
 	memcpy(dst, src, len);
+	guest_mem_mark_dirty(gm, gpa, len);
 	return 0;
 }
 

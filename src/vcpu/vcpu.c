@@ -35,9 +35,11 @@ int vcpu_init(struct vm *vm, struct vcpu *vcpu, unsigned id)
 	memset(vcpu, 0, sizeof(*vcpu));
 	vcpu->vm = vm;
 	vcpu->id = id;
+	vcpu->stats_fd = -1;
 	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)id);
 	if (vcpu->fd < 0)
 		return -errno;
+	vcpu_stats_open(vcpu);
 	vcpu->run = mmap(NULL, vm->run_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu->fd, 0);
 	if (vcpu->run == MAP_FAILED) {
 		vcpu->run = NULL;
@@ -50,6 +52,7 @@ int vcpu_init(struct vm *vm, struct vcpu *vcpu, unsigned id)
 
 void vcpu_exit(struct vcpu *vcpu)
 {
+	vcpu_stats_close(vcpu);
 	if (vcpu->run)
 		munmap(vcpu->run, vcpu->vm->run_mmap_size);
 	if (vcpu->fd >= 0)
@@ -212,6 +215,7 @@ static enum vcpu_request vcpu_wait_runnable(struct vcpu *v)
 	pthread_mutex_lock(&vm->state_lock);
 	while (vm->request == VCPU_PAUSE) {
 		if (!v->parked) {
+			vcpu_record_halt_state(v);
 			v->parked = true;
 			vm->n_parked++;
 			pthread_cond_broadcast(&vm->ack_cond);
@@ -220,6 +224,7 @@ static enum vcpu_request vcpu_wait_runnable(struct vcpu *v)
 	}
 	if (v->parked) {
 		v->parked = false;
+		v->halted_for_good = false;
 		vm->n_parked--;
 	}
 	req = vm->request;

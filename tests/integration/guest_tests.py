@@ -133,6 +133,21 @@ def test_i8042_reset():
            stdout_has=["hello from vmrun test guest"])
 
 
+def test_halt_ends_run():
+    # Every vCPU halted with interrupts off: no guest leaves that state
+    # (Linux's halt, and its poweroff without ACPI); the run ends with 10.
+    for cpus in ("1", "2"):
+        expect(["--kernel", guest("hello"), "--cpus", cpus, "--cmdline", "action=halt",
+                "--timeout", "60"], 10, stdout_has=["hello from vmrun test guest"])
+
+
+def test_idle_guest_keeps_running():
+    # Halted with interrupts on: an idle guest, which a timer or device may
+    # still wake; only --timeout ends it.
+    _, err = expect(["--kernel", guest("hello"), "--cmdline", "action=idle", "--timeout", "1.5"],
+                    124, stdout_has=["hello from vmrun test guest"], stderr_has=["timeout"])
+
+
 def test_timeout():
     # The echo guest waits for input forever; stdin is empty.
     _, err = expect(["--kernel", guest("echo"), "--timeout", "1"], 124,
@@ -242,7 +257,7 @@ def test_lcg_reference():
 
 NESTED_NOTICE = ("vmrun: nested KVM without VT-x/AMD-V detected: instruction fallbacks on "
                  "(--no-nested-workarounds disables)")
-NESTED_LINUX_ARGS = "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable clearcpuid=151,297,580"
+NESTED_LINUX_ARGS = "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp clearcpuid=141,151,297,580"
 
 
 def host_lacks_hw_virt():
@@ -300,7 +315,8 @@ def test_nested_linux_args():
             f.write(open(guest("hello"), "rb").read() + b"Linux version 6.1.0 (vmrun test)\0")
         nested = host_lacks_hw_virt()
         out, _ = expect(["--kernel", path, "--cmdline", "exit=0 tsc=unstable"], debug_exit_status(0))
-        want = ("exit=0 tsc=unstable noxsave no-kvmclock pty.legacy_count=0 clearcpuid=151,297,580"
+        want = ("exit=0 tsc=unstable noxsave no-kvmclock pty.legacy_count=0 noreplace-smp "
+                "clearcpuid=141,151,297,580"
                 if nested else "exit=0 tsc=unstable")
         check(f"cmdline: {want}\n" in out, f"want 'cmdline: {want}' in:\n{out}")
         out, _ = expect(["--kernel", path, "--cmdline", "exit=0", "--no-nested-workarounds"],

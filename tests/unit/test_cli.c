@@ -302,6 +302,22 @@ static void test_kernel_decompress(void **state)
 	REJECT("--kernel-decompress", "--kernel", "k", "--kernel-decompress");
 }
 
+static void test_initrd_decompress(void **state)
+{
+	struct vm_config cfg;
+
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_int_equal(cfg.initrd_decompress, KERNEL_DECOMPRESS_HOST);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--initrd-decompress", "guest"), CLI_OK);
+	assert_int_equal(cfg.initrd_decompress, KERNEL_DECOMPRESS_GUEST);
+	assert_int_equal(cfg.kernel_decompress, KERNEL_DECOMPRESS_HOST);
+	assert_int_equal(PARSE(&cfg, "--initrd-decompress=host", "--kernel", "k"), CLI_OK);
+	assert_int_equal(cfg.initrd_decompress, KERNEL_DECOMPRESS_HOST);
+	REJECT("--initrd-decompress", "--kernel", "k", "--initrd-decompress", "gzip");
+	REJECT("--initrd-decompress", "--kernel", "k", "--initrd-decompress");
+}
+
 static void test_no_nested_workarounds(void **state)
 {
 	struct vm_config cfg;
@@ -404,6 +420,7 @@ int main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_boot),
 		cmocka_unit_test(test_kernel_decompress),
+		cmocka_unit_test(test_initrd_decompress),
 		cmocka_unit_test(test_no_nested_workarounds),
 		cmocka_unit_test(test_disk),
 		cmocka_unit_test(test_unknown_option),

@@ -2,6 +2,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <stdbool.h>
 
 #include "vmrun/guest_mem.h"
 #include "vmrun/x86.h"
@@ -166,6 +167,64 @@ static void test_efault_outside(void **state)
 	guest_mem_exit(&gm);
 }
 
+static bool dirty(const struct guest_mem *gm, unsigned region, uint64_t page)
+{
+	return gm->regions[region].dirty[page / 64] >> (page % 64) & 1;
+}
+
+static unsigned dirty_count(const struct guest_mem *gm)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < gm->n_regions; i++)
+		for (size_t w = 0; w < gm->regions[i].dirty_words; w++)
+			n += (unsigned)__builtin_popcountll(gm->regions[i].dirty[w]);
+	return n;
+}
+
+static void test_dirty_log(void **state)
+{
+	struct guest_mem gm;
+	uint8_t byte = 1;
+	uint64_t hole_start;
+
+	(void)state;
+	assert_int_equal(guest_mem_init(&gm, 5 * GiB), 0);
+	assert_int_equal(gm.n_regions, 2);
+	hole_start = gm.regions[0].size;
+	assert_int_equal(dirty_count(&gm), 0);
+
+	/* One byte: one page.  Two bytes straddling a page boundary: two. */
+	guest_mem_mark_dirty(&gm, 0x5000, 1);
+	assert_true(dirty(&gm, 0, 5));
+	guest_mem_mark_dirty(&gm, 0x7fff, 2);
+	assert_true(dirty(&gm, 0, 7) && dirty(&gm, 0, 8));
+	assert_int_equal(dirty_count(&gm), 3);
+
+	/* Across the MMIO hole: the last page below it and the first above. */
+	guest_mem_mark_dirty(&gm, hole_start - 1, 0x100000000ull - hole_start + 2);
+	assert_true(dirty(&gm, 0, (hole_start >> 12) - 1));
+	assert_true(dirty(&gm, 1, 0));
+	assert_int_equal(dirty_count(&gm), 5);
+
+	/* Outside RAM, zero length, a range that wraps: nothing, no crash. */
+	guest_mem_mark_dirty(&gm, 6 * GiB, 4096);
+	guest_mem_mark_dirty(&gm, 0x9000, 0);
+	guest_mem_mark_dirty(&gm, UINT64_MAX - 10, 100);
+	assert_int_equal(dirty_count(&gm), 5);
+
+	/* guest_mem_write() marks; dirty_take() clears. */
+	assert_int_equal(guest_mem_write(&gm, 4 * GiB + 3 * 4096 + 7, &byte, 1), 0);
+	assert_true(dirty(&gm, 1, 3));
+	assert_int_equal(guest_mem_dirty_take(&gm, 0, 0), (1ull << 5) | (1ull << 7) | (1ull << 8));
+	assert_int_equal(guest_mem_dirty_take(&gm, 0, 0), 0);
+	assert_int_equal(guest_mem_dirty_take(&gm, 1, 0), (1ull << 0) | (1ull << 3));
+	assert_int_equal(guest_mem_dirty_take(&gm, 2, 0), 0);
+	assert_int_equal(guest_mem_dirty_take(&gm, 0, gm.regions[0].dirty_words), 0);
+	assert_int_equal(dirty_count(&gm), 1); /* the page below the hole */
+	guest_mem_exit(&gm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +234,7 @@ int main(void)
 		cmocka_unit_test(test_ptr_bounds_two_regions),
 		cmocka_unit_test(test_read_write_round_trip),
 		cmocka_unit_test(test_efault_outside),
+		cmocka_unit_test(test_dirty_log),
 	};
 
 	return cmocka_run_group_tests_name("guest_mem", tests, NULL, NULL);

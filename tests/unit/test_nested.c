@@ -156,10 +156,10 @@ static void test_cmdline_append(void **state)
 	assert_int_equal(nested_cmdline_append("tsc=unstable noxsave clearcpuid=1 pty.legacy", out,
 					       sizeof(out)), 0);
 	assert_string_equal(out, "tsc=unstable noxsave clearcpuid=1 pty.legacy no-kvmclock "
-				 "pty.legacy_count=0");
+				 "pty.legacy_count=0 noreplace-smp");
 	assert_int_equal(nested_cmdline_append("noxsave=1 no-kvmclock-x", out, sizeof(out)), 0);
 	assert_string_equal(out, "noxsave=1 no-kvmclock-x no-kvmclock pty.legacy_count=0 tsc=reliable "
-				 "clearcpuid=151,297,580");
+				 "noreplace-smp clearcpuid=141,151,297,580");
 }
 
 static void test_cmdline_append_limits(void **state)

@@ -1,0 +1,91 @@
+/* Block backends (src/block/): what a disk device model reads and writes.
+ *
+ * One interface for every image format: requests at byte offsets with
+ * asynchronous completion, submitted and completed on the event loop thread.
+ * The raw backend (src/block/raw.c) serves regular files and block devices
+ * through Linux AIO (libaio: io_submit with a real queue depth, completions
+ * signalled on an eventfd the event loop watches), or through
+ * preadv/pwritev where AIO cannot be set up.  qcow2 plugs in here next. */
+#ifndef VMRUN_BLOCK_H
+#define VMRUN_BLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct evloop;
+struct blk;
+
+enum blk_op {
+	BLK_READ,
+	BLK_WRITE,
+	BLK_FLUSH,        /* every write completed before it is durable */
+	BLK_DISCARD,      /* the range may read back as anything; best effort */
+	BLK_WRITE_ZEROES, /* the range reads back as zeroes */
+};
+
+enum blk_cache {
+	BLK_CACHE_WRITEBACK, /* page cache; FLUSH is fdatasync (default) */
+	BLK_CACHE_NONE,      /* O_DIRECT (warns and falls back where refused); FLUSH is fdatasync */
+	BLK_CACHE_UNSAFE,    /* page cache; FLUSH completes at once without syncing */
+};
+
+struct blk_open_opts {
+	bool readonly;
+	enum blk_cache cache;
+	bool no_aio; /* preadv/pwritev even where libaio works (tests, fallback) */
+};
+
+/* One request.  The caller owns the memory and must keep it (and @iov and
+ * the buffers) alive until @done runs. */
+struct blk_req {
+	enum blk_op op;
+	uint64_t offset;         /* bytes */
+	uint64_t len;            /* bytes: DISCARD/WRITE_ZEROES; READ/WRITE: the iov total */
+	const struct iovec *iov; /* READ/WRITE */
+	unsigned iovcnt;
+	/* Called once, on the event loop thread, never from inside
+	 * blk_submit(): @result is 0, or -errno (-EIO, -ENOSPC, -EROFS, ...;
+	 * a short read past the end of the image fills zeroes and succeeds). */
+	void (*done)(struct blk_req *req, int result);
+	void *opaque;
+	/* Private to the backend. */
+	struct blk_req *next;
+	int result;
+	uint64_t priv[8];
+};
+
+/* Open @path (a regular file or a block device) and attach its completion
+ * source to @loop.  *@out is the new backend.  Returns 0, or -errno with a
+ * one-line reason naming the file in @err. */
+int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
+	     struct blk **out, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Size of the image in bytes. */
+uint64_t blk_size(const struct blk *b);
+
+/* Smallest I/O unit the backend accepts at any offset (bytes; 512 unless
+ * O_DIRECT on a device with larger sectors), and whether it was opened
+ * read-only, can discard, and uses Linux AIO (else preadv/pwritev). */
+unsigned blk_block_size(const struct blk *b);
+bool blk_readonly(const struct blk *b);
+bool blk_can_discard(const struct blk *b);
+bool blk_uses_aio(const struct blk *b);
+
+/* Queue @req.  Returns 0 (@req->done will run later), or -errno when it was
+ * refused at once (then @done never runs): -EINVAL for a range past the
+ * image end or an offset/length not a multiple of 512, -EROFS for a write
+ * to a read-only image. */
+int blk_submit(struct blk *b, struct blk_req *req) __attribute__((warn_unused_result));
+
+/* Requests submitted and not yet completed. */
+unsigned blk_inflight(const struct blk *b);
+
+/* Wait (blocking the caller) until every submitted request has completed
+ * and its @done has run.  For device reset and shutdown. */
+void blk_drain(struct blk *b);
+
+/* Drain, detach from the loop and close.  Safe on NULL. */
+void blk_close(struct blk *b);
+
+#endif
