@@ -30,7 +30,8 @@ static const char usage_text[] =
 	"  --boot PROTO           auto (default), linux64 or pvh\n"
 	"  --kernel-decompress W  bzImage payload: host (default, vmrun decompresses) or guest\n"
 	"  --initrd-decompress W  gzip initrd: host (default, vmrun inflates it) or guest\n"
-	"  --disk PATH[,OPTS]     block device (not supported yet)\n"
+	"  --disk PATH[,OPTS]     virtio-blk disk (raw image or block device), repeatable;\n"
+	"                         OPTS: readonly, cache=writeback|none|unsafe, serial=ID\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
 	"  --help                 print this help and exit\n"
@@ -114,6 +115,52 @@ static bool option_takes_value(const char *name, size_t len)
 	return false;
 }
 
+
+
+/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID]: the
+ * path runs to the first comma (a path with commas cannot be given). */
+static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t errlen)
+{
+	const char *comma = strchr(spec, ',');
+	size_t path_len = comma ? (size_t)(comma - spec) : strlen(spec);
+
+	memset(d, 0, sizeof(*d));
+	d->spec = spec;
+	if (!path_len)
+		return errmsg(-EINVAL, err, errlen, "--disk: empty path in '%s'", spec);
+	if (path_len >= sizeof(d->path))
+		return errmsg(-EINVAL, err, errlen, "--disk: path longer than %d bytes",
+			      VMRUN_DISK_PATH_MAX - 1);
+	memcpy(d->path, spec, path_len);
+	while (comma) {
+		const char *opt = comma + 1, *end;
+		size_t len;
+
+		comma = strchr(opt, ',');
+		end = comma ? comma : opt + strlen(opt);
+		len = (size_t)(end - opt);
+		if (len == 8 && !memcmp(opt, "readonly", 8)) {
+			d->readonly = true;
+		} else if (len == 15 && !memcmp(opt, "cache=writeback", 15)) {
+			d->cache = DISK_CACHE_WRITEBACK;
+		} else if (len == 10 && !memcmp(opt, "cache=none", 10)) {
+			d->cache = DISK_CACHE_NONE;
+		} else if (len == 12 && !memcmp(opt, "cache=unsafe", 12)) {
+			d->cache = DISK_CACHE_UNSAFE;
+		} else if (len > 7 && !memcmp(opt, "serial=", 7)) {
+			if (len - 7 > VMRUN_DISK_SERIAL_MAX)
+				return errmsg(-EINVAL, err, errlen,
+					      "--disk %s: serial longer than %d bytes", d->path,
+					      VMRUN_DISK_SERIAL_MAX);
+			memcpy(d->serial, opt + 7, len - 7);
+		} else {
+			return errmsg(-EINVAL, err, errlen,
+				      "--disk %s: unknown option '%.*s' (readonly, cache=writeback|none|unsafe, serial=ID)",
+				      d->path, (int)len, opt);
+		}
+	}
+	return 0;
+}
 
 /* --kernel-decompress / --initrd-decompress: "host" or "guest". */
 static int parse_decompress(const char *name, const char *val, enum kernel_decompress *out,
@@ -209,11 +256,12 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 	} else if (!strcmp(name, "initrd-decompress")) {
 		return parse_decompress(name, val, &cfg->initrd_decompress, err, errlen);
 	} else if (!strcmp(name, "disk")) {
-		if (!*val)
-			return errmsg(-EINVAL, err, errlen, "--disk: empty path");
 		if (cfg->n_disks == VMRUN_MAX_DISKS)
 			return errmsg(-EINVAL, err, errlen, "--disk: at most %d disks", VMRUN_MAX_DISKS);
-		cfg->disks[cfg->n_disks++].spec = val;
+		r = parse_disk(val, &cfg->disks[cfg->n_disks], err, errlen);
+		if (r)
+			return r;
+		cfg->n_disks++;
 	} else {
 		return errmsg(-EINVAL, err, errlen, "unknown option '--%s' (see vmrun --help)", name);
 	}

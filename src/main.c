@@ -60,10 +60,6 @@ int main(int argc, char *argv[])
 		printf("vmrun %s\n", VMRUN_VERSION);
 		return 0;
 	}
-	if (cfg.n_disks) {
-		fprintf(stderr, "vmrun: --disk %s: disks are not supported yet\n", cfg.disks[0].spec);
-		return VMRUN_EXIT_USAGE;
-	}
 
 	/* Block the signals the main loop takes through a signalfd, and the
 	 * vCPU kick, before any thread exists: threads inherit the mask. */

@@ -221,15 +221,86 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+/* Where virtio-mmio devices live: 4 KiB apart from VIRTIO_MMIO_BASE in the
+ * MMIO hole, each on an ISA IRQ the MP table routes to its IOAPIC pin and
+ * no other device uses (0 PIT, 1 keyboard, 2 cascade, 3/4 serial, 8 RTC). */
+#define VIRTIO_MMIO_BASE 0xd0000000ull
+#define VIRTIO_MMIO_STRIDE 0x1000ull
+static const uint32_t virtio_irqs[] = { 5, 6, 7, 9, 10, 11, 12, 13, 14, 15 };
+_Static_assert(sizeof(virtio_irqs) / sizeof(virtio_irqs[0]) >= VMRUN_MAX_DISKS,
+	       "an IRQ for every disk");
+
+static enum blk_cache disk_cache_mode(enum disk_cache c)
+{
+	return c == DISK_CACHE_NONE ? BLK_CACHE_NONE :
+	       c == DISK_CACHE_UNSAFE ? BLK_CACHE_UNSAFE : BLK_CACHE_WRITEBACK;
+}
+
+/* Open every --disk, build its virtio-blk device and virtio-mmio transport,
+ * claim the register window, and collect the guest's declarations. */
+static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = vm->cfg;
+	struct virtio_mmio_host host = { .vm_fd = vm->vm_fd, .loop = &vm->loop };
+	size_t used = 0;
+
+	if (!cfg->n_disks)
+		return 0;
+	vm->blks = calloc(cfg->n_disks, sizeof(*vm->blks));
+	vm->blk_mmio = calloc(cfg->n_disks, sizeof(*vm->blk_mmio));
+	if (!vm->blks || !vm->blk_mmio)
+		return errmsg(-ENOMEM, err, errlen, "out of memory");
+	for (unsigned i = 0; i < cfg->n_disks; i++) {
+		const struct disk_config *d = &cfg->disks[i];
+		struct blk_open_opts opts = { .readonly = d->readonly, .cache = disk_cache_mode(d->cache) };
+		struct virtio_mmio *m = &vm->blk_mmio[i];
+		struct blk *backend;
+		char why[300];
+		int r;
+
+		r = blk_open(d->path, &opts, &vm->loop, &backend, why, sizeof(why));
+		if (r)
+			return errmsg(r, err, errlen, "--disk: %s", why);
+		r = virtio_blk_init(&vm->blks[i], &vm->mem, backend, i, d->serial[0] ? d->serial : NULL,
+				    d->cache == DISK_CACHE_UNSAFE);
+		if (r) {
+			blk_close(backend);
+			return errmsg(r, err, errlen, "--disk %s: %s", d->path, strerror(-r));
+		}
+		vm->n_blks = i + 1;
+		r = virtio_mmio_init(m, &vm->blks[i].dev, VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE,
+				     virtio_irqs[i], &host, why, sizeof(why));
+		if (r)
+			return errmsg(r, err, errlen, "--disk %s: %s", d->path, why);
+		r = bus_register(&vm->mmio_bus, &m->region);
+		if (r)
+			return errmsg(r, err, errlen, "--disk %s: cannot claim MMIO: %s", d->path,
+				      strerror(-r));
+		used += (size_t)snprintf(vm->device_cmdline + used, sizeof(vm->device_cmdline) - used,
+					 "%s%s", used ? " " : "", m->cmdline_arg);
+	}
+	return 0;
+}
+
 /* boot_load() with the command line the guest gets: the user's, plus the
  * nested-host kernel arguments for a Linux kernel (vmrun/nested.h). */
 static int vm_load_kernel(struct vm *vm, char *err, size_t errlen)
 {
 	struct vm_config boot_cfg = *vm->cfg;
-	char cmdline[VMRUN_CMDLINE_MAX];
-	int r = nested_guest_cmdline(vm->cfg, vm->nested_workarounds, cmdline, sizeof(cmdline),
-				     err, errlen);
+	char with_devices[VMRUN_CMDLINE_MAX], cmdline[VMRUN_CMDLINE_MAX];
+	const char *user = vm->cfg->cmdline ? vm->cfg->cmdline : "";
+	int r, n;
 
+	/* The user's words first, then the devices vmrun declares. */
+	n = snprintf(with_devices, sizeof(with_devices), "%s%s%s", user,
+		     *user && vm->device_cmdline[0] ? " " : "", vm->device_cmdline);
+	if (n < 0 || (size_t)n >= sizeof(with_devices))
+		return errmsg(-E2BIG, err, errlen,
+			      "--cmdline and the device declarations exceed %d bytes",
+			      VMRUN_CMDLINE_MAX - 1);
+	boot_cfg.cmdline = with_devices;
+	r = nested_guest_cmdline(&boot_cfg, vm->nested_workarounds, cmdline, sizeof(cmdline), err,
+				 errlen);
 	if (r)
 		return r;
 	boot_cfg.cmdline = cmdline;
@@ -278,7 +349,14 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	r = console_open(&vm->console, cfg, err, errlen);
 	if (r)
 		return r;
+	/* Devices attach their event sources as they are built. */
+	r = evloop_init(&vm->loop);
+	if (r)
+		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 	r = vm_build_devices(vm, err, errlen);
+	if (r)
+		return r;
+	r = vm_build_disks(vm, err, errlen);
 	if (r)
 		return r;
 	r = vm_load_kernel(vm, err, errlen);
@@ -496,9 +574,6 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 	sigset_t sigs;
 	int r, fd;
 
-	r = evloop_init(&vm->loop);
-	if (r)
-		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 	vm->exit_src = (struct ev_source){ .fd = vm->exit_eventfd, .handler = on_exit_event, .opaque = vm };
 	vm->rx_src = (struct ev_source){ .fd = vm->rx_eventfd, .handler = on_rx_ready, .opaque = vm };
 	if ((r = evloop_add(&vm->loop, &vm->exit_src, EPOLLIN)) ||
@@ -623,6 +698,13 @@ int vm_run(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
+	/* Drain each disk first: its last completions still raise interrupts. */
+	for (unsigned i = 0; i < vm->n_blks; i++) {
+		virtio_blk_exit(&vm->blks[i]);
+		virtio_mmio_exit(&vm->blk_mmio[i]);
+	}
+	free(vm->blks);
+	free(vm->blk_mmio);
 	if (vm->control_active)
 		control_exit(&vm->control);
 	vm->control_active = false;

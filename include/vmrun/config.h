@@ -12,7 +12,7 @@
 /* xAPIC IDs are 8 bits: CPUs take 0..253, the IOAPIC 254, and 255 is the
  * broadcast ID. */
 #define VMRUN_MAX_CPUS 254
-#define VMRUN_MAX_DISKS 16
+#define VMRUN_MAX_DISKS 8
 #define VMRUN_CMDLINE_MAX 4096 /* including the terminating NUL */
 
 enum console_kind {
@@ -33,8 +33,23 @@ enum kernel_decompress {
 	KERNEL_DECOMPRESS_GUEST, /* the kernel's own decompressor, from its 64-bit entry */
 };
 
+#define VMRUN_DISK_PATH_MAX 1024
+#define VMRUN_DISK_SERIAL_MAX 20 /* virtio-blk GET_ID: 20 bytes */
+
+/* How a disk's writes reach the image (vmrun/block.h's enum blk_cache). */
+enum disk_cache {
+	DISK_CACHE_WRITEBACK, /* page cache; the guest's FLUSH is fdatasync (default) */
+	DISK_CACHE_NONE,      /* O_DIRECT; FLUSH is fdatasync */
+	DISK_CACHE_UNSAFE,    /* page cache; FLUSH is ignored */
+};
+
+/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID] */
 struct disk_config {
 	const char *spec; /* as given on the command line (points into argv) */
+	char path[VMRUN_DISK_PATH_MAX];
+	bool readonly;
+	enum disk_cache cache;
+	char serial[VMRUN_DISK_SERIAL_MAX + 1]; /* "" when not given */
 };
 
 struct vm_config {

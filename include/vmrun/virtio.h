@@ -18,6 +18,7 @@
 #ifndef VMRUN_VIRTIO_H
 #define VMRUN_VIRTIO_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,7 +68,7 @@ struct virtq {
 	/* Device-side state. */
 	uint16_t last_avail_idx;      /* next avail ring slot to consume */
 	uint16_t used_idx;            /* the used->idx the device last published */
-	uint16_t signalled_used;      /* used_idx at the last interrupt (EVENT_IDX) */
+	uint16_t signalled_used;      /* used_idx at the last virtq_should_interrupt() (EVENT_IDX) */
 	bool signalled_used_valid;
 	bool notify_disabled;         /* virtq_notify_disable() in force */
 };
@@ -185,8 +186,8 @@ struct virtio_device_ops {
 	 * ready queues are enabled.  Returns 0, or -errno to fail the device
 	 * (the transport then sets NEEDS_RESET). */
 	int (*activate)(struct virtio_device *dev);
-	/* The driver notified queue @q (from the event loop thread, through an
-	 * ioeventfd, or from a vCPU thread on the MMIO exit path). */
+	/* The driver notified queue @q.  Always on the event loop thread
+	 * (an ioeventfd, or the MMIO exit path forwarding to it). */
 	void (*queue_notify)(struct virtio_device *dev, unsigned q);
 	/* The driver reset the device (status 0).  Before returning, every
 	 * request in flight has completed or been cancelled, and nothing will
@@ -207,7 +208,11 @@ struct virtio_device {
 	const struct virtio_device_ops *ops;
 	void *opaque;             /* the device model's own state */
 
-	/* Owned by the transport. */
+	/* Owned by the transport.  @lock guards the device: the transport
+	 * holds it around register accesses (vCPU threads) and every ops
+	 * call; device code that runs on the event loop (completions) takes
+	 * it too.  ops->reset may wait on a condition variable with it. */
+	pthread_mutex_t lock;
 	uint64_t driver_features; /* accepted by the driver */
 	uint8_t status;
 	uint32_t config_generation;

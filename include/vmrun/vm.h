@@ -14,6 +14,8 @@
 #include "vmrun/bus.h"
 #include "vmrun/config.h"
 #include "vmrun/console.h"
+#include "vmrun/virtio_blk.h"
+#include "vmrun/virtio_mmio.h"
 #include "vmrun/control.h"
 #include "vmrun/devices.h"
 #include "vmrun/evloop.h"
@@ -55,6 +57,11 @@ struct vm {
 	struct bus mmio_bus;
 	struct device_host dev_host;
 	struct serial serial;
+	/* --disk: virtio-blk devices on virtio-mmio (vm_build_disks()). */
+	struct virtio_blk *blks;
+	struct virtio_mmio *blk_mmio;
+	unsigned n_blks;
+	char device_cmdline[VMRUN_MAX_DISKS * 48]; /* virtio_mmio.device=... for the guest */
 	struct i8042 i8042;
 	struct debug_exit debug_exit;
 	struct rtc rtc;

@@ -341,9 +341,20 @@ def test_usage_errors():
         check(len(lines) == 1 and needle in lines[0], f"{args}: want one line with {needle!r}, got {err!r}")
 
 
-def test_disk_not_supported_yet():
-    rc, _, err = run_vmrun(["--kernel", "bzImage", "--disk", "img.qcow"])
-    check(rc == 2 and "not supported yet" in err, f"--disk: status {rc}, stderr {err!r}")
+def test_disk_errors():
+    # A malformed --disk is a usage error (2); a disk that cannot be opened
+    # stops the start (4), naming the file; neither leaves anything behind.
+    rc, _, err = run_vmrun(["--kernel", guest("hello"), "--disk", "x.img,bogus"])
+    check(rc == 2 and "unknown option 'bogus'" in err, f"--disk x,bogus: status {rc}, {err!r}")
+    with tempfile.TemporaryDirectory() as d:
+        missing = os.path.join(d, "missing.img")
+        rc, _, err = run_vmrun(["--kernel", guest("hello"), "--disk", missing])
+        errors = [line for line in err.splitlines() if line.startswith("vmrun: error:")]
+        check(rc == 4 and len(errors) == 1 and missing in errors[0],
+              f"missing disk: status {rc}, {err!r}")
+        check(not os.path.exists(missing), "vmrun created the missing disk")
+        rc, _, err = run_vmrun(["--kernel", guest("hello"), "--disk", d])
+        check(rc == 4 and d in err, f"directory as disk: status {rc}, {err!r}")
 
 
 def test_help_and_version():
@@ -688,6 +699,381 @@ def test_control_quit():
         check(rc == debug_exit_status(0), f"stale socket should be replaced: {rc} {err}")
         rc, _, err = ctl(os.path.join(d, "nothing.sock"), "query-status")
         check(rc == 3 and "cannot connect" in err, f"ctl without vmrun: {rc} {err}")
+
+
+# ---------------------------------------------------------------- virtio-blk
+
+# The blk guest's disk contents (tests/guest/blk.c): the little-endian word
+# at byte offset o of a disk is x ^ (x >> 29), x = (seed ^ o) * K mod 2^64.
+BLK_K = 0x9E3779B97F4A7C15
+BLK_MASK = (1 << 64) - 1
+BLK_SECTOR = 512
+BLK_MB = 1 << 20
+# Feature bits the device offers (virtio 1.2, sections 6 and 5.2.3).
+BLK_FEATURES = {"SIZE_MAX": 1, "SEG_MAX": 2, "RO": 5, "BLK_SIZE": 6, "FLUSH": 9, "TOPOLOGY": 10,
+                "DISCARD": 13, "WRITE_ZEROES": 14, "INDIRECT_DESC": 28, "EVENT_IDX": 29,
+                "VERSION_1": 32}
+BLK_IRQS = [5, 6, 7, 9, 10, 11, 12, 13]
+
+
+def blk_pattern(seed, off, n):
+    out = bytearray(n)
+    for o in range(0, n - n % 8, 8):
+        x = ((seed ^ (off + o)) * BLK_K) & BLK_MASK
+        struct.pack_into("<Q", out, o, x ^ (x >> 29))
+    return out
+
+
+def blk_image(d, name, size, seed):
+    path = os.path.join(d, name)
+    with open(path, "wb") as f:
+        f.write(blk_pattern(seed, 0, size))
+    return path
+
+
+def blk_write_expected(img, sector, count, wseed):
+    """@img (a bytearray) with sectors [sector, sector + count) as the guest writes them."""
+    a = sector * BLK_SECTOR
+    img[a:a + count * BLK_SECTOR] = blk_pattern(wseed, a, count * BLK_SECTOR)
+
+
+def blk_check_image(path, want, what):
+    """The external oracle: the image file read back with plain reads."""
+    with open(path, "rb") as f:
+        got = f.read()
+    check(len(got) == len(want), f"{what}: {path} is {len(got)} bytes, want {len(want)}")
+    if got != want:
+        i = next(i for i in range(len(want)) if got[i] != want[i])
+        check(False, f"{what}: {path} differs from byte {i} (sector {i // BLK_SECTOR}): "
+                     f"{got[i:i + 16].hex()}, want {bytes(want[i:i + 16]).hex()}")
+
+
+def blk_run(disks, cmdline, stdout_has=(), **kw):
+    """Run the blk guest on @disks (--disk values); it must pass."""
+    args = ["--kernel", guest("blk"), "--mem", "256M", "--timeout", "60", "--cmdline", cmdline]
+    for d in disks:
+        args += ["--disk", d]
+    return expect(args, debug_exit_status(0), stdout_has=list(stdout_has) + ["blk: all ok"], **kw)
+
+
+def blk_direct_dir():
+    """A directory whose filesystem takes O_DIRECT (cache=none), or None."""
+    for d in (tempfile.gettempdir(), os.path.dirname(VMRUN)):
+        with tempfile.NamedTemporaryFile(dir=d) as f:
+            f.write(bytes(4096))
+            f.flush()
+            try:
+                os.close(os.open(f.name, os.O_RDONLY | os.O_DIRECT))
+                return d
+            except OSError:
+                pass
+    return None
+
+
+def blk_caches():
+    """(cache mode, directory) pairs to run a test under: the page cache in
+    the temp dir, and O_DIRECT where some filesystem here takes it."""
+    d = blk_direct_dir()
+    if d is None:
+        print("note: no filesystem here takes O_DIRECT: cache=none not tested")
+        return [("writeback", None)]
+    return [("writeback", None), ("none", d)]
+
+
+def blk_punch_probe(d, off, n):
+    """Whether the filesystem of @d punches holes (FALLOC_FL_PUNCH_HOLE of
+    bytes [@off, @off + @n) reads back as zeroes) and lseek(SEEK_HOLE)
+    finds that one."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    with tempfile.TemporaryFile(dir=d) as f:
+        f.write(b"\xff" * (off + n + 65536))
+        f.flush()
+        if libc.fallocate(f.fileno(), 3, off, n) != 0:  # PUNCH_HOLE | KEEP_SIZE
+            return False, False
+        f.seek(off)
+        punched = f.read(n) == bytes(n)
+        try:
+            seek_hole = os.lseek(f.fileno(), 0, os.SEEK_HOLE) == off
+        except OSError:
+            seek_hole = False
+        return punched, seek_hole
+
+
+def test_blk_read():
+    # Pattern reads of several shapes; the image ends mid-sector in one run
+    # (the tail reads as zeroes, the capacity rounds up).
+    for cache, where in blk_caches():
+        for size in (BLK_MB, BLK_MB + 256):
+            with tempfile.TemporaryDirectory(dir=where) as d:
+                img = blk_image(d, "disk.img", size, 0x5eed)
+                out, err = blk_run([f"{img},cache={cache}"],
+                                   f"blk.test=read blk.seed=0x5eed blk.bytes={size}",
+                                   stdout_has=["blk: read ok"])
+                check(f"blk: capacity {(size + BLK_SECTOR - 1) // BLK_SECTOR}\n" in out,
+                      f"cache={cache} size {size}: wrong capacity:\n{out}")
+                line = [l for l in out.splitlines() if l.startswith("blk: features ")]
+                check(len(line) == 1, f"no features line:\n{out}")
+                line = line[0].split()
+                feats, cfg = int(line[2], 16), dict(zip(line[3::2], map(int, line[4::2])))
+                want = ["VERSION_1", "INDIRECT_DESC", "EVENT_IDX", "SIZE_MAX", "SEG_MAX",
+                        "BLK_SIZE", "TOPOLOGY", "FLUSH", "WRITE_ZEROES"]
+                for name in want:
+                    check(feats >> BLK_FEATURES[name] & 1, f"feature {name} not offered: {line}")
+                check(not feats >> BLK_FEATURES["RO"] & 1, f"RO offered on a writable disk: {line}")
+                check(feats >> BLK_FEATURES["DISCARD"] & 1 or not blk_punch_probe(d, 0, 4096)[0],
+                      f"DISCARD not offered, yet the file can punch holes: {line}")
+                bs = cfg["blk_size"]
+                check(bs >= BLK_SECTOR and bs & (bs - 1) == 0 and (cache != "writeback" or bs == 512),
+                      f"cache={cache}: blk_size {bs}")
+                check(cfg["seg_max"] >= 1 and cfg["size_max"] >= 4096, f"limits: {cfg}")
+                blk_check_image(img, blk_pattern(0x5eed, 0, size), f"read, cache={cache}")
+
+
+def test_blk_write():
+    # The guest writes [S, S+C) and S+C+1; the file holds exactly that.
+    for cache, where in blk_caches():
+        with tempfile.TemporaryDirectory(dir=where) as d:
+            img = blk_image(d, "disk.img", BLK_MB, 7)
+            blk_run([f"{img},cache={cache}"],
+                    "blk.test=write blk.seed=7 blk.wseed=0xabc blk.sector=100 blk.count=24",
+                    stdout_has=["blk: write ok"])
+            want = blk_pattern(7, 0, BLK_MB)
+            blk_write_expected(want, 100, 24, 0xabc)
+            blk_write_expected(want, 125, 1, 0xabc)
+            blk_check_image(img, want, f"write, cache={cache}")
+
+
+def test_blk_flush():
+    for cache in ("writeback", "unsafe"):
+        with tempfile.TemporaryDirectory() as d:
+            img = blk_image(d, "disk.img", BLK_MB, 3)
+            blk_run([f"{img},cache={cache}"], "blk.test=flush blk.seed=3 blk.wseed=4 blk.sector=8",
+                    stdout_has=["blk: write ok", "blk: flush ok"])
+            want = blk_pattern(3, 0, BLK_MB)
+            blk_write_expected(want, 8, 8, 4)
+            blk_check_image(img, want, f"flush, cache={cache}")
+
+
+def test_blk_durable_after_sigkill():
+    # What the guest saw acknowledged (a write, then FLUSH) is in the file
+    # even when vmrun dies at once: SIGKILL as soon as the guest says so.
+    runs = [("writeback", None)] + [c for c in blk_caches() if c[0] == "none"]
+    for cache, where in runs:
+        with tempfile.TemporaryDirectory(dir=where) as d:
+            img = blk_image(d, "disk.img", BLK_MB, 5)
+            p = subprocess.Popen([VMRUN, "--kernel", guest("blk"), "--disk", f"{img},cache={cache}",
+                                  "--cmdline", "blk.test=durable blk.seed=5 blk.wseed=0xd0 "
+                                  "blk.sector=1000 blk.count=16"],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            try:
+                out = wait_for_output(p.stdout, b"blk: flushed\n")
+                check(p.poll() is None, f"vmrun ended before the kill: {p.returncode}")
+                p.send_signal(signal.SIGKILL)
+                rc = p.wait(timeout=HANG_GUARD_S)
+                err = p.stderr.read().decode(errors="replace")
+            finally:
+                kill(p)
+            check(rc == -signal.SIGKILL, f"status {rc}")
+            check(b"blk: flush ok" in out and b"FAIL" not in out, f"guest output {out!r}")
+            check("O_DIRECT" not in err, f"cache=none fell back to the page cache: {err}")
+            want = blk_pattern(5, 0, BLK_MB)
+            blk_write_expected(want, 1000, 16, 0xd0)
+            blk_check_image(img, want, f"after SIGKILL, cache={cache}")
+
+
+def test_blk_get_id():
+    for serial in ("abc-123", "ABCDEFGHIJ0123456789", None):
+        with tempfile.TemporaryDirectory() as d:
+            img = blk_image(d, "disk.img", 65536, 1)
+            spec = img if serial is None else f"{img},serial={serial}"
+            out, _ = blk_run([spec], "blk.test=get_id", stdout_has=["blk: get_id ok"])
+            # Default serial per include/vmrun/virtio_blk.h; NUL padding up
+            # to the 20 bytes, none when the serial fills them.
+            raw = (serial or "vmrun-disk0").encode().ljust(20, b"\0")
+            check(f"blk: id {raw.hex()}\n" in out, f"serial {serial!r}: want id {raw.hex()}:\n{out}")
+
+
+def test_blk_discard_write_zeroes():
+    for cache, where in blk_caches():
+        with tempfile.TemporaryDirectory(dir=where) as d:
+            s, c = 64, 8
+            punch, seek_hole = blk_punch_probe(d, s * BLK_SECTOR, c * BLK_SECTOR)
+            img = blk_image(d, "disk.img", BLK_MB, 9)
+            # DISCARD is offered where the file can punch holes.
+            out, _ = blk_run([f"{img},cache={cache}"],
+                             f"blk.test=discard blk.seed=9 blk.sector={s} blk.count={c} "
+                             f"blk.punch={int(punch)}",
+                             stdout_has=["blk: write_zeroes ok"] +
+                             (["blk: discard offered", "blk: discard ok"] if punch else []))
+            check("blk: discard offered" not in out or "blk: discard ok" in out,
+                  f"no discard verdict:\n{out}")
+            with open(img, "rb") as f:
+                got = f.read()
+            want = blk_pattern(9, 0, BLK_MB)
+            zero = bytes(c * BLK_SECTOR)
+            for first in (s + 2 * c, s + 4 * c):  # WRITE_ZEROES, then with UNMAP
+                want[first * BLK_SECTOR:(first + c) * BLK_SECTOR] = zero
+            a, b = s * BLK_SECTOR, (s + c) * BLK_SECTOR
+            if punch:
+                want[a:b] = zero
+                if seek_hole:
+                    with open(img, "rb") as f:
+                        hole = os.lseek(f.fileno(), a, os.SEEK_HOLE)
+                    check(a <= hole < b, f"no hole in the discarded range: SEEK_HOLE gives {hole}")
+            elif got[a:b] == bytes(b - a):
+                want[a:b] = zero  # a hint: either the old data or zeroes
+            blk_check_image(img, want, f"discard, cache={cache}")
+
+
+def test_blk_readonly():
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "ro.img", 262144, 0x77)
+        os.utime(img, (1_000_000_000, 1_000_000_000))
+        out, _ = blk_run([f"{img},readonly"], "blk.test=readonly blk.seed=0x77 blk.sector=20",
+                         stdout_has=["blk: readonly ok", "blk: capacity 512\n"])
+        blk_check_image(img, blk_pattern(0x77, 0, 262144), "read-only disk")
+        check(os.stat(img).st_mtime == 1_000_000_000, "the read-only image was modified")
+
+
+def test_blk_multiple_disks():
+    # The most disks vmrun takes, each its own size, content and serial;
+    # one read-only.  Requests go to all of them at once.
+    with tempfile.TemporaryDirectory() as d:
+        specs, imgs, lines = [], [], []
+        for i in range(8):
+            size = 32768 * (i + 1)
+            imgs.append(blk_image(d, f"d{i}.img", size, 100 + i))
+            spec, ident, ro = imgs[-1], f"vmrun-disk{i}", i == 3
+            if i % 2 == 0:
+                ident = f"serial{i}"
+                spec += f",serial={ident}"
+            if ro:
+                spec += ",readonly"
+            specs.append(spec)
+            lines.append(f"blk: disk {i} at 0x{0xd0000000 + i * 0x1000:x} irq {BLK_IRQS[i]} "
+                         f"capacity {size // BLK_SECTOR} id {ident}{' ro' if ro else ''}\n")
+        blk_run(specs, "blk.test=multi blk.seed=100 blk.wseed=200",
+                stdout_has=lines + ["blk: 8 disks ok"])
+        for i, img in enumerate(imgs):
+            want = blk_pattern(100 + i, 0, 32768 * (i + 1))
+            if i != 3:
+                blk_write_expected(want, 1, 1, 200 + i)
+            blk_check_image(img, want, f"disk {i}")
+        rc, _, err = run_vmrun(["--kernel", guest("blk")] + [a for s in specs + [imgs[0]]
+                                                             for a in ("--disk", s)])
+        check(rc == 2 and "at most 8 disks" in err, f"a 9th disk: status {rc}, {err!r}")
+
+
+def test_blk_queue_full():
+    # Every avail slot filled (indirect chains) before one notification;
+    # several rounds wrap the rings.  A chain may not be longer than the
+    # queue (virtio 1.2, 2.7.5.3.1), so the smallest queue here holds the
+    # three buffers of a request.
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "disk.img", BLK_MB, 0xf)
+        for size, rounds in ((256, 2), (4, 5)):
+            blk_run([img], f"blk.test=full blk.seed=0xf blk.qsize={size} blk.rounds={rounds}",
+                    stdout_has=[f"blk: queue full size={size} rounds={rounds} ok"])
+        blk_check_image(img, blk_pattern(0xf, 0, BLK_MB), "queue full")
+
+
+def test_blk_indirect():
+    # A table of exactly queue-size entries with uneven segments, written
+    # and read back; a direct and an indirect chain in one notification.
+    for cache, where in blk_caches():
+        for qsize in (16, 4):
+            with tempfile.TemporaryDirectory(dir=where) as d:
+                img = blk_image(d, "disk.img", BLK_MB, 0x1d)
+                blk_run([f"{img},cache={cache}"],
+                        f"blk.test=indirect blk.seed=0x1d blk.wseed=0x2d blk.sector=33 "
+                        f"blk.qsize={qsize}", stdout_has=["blk: indirect ok"])
+                want = blk_pattern(0x1d, 0, BLK_MB)
+                blk_write_expected(want, 33, 8, 0x2d)
+                blk_check_image(img, want, f"indirect, cache={cache}, queue {qsize}")
+
+
+def test_blk_event_idx():
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "disk.img", 65536, 0xe)
+        out, _ = blk_run([img], "blk.test=event_idx blk.seed=0xe blk.qsize=16")
+        check("blk: event_idx ok (" in out, f"no event_idx verdict:\n{out}")
+
+
+def test_blk_out_of_range():
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "disk.img", 131072, 0x0e)
+        blk_run([img], "blk.test=range blk.seed=0x0e blk.wseed=0x1e",
+                stdout_has=["blk: out of range ok"])
+        # Nothing written, the file not extended.
+        blk_check_image(img, blk_pattern(0x0e, 0, 131072), "out of range")
+
+
+BLK_MALFORMED = [
+    "buffer in the MMIO hole", "buffer across the end of RAM", "descriptor loop",
+    "next index out of range", "zero-length buffer", "readable after writable", "no header",
+    "indirect not negotiated", "avail idx too far ahead", "head out of range", "nested indirect",
+    "indirect with next", "indirect table length", "indirect table too long",
+    "descriptor table in the MMIO hole", "misaligned descriptor table",
+    "queue size not a power of two", "queue size above the maximum"]
+
+
+def test_blk_malformed_chain():
+    # Each chain or queue only a broken driver makes: the device reports
+    # NEEDS_RESET, vmrun keeps running, and a reset brings the device back.
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "disk.img", 65536, 0xbad)
+        out, err = blk_run([img], "blk.test=malformed blk.seed=0xbad blk.qsize=8",
+                           stdout_has=[f"blk: malformed {m}: needs reset ok\n" for m in BLK_MALFORMED]
+                           + ["blk: recovered"])
+        check("needs a reset" in err, f"no warning on stderr:\n{err}")
+        blk_check_image(img, blk_pattern(0xbad, 0, 65536), "malformed chains")
+
+
+def test_blk_feature_negotiation():
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "disk.img", 65536, 0x4e)
+        blk_run([img], "blk.test=negotiate blk.seed=0x4e",
+                stdout_has=["blk: features refused ok",
+                            "blk: malformed DRIVER_OK without FEATURES_OK: needs reset ok",
+                            "blk: negotiate ok"])
+
+
+def test_blk_reset_in_flight():
+    # 63 writes of 64 KiB and a FLUSH in flight when the driver resets the
+    # device, at once and after the device took them: the ones the guest saw complete
+    # are in the file, the others hold the old or the new data, nothing
+    # else changed.  Each write carries the same bytes (blk.c).
+    q, r, start, size = 64, 128, 200, 16 * BLK_MB
+    chunk = bytes(blk_pattern(0x4e, 0, r * BLK_SECTOR))
+    old = bytes(r * BLK_SECTOR)
+    for cache, where in blk_caches():
+        with tempfile.TemporaryDirectory(dir=where) as d:
+            img = os.path.join(d, "disk.img")
+            with open(img, "wb") as f:
+                f.truncate(size)
+            out, _ = blk_run([f"{img},cache={cache}"],
+                             f"blk.test=reset blk.seed=0 blk.wseed=0x4e blk.sector={start} "
+                             f"blk.qsize={q} blk.rsize={r}",
+                             stdout_has=["blk: reset at once with",
+                                         "blk: reset after the device took them with"])
+            done = [l.split()[2:] for l in out.splitlines() if l.startswith("blk: completed ")]
+            check([int(s) for s, _ in done] == [start, start + q * r], f"completed lines: {done}")
+            with open(img, "rb") as f:
+                got = f.read()
+            want = bytearray(size)
+            for first, bits in done:
+                check(len(bits) == q, f"completed line: {bits}")
+                for i, bit in enumerate(bits[:-1]):  # the last is a FLUSH
+                    a = (int(first) + i * r) * BLK_SECTOR
+                    region = got[a:a + r * BLK_SECTOR]
+                    check(region == chunk or (bit == "0" and region == old),
+                          f"cache={cache}: write {i} at sector {a // BLK_SECTOR} (completed: "
+                          f"{bit}) holds neither the acknowledged nor the old data")
+                    want[a:a + r * BLK_SECTOR] = region
+            blk_check_image(img, want, f"reset in flight, cache={cache}")
 
 
 # ---------------------------------------------------------------- examples

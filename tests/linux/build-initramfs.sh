@@ -31,8 +31,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 gen_init_cpio=$1
 [ -x "$gen_init_cpio" ] || die "$gen_init_cpio: not an executable (build-kernel.sh prints its path)"
 
-# The applets /init runs, as links to /bin/busybox.
-applets="sh mount reboot poweroff"
+# The applets /init runs, as links to /bin/busybox (umount and sync only
+# in its vmrun.test=blk mode).
+applets="sh mount reboot poweroff umount sync"
 
 policy=$(apt-cache policy busybox-static 2>/dev/null || true)
 if ! grep -q '^  Candidate: [^(]' <<<"$policy"; then

@@ -336,17 +336,44 @@ static void test_no_nested_workarounds(void **state)
 static void test_disk(void **state)
 {
 	struct vm_config cfg;
+	char long_path[VMRUN_DISK_PATH_MAX + 8];
 
 	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--disk", "img.qcow"), CLI_OK);
 	assert_int_equal(cfg.n_disks, 1);
 	assert_string_equal(cfg.disks[0].spec, "img.qcow");
+	assert_string_equal(cfg.disks[0].path, "img.qcow");
+	assert_false(cfg.disks[0].readonly);
+	assert_int_equal(cfg.disks[0].cache, DISK_CACHE_WRITEBACK);
+	assert_string_equal(cfg.disks[0].serial, "");
 
-	assert_int_equal(PARSE(&cfg, "--disk", "a.img,ro", "--kernel", "k", "--disk=b.img"), CLI_OK);
-	assert_int_equal(cfg.n_disks, 2);
-	assert_string_equal(cfg.disks[0].spec, "a.img,ro");
-	assert_string_equal(cfg.disks[1].spec, "b.img");
+	assert_int_equal(PARSE(&cfg, "--disk", "a.img,readonly,cache=none,serial=disk-A", "--kernel",
+			       "k", "--disk=/dev/vdb,cache=unsafe", "--disk", "c,cache=writeback"),
+			 CLI_OK);
+	assert_int_equal(cfg.n_disks, 3);
+	assert_string_equal(cfg.disks[0].path, "a.img");
+	assert_true(cfg.disks[0].readonly);
+	assert_int_equal(cfg.disks[0].cache, DISK_CACHE_NONE);
+	assert_string_equal(cfg.disks[0].serial, "disk-A");
+	assert_string_equal(cfg.disks[1].path, "/dev/vdb");
+	assert_false(cfg.disks[1].readonly);
+	assert_int_equal(cfg.disks[1].cache, DISK_CACHE_UNSAFE);
+	assert_int_equal(cfg.disks[2].cache, DISK_CACHE_WRITEBACK);
+	/* A 20-byte serial fits exactly (virtio-blk GET_ID). */
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--disk", "d,serial=12345678901234567890"),
+			 CLI_OK);
+	assert_string_equal(cfg.disks[0].serial, "12345678901234567890");
 
 	REJECT("--disk", "--kernel", "k", "--disk", "");
+	REJECT("empty path", "--kernel", "k", "--disk", ",readonly");
+	REJECT("unknown option 'ro'", "--kernel", "k", "--disk", "a.img,ro");
+	REJECT("unknown option 'cache=directsync'", "--kernel", "k", "--disk", "a,cache=directsync");
+	REJECT("unknown option ''", "--kernel", "k", "--disk", "a,");
+	REJECT("serial longer than 20", "--kernel", "k", "--disk", "d,serial=123456789012345678901");
+	REJECT("at most 8 disks", "--kernel", "k", "--disk", "1", "--disk", "2", "--disk", "3",
+	       "--disk", "4", "--disk", "5", "--disk", "6", "--disk", "7", "--disk", "8", "--disk", "9");
+	memset(long_path, 'p', sizeof(long_path) - 1);
+	long_path[sizeof(long_path) - 1] = '\0';
+	REJECT("path longer than", "--kernel", "k", "--disk", long_path);
 }
 
 static void test_unknown_option(void **state)

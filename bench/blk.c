@@ -1,0 +1,1051 @@
+/* bench_blk_harness: virtio-blk throughput with no guest, for bench/blk.py
+ * to compare against fio on the same file.
+ *
+ * The program plays the guest's virtio-blk driver itself, in-process, on
+ * the real device model (src/virtio/blk.c), transport (src/virtio/mmio.c),
+ * virtqueue code and raw backend with Linux AIO (src/block/raw.c), all run
+ * by vmrun's event loop:
+ *  - fake guest RAM from guest_mem_init() holds the split virtqueue (256
+ *    entries), one request header and status byte per slot, and one data
+ *    buffer per slot (page-aligned, one descriptor each);
+ *  - the transport is driven through its register window only
+ *    (m.region.ops->read/write, 32-bit accesses like a guest's MMIO): magic,
+ *    version and device id, the status handshake, feature negotiation
+ *    (VERSION_1, and EVENT_IDX unless --no-event-idx), the capacity from the
+ *    configuration space, queue set-up, DRIVER_OK, QueueNotify kicks,
+ *    InterruptStatus and InterruptAck;
+ *  - the transport has no KVM (vm_fd -1): a QueueNotify write reaches the
+ *    device through the notify eventfd on the event loop, exactly the path
+ *    an ioeventfd takes.  The interrupt, a no-op without KVM, is caught by
+ *    chaining dev.interrupt_used (see on_interrupt()): it ends evloop_run()
+ *    the way an irqfd would wake a vCPU, so the driver only looks at the used
+ *    ring when the device asked for it (used_event honoured with EVENT_IDX).
+ *
+ * Each point keeps exactly QD requests in flight for --time seconds: a
+ * completed slot is refilled at once, new chains are published in one
+ * avail->idx store per interrupt, and the driver kicks only when the device
+ * asks for it (avail_event with EVENT_IDX, else used->flags).  Then the
+ * requests in flight are drained; IOPS and bytes/s are taken over the whole
+ * time, first submission to last completion, which is what fio's
+ * --time_based reports.  Every completion is checked: its id must be a
+ * chain in flight, its used length what the request wrote, its status byte
+ * VIRTIO_BLK_S_OK.  With --verify the data are checked as well: every
+ * 512-byte sector of a file made by --create starts with a stamp of its
+ * own number, writes stamp their sectors the same way, and reads compare.
+ *
+ * Usage:
+ *   bench_blk_harness --file PATH [--create MIB] [--points LIST] [--time S]
+ *                     [--cache none|writeback|unsafe] [--no-event-idx]
+ *                     [--verify] [--json]
+ *   bench_blk_harness --scratch DIR [--create MIB] ...   (a temporary file)
+ * LIST is "all" (the eight standard points), "none", or comma-separated
+ * RW:BS:QD with RW one of randread, randwrite, read, write, BS in bytes or
+ * with a k/m suffix, QD 1..64: "randread:4k:32,write:1m:1".
+ *
+ * Exit status: 0 when every point ran without an error, 1 when a request
+ * failed, the device needed a reset, or it stopped completing (hang), 2 on
+ * a usage or set-up error. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmrun/block.h"
+#include "vmrun/evloop.h"
+#include "vmrun/guest_mem.h"
+#include "vmrun/virtio.h"
+#include "vmrun/virtio_blk.h"
+#include "vmrun/virtio_mmio.h"
+
+#define QUEUE_SIZE 256u
+#define DESCS_PER_REQ 3u /* header, data, status */
+#define MAX_QD 64u       /* 3 descriptors each must fit QUEUE_SIZE */
+#define MAX_BS (1u << 20) /* the device's size_max: one data descriptor */
+#define SECTOR 512u
+
+/* Fake guest-physical layout. */
+#define GPA_DESC 0x10000ull
+#define GPA_AVAIL 0x11000ull
+#define GPA_USED 0x12000ull
+#define GPA_HDRS 0x13000ull   /* 16 bytes per slot */
+#define GPA_STATUS 0x14000ull /* 1 byte per slot */
+#define GPA_DATA 0x100000ull  /* slot i at GPA_DATA + i * bs */
+#define MMIO_BASE 0xd0000000ull
+#define MMIO_IRQ 5
+
+#define WATCHDOG_MS 250
+#define HANG_S 10.0 /* no completion for this long with requests in flight */
+#define MAX_REPORTED_ERRORS 10
+#define STAMP_KEY UINT64_C(0x766d72756e626c6b) /* "vmrunblk" */
+
+enum rw_kind { RW_RANDREAD, RW_RANDWRITE, RW_READ, RW_WRITE };
+
+static const char *const rw_names[] = { "randread", "randwrite", "read", "write" };
+
+struct point {
+	enum rw_kind rw;
+	uint32_t bs;
+	unsigned qd;
+};
+
+/* What one point measured. */
+struct result {
+	uint64_t ios, bytes, errors;
+	uint64_t kicks, interrupts;
+	double seconds, cpu_seconds;
+	bool hung, needs_reset;
+};
+
+/* The fake guest: its RAM, the device under test and the driver's state. */
+struct drv {
+	struct guest_mem gm;
+	struct evloop loop;
+	struct blk *backend;
+	struct virtio_blk blk;
+	struct virtio_mmio mmio;
+	bool mmio_up;
+	void (*transport_interrupt_used)(struct virtio_device *dev, unsigned q);
+	void (*transport_interrupt_config)(struct virtio_device *dev);
+	struct ev_source watchdog;
+
+	/* Options. */
+	bool want_event_idx, verify;
+	uint64_t disk_bytes;
+
+	/* Driver state for the running point. */
+	bool event_idx; /* negotiated */
+	uint8_t *desc, *avail, *used;
+	uint16_t avail_idx;    /* next avail ring slot to fill */
+	uint16_t kicked_idx;   /* avail_idx at the last kick decision */
+	uint16_t last_used;    /* next used ring slot to read */
+	bool in_flight[MAX_QD];
+	unsigned n_in_flight;
+	uint64_t req_off[MAX_QD]; /* disk byte offset of each slot's request */
+	const struct point *pt;
+	uint64_t seq_next, rng;
+	bool config_irq;
+	double last_progress;
+	struct result *res;
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static uint64_t xorshift64(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+static uint64_t stamp_of(uint64_t sector)
+{
+	return sector ^ STAMP_KEY;
+}
+
+static void *gpa_ptr(struct drv *d, uint64_t gpa, uint64_t len)
+{
+	return guest_mem_ptr(&d->gm, gpa, len);
+}
+
+static void put16(uint8_t *p, uint16_t v, int order)
+{
+	__atomic_store_n((uint16_t *)p, v, order);
+}
+
+static uint16_t get16(const uint8_t *p, int order)
+{
+	return __atomic_load_n((const uint16_t *)p, order);
+}
+
+/* ------------------------------------------------------------------ */
+/* The register window, as the guest sees it                           */
+
+static uint32_t reg_read(struct drv *d, uint64_t off)
+{
+	uint32_t v = 0;
+
+	if (d->mmio.region.ops->read(&d->mmio.region, off, &v, 4) < 0)
+		v = UINT32_MAX;
+	return v;
+}
+
+static void reg_write(struct drv *d, uint64_t off, uint32_t v)
+{
+	(void)d->mmio.region.ops->write(&d->mmio.region, off, &v, 4);
+}
+
+/* A 64-bit configuration field, read as two 32-bit halves inside one
+ * configuration generation (what Linux's virtio_cread64() does). */
+static uint64_t config_read64(struct drv *d, uint32_t off)
+{
+	uint32_t gen, lo, hi;
+
+	do {
+		gen = reg_read(d, VIRTIO_MMIO_CONFIG_GENERATION);
+		lo = reg_read(d, VIRTIO_MMIO_CONFIG + off);
+		hi = reg_read(d, VIRTIO_MMIO_CONFIG + off + 4);
+	} while (gen != reg_read(d, VIRTIO_MMIO_CONFIG_GENERATION));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+/* The transport raised the used-buffer interrupt: wake the driver the way
+ * an irqfd wakes a vCPU.  Runs on the loop thread with dev.lock held. */
+static void on_interrupt(struct virtio_device *dev, unsigned q)
+{
+	struct drv *d = (struct drv *)((char *)dev - offsetof(struct drv, blk.dev));
+
+	d->transport_interrupt_used(dev, q);
+	if (d->res)
+		d->res->interrupts++;
+	d->loop.stop = true;
+}
+
+static void on_config_interrupt(struct virtio_device *dev)
+{
+	struct drv *d = (struct drv *)((char *)dev - offsetof(struct drv, blk.dev));
+
+	d->transport_interrupt_config(dev);
+	d->config_irq = true;
+	d->loop.stop = true;
+}
+
+static void on_watchdog(struct ev_source *src, uint32_t events)
+{
+	struct drv *d = src->opaque;
+	uint64_t ticks;
+
+	(void)events;
+	if (read(src->fd, &ticks, sizeof(ticks)) < 0)
+		return;
+	if (d->n_in_flight && now_s() - d->last_progress > HANG_S) {
+		if (d->res)
+			d->res->hung = true;
+		d->loop.stop = true;
+	}
+}
+
+/* Reset the device and bring it up again as a driver does (virtio 1.2,
+ * sections 3.1.1 and 4.2.3): returns 0, or -1 with the reason printed. */
+static int drv_probe(struct drv *d)
+{
+	uint64_t features, want, capacity;
+	uint32_t status;
+
+	if (reg_read(d, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC ||
+	    reg_read(d, VIRTIO_MMIO_VERSION) != 2 ||
+	    reg_read(d, VIRTIO_MMIO_DEVICE_ID) != VIRTIO_ID_BLOCK) {
+		fprintf(stderr, "bench_blk: not a virtio-mmio v2 block device (magic %#x, "
+			"version %u, device id %u)\n", reg_read(d, VIRTIO_MMIO_MAGIC_VALUE),
+			reg_read(d, VIRTIO_MMIO_VERSION), reg_read(d, VIRTIO_MMIO_DEVICE_ID));
+		return -1;
+	}
+	reg_write(d, VIRTIO_MMIO_STATUS, 0);
+	if (reg_read(d, VIRTIO_MMIO_STATUS) != 0) {
+		fprintf(stderr, "bench_blk: the device did not reset (status %#x)\n",
+			reg_read(d, VIRTIO_MMIO_STATUS));
+		return -1;
+	}
+	reg_write(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
+	reg_write(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+
+	reg_write(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	features = reg_read(d, VIRTIO_MMIO_DEVICE_FEATURES);
+	reg_write(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+	features |= (uint64_t)reg_read(d, VIRTIO_MMIO_DEVICE_FEATURES) << 32;
+	if (!(features & VIRTIO_BIT(VIRTIO_F_VERSION_1))) {
+		fprintf(stderr, "bench_blk: the device does not offer VERSION_1 (%#" PRIx64 ")\n",
+			features);
+		return -1;
+	}
+	want = VIRTIO_BIT(VIRTIO_F_VERSION_1);
+	if (d->want_event_idx && (features & VIRTIO_BIT(VIRTIO_F_EVENT_IDX)))
+		want |= VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
+	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)want);
+	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(want >> 32));
+	status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
+	reg_write(d, VIRTIO_MMIO_STATUS, status);
+	if (!(reg_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
+		fprintf(stderr, "bench_blk: the device refused features %#" PRIx64 "\n", want);
+		return -1;
+	}
+	d->event_idx = want & VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
+
+	capacity = config_read64(d, 0);
+	if (capacity * SECTOR != d->disk_bytes) {
+		fprintf(stderr, "bench_blk: capacity %" PRIu64 " sectors, the file has %" PRIu64
+			" bytes\n", capacity, d->disk_bytes);
+		return -1;
+	}
+
+	/* Queue 0: fresh rings in guest RAM. */
+	memset(d->desc, 0, 16 * QUEUE_SIZE);
+	memset(d->avail, 0, 6 + 2 * QUEUE_SIZE);
+	memset(d->used, 0, 6 + 8 * QUEUE_SIZE);
+	reg_write(d, VIRTIO_MMIO_QUEUE_SEL, 0);
+	if (reg_read(d, VIRTIO_MMIO_QUEUE_READY) != 0 ||
+	    reg_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX) < QUEUE_SIZE) {
+		fprintf(stderr, "bench_blk: queue 0 is ready before set-up or shorter than %u "
+			"(QueueNumMax %u)\n", QUEUE_SIZE, reg_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX));
+		return -1;
+	}
+	reg_write(d, VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE);
+	reg_write(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)GPA_DESC);
+	reg_write(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(GPA_DESC >> 32));
+	reg_write(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)GPA_AVAIL);
+	reg_write(d, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)(GPA_AVAIL >> 32));
+	reg_write(d, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)GPA_USED);
+	reg_write(d, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)(GPA_USED >> 32));
+	reg_write(d, VIRTIO_MMIO_QUEUE_READY, 1);
+	if (reg_read(d, VIRTIO_MMIO_QUEUE_READY) != 1) {
+		fprintf(stderr, "bench_blk: queue 0 did not become ready\n");
+		return -1;
+	}
+	reg_write(d, VIRTIO_MMIO_STATUS, status | VIRTIO_STATUS_DRIVER_OK);
+	status = reg_read(d, VIRTIO_MMIO_STATUS);
+	if (!(status & VIRTIO_STATUS_DRIVER_OK) ||
+	    (status & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED))) {
+		fprintf(stderr, "bench_blk: the device did not start (status %#x)\n", status);
+		return -1;
+	}
+	d->avail_idx = d->kicked_idx = d->last_used = 0;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                            */
+
+static uint64_t slot_data_gpa(const struct drv *d, unsigned slot)
+{
+	return GPA_DATA + (uint64_t)slot * d->pt->bs;
+}
+
+static bool pt_writes(const struct point *pt)
+{
+	return pt->rw == RW_RANDWRITE || pt->rw == RW_WRITE;
+}
+
+/* Build slot @slot's three descriptors: header, data, status.  The chain
+ * is the same for every request of the point; only the header changes. */
+static void slot_chain(struct drv *d, unsigned slot)
+{
+	bool write = pt_writes(d->pt);
+	struct {
+		uint64_t addr;
+		uint32_t len;
+		uint16_t flags, next;
+	} desc[DESCS_PER_REQ] = {
+		{ GPA_HDRS + 16ull * slot, 16, VIRTQ_DESC_F_NEXT, 0 },
+		{ slot_data_gpa(d, slot), d->pt->bs,
+		  VIRTQ_DESC_F_NEXT | (write ? 0 : VIRTQ_DESC_F_WRITE), 0 },
+		{ GPA_STATUS + slot, 1, VIRTQ_DESC_F_WRITE, 0 },
+	};
+	unsigned head = slot * DESCS_PER_REQ;
+
+	desc[0].next = (uint16_t)(head + 1);
+	desc[1].next = (uint16_t)(head + 2);
+	memcpy(d->desc + 16 * head, desc, sizeof(desc));
+}
+
+/* Where the next request goes (bytes). */
+static uint64_t next_offset(struct drv *d)
+{
+	uint64_t blocks = d->disk_bytes / d->pt->bs, off;
+
+	if (d->pt->rw == RW_RANDREAD || d->pt->rw == RW_RANDWRITE)
+		return (xorshift64(&d->rng) % blocks) * d->pt->bs;
+	off = d->seq_next;
+	d->seq_next = off + d->pt->bs >= blocks * d->pt->bs ? 0 : off + d->pt->bs;
+	return off;
+}
+
+/* Fill slot @slot with a new request and put it on the avail ring (not yet
+ * published: see publish()). */
+static void slot_post(struct drv *d, unsigned slot)
+{
+	uint8_t *hdr = gpa_ptr(d, GPA_HDRS + 16ull * slot, 16);
+	uint8_t *status = gpa_ptr(d, GPA_STATUS + slot, 1);
+	uint32_t type = pt_writes(d->pt) ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;
+	uint64_t off = next_offset(d), sector = off / SECTOR, zero = 0;
+	uint16_t head = (uint16_t)(slot * DESCS_PER_REQ);
+
+	memcpy(hdr, &type, 4);
+	memcpy(hdr + 4, &zero, 4);
+	memcpy(hdr + 8, &sector, 8);
+	*status = 0xff; /* the device must overwrite it */
+	if (d->verify && pt_writes(d->pt)) {
+		uint8_t *data = gpa_ptr(d, slot_data_gpa(d, slot), d->pt->bs);
+
+		for (uint32_t s = 0; s < d->pt->bs / SECTOR; s++) {
+			uint64_t st = stamp_of(sector + s);
+
+			memcpy(data + (uint64_t)s * SECTOR, &st, 8);
+		}
+	}
+	d->req_off[slot] = off;
+	d->in_flight[slot] = true;
+	d->n_in_flight++;
+	put16(d->avail + 4 + 2 * (d->avail_idx & (QUEUE_SIZE - 1)), head, __ATOMIC_RELAXED);
+	d->avail_idx++;
+}
+
+/* Publish the chains posted since the last call and kick the device when
+ * it asks for it (section 2.7.13). */
+static void publish(struct drv *d)
+{
+	uint16_t old = d->kicked_idx, new = d->avail_idx;
+	bool kick;
+
+	if (old == new)
+		return;
+	/* Release: the device that sees the index sees the ring entries. */
+	put16(d->avail + 2, new, __ATOMIC_RELEASE);
+	d->kicked_idx = new;
+	/* Store avail->idx, then load the device's wish: a full fence, like
+	 * virtio_ring.c's virtio_mb() before the kick check. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (d->event_idx) {
+		uint16_t avail_event = get16(d->used + 4 + 8 * QUEUE_SIZE, __ATOMIC_RELAXED);
+
+		kick = (uint16_t)(new - avail_event - 1) < (uint16_t)(new - old);
+	} else {
+		kick = !(get16(d->used, __ATOMIC_RELAXED) & VIRTQ_USED_F_NO_NOTIFY);
+	}
+	if (kick) {
+		reg_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+		d->res->kicks++;
+	}
+}
+
+static void report_error(struct drv *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void report_error(struct drv *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (d->res->errors++ >= MAX_REPORTED_ERRORS)
+		return;
+	fprintf(stderr, "bench_blk: %s:%u:qd%u: ", rw_names[d->pt->rw], d->pt->bs, d->pt->qd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Check a completed read's data against the stamps. */
+static void verify_read(struct drv *d, unsigned slot)
+{
+	const uint8_t *data = gpa_ptr(d, slot_data_gpa(d, slot), d->pt->bs);
+	uint64_t sector = d->req_off[slot] / SECTOR;
+
+	for (uint32_t s = 0; s < d->pt->bs / SECTOR; s++) {
+		uint64_t got;
+
+		memcpy(&got, data + (uint64_t)s * SECTOR, 8);
+		if (got != stamp_of(sector + s)) {
+			report_error(d, "read at byte %" PRIu64 ": sector %" PRIu64 " holds the stamp "
+				     "of sector %" PRIu64, d->req_off[slot], sector + s,
+				     got ^ STAMP_KEY);
+			return;
+		}
+	}
+}
+
+/* Take every new used element; refill each slot while @refill.  Returns
+ * the number taken. */
+static unsigned reap(struct drv *d, bool refill)
+{
+	unsigned n = 0;
+
+	for (;;) {
+		/* Acquire: the element and the data are read after the index. */
+		uint16_t used_idx = get16(d->used + 2, __ATOMIC_ACQUIRE);
+
+		while (d->last_used != used_idx) {
+			const uint8_t *elem = d->used + 4 + 8 * (d->last_used & (QUEUE_SIZE - 1));
+			uint32_t id, len, want_len;
+			unsigned slot;
+			uint8_t status;
+
+			memcpy(&id, elem, 4);
+			memcpy(&len, elem + 4, 4);
+			d->last_used++;
+			slot = id / DESCS_PER_REQ;
+			if (id % DESCS_PER_REQ || slot >= d->pt->qd || !d->in_flight[slot]) {
+				report_error(d, "used element %u names chain %u, not one in flight",
+					     (uint16_t)(d->last_used - 1), id);
+				continue;
+			}
+			d->in_flight[slot] = false;
+			d->n_in_flight--;
+			n++;
+			status = *(const uint8_t *)gpa_ptr(d, GPA_STATUS + slot, 1);
+			want_len = pt_writes(d->pt) ? 1 : d->pt->bs + 1;
+			if (status != VIRTIO_BLK_S_OK)
+				report_error(d, "request at byte %" PRIu64 ": status %u", d->req_off[slot],
+					     status);
+			else if (len != want_len)
+				report_error(d, "request at byte %" PRIu64 ": used length %u, want %u",
+					     d->req_off[slot], len, want_len);
+			else if (d->verify && !pt_writes(d->pt))
+				verify_read(d, slot);
+			d->res->ios++;
+			d->res->bytes += d->pt->bs;
+			if (refill)
+				slot_post(d, slot);
+		}
+		/* Ask for an interrupt at the next completion, then look again:
+		 * one may have landed before the request was visible (Linux's
+		 * virtqueue_enable_cb()). */
+		if (d->event_idx)
+			put16(d->avail + 4 + 2 * QUEUE_SIZE, d->last_used, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		if (get16(d->used + 2, __ATOMIC_ACQUIRE) == d->last_used)
+			return n;
+	}
+}
+
+/* Sleep in the event loop until the device interrupts (or the watchdog
+ * gives up), then acknowledge the interrupt like an ISR.  Returns -1 when
+ * the point must stop. */
+static int wait_interrupt(struct drv *d)
+{
+	uint32_t isr;
+	int r;
+
+	d->loop.stop = false;
+	r = evloop_run(&d->loop);
+	d->loop.stop = false;
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: event loop: %s\n", strerror(-r));
+		d->res->errors++;
+		return -1;
+	}
+	if (d->res->hung)
+		return -1;
+	isr = reg_read(d, VIRTIO_MMIO_INTERRUPT_STATUS);
+	if (isr)
+		reg_write(d, VIRTIO_MMIO_INTERRUPT_ACK, isr);
+	if ((isr & VIRTIO_MMIO_INT_CONFIG) || d->config_irq) {
+		d->config_irq = false;
+		if (reg_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
+			d->res->needs_reset = true;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void print_hang(struct drv *d)
+{
+	fprintf(stderr, "bench_blk: %s:%u:qd%u: HANG: no completion for %.0f s with %u requests "
+		"in flight; driver avail idx %u, used idx seen %u, used->idx %u, avail_event %u, "
+		"used->flags %#x; device last_avail_idx %u used_idx %u, virtio-blk inflight %u, "
+		"backend inflight %u, status %#x\n",
+		rw_names[d->pt->rw], d->pt->bs, d->pt->qd, HANG_S, d->n_in_flight, d->avail_idx,
+		d->last_used, get16(d->used + 2, __ATOMIC_ACQUIRE),
+		get16(d->used + 4 + 8 * QUEUE_SIZE, __ATOMIC_RELAXED),
+		get16(d->used, __ATOMIC_RELAXED), d->blk.vq.last_avail_idx, d->blk.vq.used_idx,
+		d->blk.inflight, blk_inflight(d->backend), reg_read(d, VIRTIO_MMIO_STATUS));
+}
+
+/* Run one point for @seconds.  Returns 0, or -1 when it failed. */
+static int run_point(struct drv *d, const struct point *pt, double seconds, struct result *res)
+{
+	double t0, deadline, cpu0;
+
+	memset(res, 0, sizeof(*res));
+	d->res = res;
+	d->pt = pt;
+	d->seq_next = 0;
+	d->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)pt->rw << 32) ^ pt->bs ^ pt->qd;
+	d->n_in_flight = 0;
+	d->config_irq = false;
+	memset(d->in_flight, 0, sizeof(d->in_flight));
+	if (drv_probe(d) < 0) {
+		res->errors++;
+		return -1;
+	}
+	for (unsigned s = 0; s < pt->qd; s++) {
+		slot_chain(d, s);
+		/* Buffers a guest wrote: touched pages, not the zero page. */
+		memset(gpa_ptr(d, slot_data_gpa(d, s), pt->bs), 0x5a + s, pt->bs);
+	}
+
+	cpu0 = cpu_s();
+	t0 = now_s();
+	deadline = t0 + seconds;
+	d->last_progress = t0;
+	for (unsigned s = 0; s < pt->qd; s++)
+		slot_post(d, s);
+	publish(d);
+	while (d->n_in_flight) {
+		bool more;
+
+		if (wait_interrupt(d) < 0)
+			break;
+		more = now_s() < deadline;
+		if (reap(d, more))
+			d->last_progress = now_s();
+		if (more)
+			publish(d);
+	}
+	res->seconds = now_s() - t0;
+	res->cpu_seconds = cpu_s() - cpu0;
+	d->res = NULL;
+	if (res->hung)
+		print_hang(d);
+	if (res->needs_reset)
+		fprintf(stderr, "bench_blk: %s:%u:qd%u: the device set NEEDS_RESET (status %#x)\n",
+			rw_names[pt->rw], pt->bs, pt->qd, reg_read(d, VIRTIO_MMIO_STATUS));
+	if (res->hung || res->needs_reset) {
+		res->errors++;
+		/* Requests may still be in flight: the reset below would wait
+		 * for them forever on a hung backend, so leave the device as it
+		 * is and let the caller give up. */
+		return -1;
+	}
+	return res->errors ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Set-up                                                              */
+
+static int drv_init(struct drv *d, const char *path, enum blk_cache cache, unsigned max_qd,
+		    uint32_t max_bs)
+{
+	struct blk_open_opts opts = { .readonly = false, .cache = cache };
+	struct virtio_mmio_host host;
+	struct itimerspec its = { .it_interval = { 0, WATCHDOG_MS * 1000000L },
+				  .it_value = { 0, WATCHDOG_MS * 1000000L } };
+	uint64_t ram = GPA_DATA + (uint64_t)max_qd * max_bs;
+	char err[256];
+	int r;
+
+	d->watchdog.fd = -1;
+	d->loop.epfd = -1;
+	ram = (ram + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+	r = guest_mem_init(&d->gm, ram);
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: guest RAM (%" PRIu64 " bytes): %s\n", ram, strerror(-r));
+		return r;
+	}
+	d->desc = gpa_ptr(d, GPA_DESC, 16 * QUEUE_SIZE);
+	d->avail = gpa_ptr(d, GPA_AVAIL, 6 + 2 * QUEUE_SIZE);
+	d->used = gpa_ptr(d, GPA_USED, 6 + 8 * QUEUE_SIZE);
+	r = evloop_init(&d->loop);
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: event loop: %s\n", strerror(-r));
+		return r;
+	}
+	r = blk_open(path, &opts, &d->loop, &d->backend, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: %s\n", err);
+		return r;
+	}
+	d->disk_bytes = blk_size(d->backend);
+	r = virtio_blk_init(&d->blk, &d->gm, d->backend, 0, NULL, false);
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: virtio_blk_init: %s\n", strerror(-r));
+		blk_close(d->backend);
+		d->backend = NULL;
+		return r;
+	}
+	host = (struct virtio_mmio_host){ .vm_fd = -1, .loop = &d->loop };
+	r = virtio_mmio_init(&d->mmio, &d->blk.dev, MMIO_BASE, MMIO_IRQ, &host, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: %s\n", err);
+		return r;
+	}
+	d->mmio_up = true;
+	d->transport_interrupt_used = d->blk.dev.interrupt_used;
+	d->transport_interrupt_config = d->blk.dev.interrupt_config;
+	d->blk.dev.interrupt_used = on_interrupt;
+	d->blk.dev.interrupt_config = on_config_interrupt;
+
+	d->watchdog = (struct ev_source){ .handler = on_watchdog, .opaque = d };
+	d->watchdog.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (d->watchdog.fd < 0 || timerfd_settime(d->watchdog.fd, 0, &its, NULL) < 0) {
+		fprintf(stderr, "bench_blk: timerfd: %s\n", strerror(errno));
+		return -errno;
+	}
+	r = evloop_add(&d->loop, &d->watchdog, EPOLLIN);
+	if (r < 0) {
+		fprintf(stderr, "bench_blk: epoll: %s\n", strerror(-r));
+		close(d->watchdog.fd);
+		d->watchdog.fd = -1;
+	}
+	return r;
+}
+
+static void drv_exit(struct drv *d)
+{
+	if (d->watchdog.fd >= 0) {
+		evloop_remove(&d->loop, &d->watchdog);
+		close(d->watchdog.fd);
+	}
+	if (d->mmio_up)
+		virtio_mmio_exit(&d->mmio);
+	if (d->blk.scratch)
+		virtio_blk_exit(&d->blk); /* closes the backend */
+	else
+		blk_close(d->backend);
+	evloop_exit(&d->loop);
+	guest_mem_exit(&d->gm);
+}
+
+/* ------------------------------------------------------------------ */
+/* The test file                                                       */
+
+/* Write @mib MiB of stamped sectors to @fd (preallocated first, so that
+ * every block is real and reads hit the disk). */
+static int fill_file(int fd, const char *path, uint64_t mib)
+{
+	const size_t chunk = 1u << 20;
+	uint8_t *buf = calloc(1, chunk);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	if (ftruncate(fd, 0) < 0 || (r = posix_fallocate(fd, 0, (off_t)(mib << 20))) != 0) {
+		r = r ? -r : -errno;
+		fprintf(stderr, "bench_blk: cannot allocate %" PRIu64 " MiB for %s: %s\n", mib, path,
+			strerror(-r));
+		free(buf);
+		return r;
+	}
+	for (uint64_t m = 0; m < mib; m++) {
+		for (size_t s = 0; s < chunk / SECTOR; s++) {
+			uint64_t st = stamp_of((m << 20) / SECTOR + s);
+
+			memcpy(buf + s * SECTOR, &st, 8);
+			memset(buf + s * SECTOR + 8, (int)(s & 0xff) | 1, SECTOR - 8);
+		}
+		if (pwrite(fd, buf, chunk, (off_t)(m << 20)) != (ssize_t)chunk) {
+			r = errno ? -errno : -EIO;
+			fprintf(stderr, "bench_blk: writing %s: %s\n", path, strerror(-r));
+			break;
+		}
+	}
+	if (!r && fdatasync(fd) < 0)
+		r = -errno;
+	free(buf);
+	return r;
+}
+
+/* Whether @path takes O_DIRECT (what cache=none gets; the backend falls
+ * back to the page cache, with a warning, where it does not). */
+static bool file_takes_direct(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Arguments                                                           */
+
+static int parse_size(const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (end == s)
+		return -1;
+	if (*end == 'k' || *end == 'K')
+		v <<= 10, end++;
+	else if (*end == 'm' || *end == 'M')
+		v <<= 20, end++;
+	if (*end || v == 0 || v % SECTOR || v > MAX_BS)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static const struct point default_points[] = {
+	{ RW_RANDREAD, 4096, 1 },     { RW_RANDREAD, 4096, 32 },
+	{ RW_RANDWRITE, 4096, 1 },    { RW_RANDWRITE, 4096, 32 },
+	{ RW_READ, 1u << 20, 1 },     { RW_READ, 1u << 20, 32 },
+	{ RW_WRITE, 1u << 20, 1 },    { RW_WRITE, 1u << 20, 32 },
+};
+
+#define MAX_POINTS 64
+
+/* "all", "none" or RW:BS:QD[,...] into @pts.  Returns the count or -1. */
+static int parse_points(const char *arg, struct point *pts)
+{
+	char buf[1024], *save = NULL, *tok;
+	int n = 0;
+
+	if (!strcmp(arg, "all")) {
+		memcpy(pts, default_points, sizeof(default_points));
+		return (int)(sizeof(default_points) / sizeof(default_points[0]));
+	}
+	if (!strcmp(arg, "none"))
+		return 0;
+	if (strlen(arg) >= sizeof(buf))
+		return -1;
+	strcpy(buf, arg);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *rw = tok, *bs = strchr(tok, ':'), *qd, *end;
+		unsigned long q;
+		int k;
+
+		if (!bs || !(qd = strchr(bs + 1, ':')) || n >= MAX_POINTS)
+			return -1;
+		*bs++ = 0;
+		*qd++ = 0;
+		for (k = 0; k < 4 && strcmp(rw, rw_names[k]); k++)
+			;
+		q = strtoul(qd, &end, 10);
+		if (k == 4 || parse_size(bs, &pts[n].bs) < 0 || *end || q < 1 || q > MAX_QD)
+			return -1;
+		pts[n].rw = (enum rw_kind)k;
+		pts[n].qd = (unsigned)q;
+		n++;
+	}
+	return n;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: bench_blk_harness (--file PATH | --scratch DIR) [options]\n"
+		"  --file PATH        the disk image (a regular file or block device)\n"
+		"  --scratch DIR      use a temporary file in DIR, removed at exit\n"
+		"  --create MIB       (re)create the file first: MIB MiB, preallocated and\n"
+		"                     filled with per-sector stamps (default 64 with --scratch)\n"
+		"  --points LIST      all (default), none, or RW:BS:QD[,...]; RW is randread,\n"
+		"                     randwrite, read or write, BS bytes (k, m suffixes), QD 1..%u\n"
+		"  --time S           seconds per point (default 3)\n"
+		"  --cache MODE       none (O_DIRECT, default), writeback or unsafe\n"
+		"  --no-event-idx     do not negotiate VIRTIO_F_EVENT_IDX\n"
+		"  --verify           check read data against the stamps (needs a --create file)\n"
+		"  --json             one JSON object per point instead of a table\n",
+		MAX_QD);
+}
+
+int main(int argc, char **argv)
+{
+	static struct drv drv;
+	struct drv *d = &drv;
+	struct point pts[MAX_POINTS];
+	const char *path = NULL, *scratch = NULL;
+	char scratch_path[PATH_MAX];
+	enum blk_cache cache = BLK_CACHE_NONE;
+	double seconds = 3.0;
+	uint64_t create_mib = 0;
+	bool json = false, direct;
+	unsigned max_qd = 1;
+	uint32_t max_bs = SECTOR;
+	int n_points = -1, status = 0;
+
+	d->want_event_idx = true;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		bool has_value = true;
+
+		if (!strcmp(a, "--file") && v) {
+			path = v;
+		} else if (!strcmp(a, "--scratch") && v) {
+			scratch = v;
+		} else if (!strcmp(a, "--create") && v) {
+			create_mib = strtoull(v, NULL, 10);
+			if (!create_mib) {
+				usage(stderr);
+				return 2;
+			}
+		} else if (!strcmp(a, "--points") && v) {
+			n_points = parse_points(v, pts);
+			if (n_points < 0) {
+				fprintf(stderr, "bench_blk: bad --points %s\n", v);
+				return 2;
+			}
+		} else if (!strcmp(a, "--time") && v) {
+			seconds = strtod(v, NULL);
+			if (!(seconds > 0)) {
+				usage(stderr);
+				return 2;
+			}
+		} else if (!strcmp(a, "--cache") && v) {
+			if (!strcmp(v, "none"))
+				cache = BLK_CACHE_NONE;
+			else if (!strcmp(v, "writeback"))
+				cache = BLK_CACHE_WRITEBACK;
+			else if (!strcmp(v, "unsafe"))
+				cache = BLK_CACHE_UNSAFE;
+			else {
+				usage(stderr);
+				return 2;
+			}
+		} else {
+			has_value = false;
+			if (!strcmp(a, "--no-event-idx")) {
+				d->want_event_idx = false;
+			} else if (!strcmp(a, "--verify")) {
+				d->verify = true;
+			} else if (!strcmp(a, "--json")) {
+				json = true;
+			} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+				usage(stdout);
+				return 0;
+			} else {
+				usage(stderr);
+				return 2;
+			}
+		}
+		if (has_value)
+			i++;
+	}
+	if (!path == !scratch) {
+		usage(stderr);
+		return 2;
+	}
+	if (n_points < 0)
+		n_points = parse_points("all", pts);
+
+	if (scratch) {
+		int fd;
+
+		snprintf(scratch_path, sizeof(scratch_path), "%s/bench_blk.XXXXXX", scratch);
+		fd = mkstemp(scratch_path);
+		if (fd < 0) {
+			fprintf(stderr, "bench_blk: cannot create a file in %s: %s\n", scratch,
+				strerror(errno));
+			return 2;
+		}
+		close(fd);
+		path = scratch_path;
+		if (!create_mib)
+			create_mib = 64;
+	}
+	if (create_mib) {
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+		if (fd < 0) {
+			fprintf(stderr, "bench_blk: cannot create %s: %s\n", path, strerror(errno));
+			status = 2;
+			goto out_unlink;
+		}
+		if (fill_file(fd, path, create_mib) < 0)
+			status = 2;
+		close(fd);
+		if (status)
+			goto out_unlink;
+	}
+	if (n_points == 0)
+		goto out_unlink;
+
+	for (int i = 0; i < n_points; i++) {
+		if (pts[i].qd > max_qd)
+			max_qd = pts[i].qd;
+		if (pts[i].bs > max_bs)
+			max_bs = pts[i].bs;
+	}
+	direct = cache == BLK_CACHE_NONE && file_takes_direct(path);
+	if (drv_init(d, path, cache, max_qd, max_bs) < 0) {
+		status = 2;
+		goto out;
+	}
+	for (int i = 0; i < n_points; i++) {
+		if (pts[i].bs > d->disk_bytes) {
+			fprintf(stderr, "bench_blk: %s is smaller than one %u-byte block\n", path,
+				pts[i].bs);
+			status = 2;
+			goto out;
+		}
+	}
+	if (!json)
+		printf("%-22s %10s %10s %8s %10s %8s %8s\n", "point", "IOPS", "MB/s", "errors",
+		       "requests", "kicks/rq", "irqs/rq");
+	for (int i = 0; i < n_points; i++) {
+		const struct point *pt = &pts[i];
+		struct result res;
+		char name[48];
+		int r = run_point(d, pt, seconds, &res);
+		double iops = res.seconds > 0 ? (double)res.ios / res.seconds : 0;
+		double mbps = res.seconds > 0 ? (double)res.bytes / res.seconds / 1e6 : 0;
+
+		if (pt->bs % (1u << 20) == 0)
+			snprintf(name, sizeof(name), "%s-%um-qd%u", rw_names[pt->rw], pt->bs >> 20, pt->qd);
+		else if (pt->bs % 1024 == 0)
+			snprintf(name, sizeof(name), "%s-%uk-qd%u", rw_names[pt->rw], pt->bs >> 10, pt->qd);
+		else
+			snprintf(name, sizeof(name), "%s-%u-qd%u", rw_names[pt->rw], pt->bs, pt->qd);
+		if (json)
+			printf("{\"point\": \"%s\", \"rw\": \"%s\", \"bs\": %u, \"qd\": %u, "
+			       "\"seconds\": %.6f, \"ios\": %" PRIu64 ", \"bytes\": %" PRIu64 ", "
+			       "\"iops\": %.1f, \"mbps\": %.2f, \"errors\": %" PRIu64 ", "
+			       "\"kicks\": %" PRIu64 ", \"interrupts\": %" PRIu64 ", "
+			       "\"cpu_seconds\": %.4f, \"hung\": %s, \"needs_reset\": %s, "
+			       "\"event_idx\": %s, \"direct\": %s, \"aio\": %s, \"cache\": \"%s\"}\n",
+			       name, rw_names[pt->rw], pt->bs, pt->qd, res.seconds, res.ios, res.bytes,
+			       iops, mbps, res.errors, res.kicks, res.interrupts, res.cpu_seconds,
+			       res.hung ? "true" : "false", res.needs_reset ? "true" : "false",
+			       d->event_idx ? "true" : "false", direct ? "true" : "false",
+			       blk_uses_aio(d->backend) ? "true" : "false",
+			       cache == BLK_CACHE_NONE ? "none" :
+			       cache == BLK_CACHE_WRITEBACK ? "writeback" : "unsafe");
+		else
+			printf("%-22s %10.0f %10.1f %8" PRIu64 " %10" PRIu64 " %8.3f %8.3f\n", name, iops,
+			       mbps, res.errors, res.ios,
+			       res.ios ? (double)res.kicks / (double)res.ios : 0.0,
+			       res.ios ? (double)res.interrupts / (double)res.ios : 0.0);
+		fflush(stdout);
+		if (r < 0) {
+			status = 1;
+			if (res.hung || res.needs_reset) {
+				/* The device cannot be reset safely with requests
+				 * stuck in it: stop here, without tearing down. */
+				if (scratch)
+					unlink(scratch_path);
+				return 1;
+			}
+		}
+	}
+out:
+	drv_exit(d);
+out_unlink:
+	if (scratch)
+		unlink(scratch_path);
+	return status;
+}

@@ -1,0 +1,387 @@
+// SPDX-License-Identifier: MIT
+/*
+ * virtio-mmio transport, version 2 registers (virtio 1.2, section 4.2).
+ *
+ * Register accesses come from vCPU threads (MMIO exits) and run under
+ * dev->lock.  Queue work never runs there: a QueueNotify write that KVM did
+ * not already turn into an ioeventfd signal is forwarded to the same
+ * eventfd, so the device model sees every notification on the event loop
+ * thread.  Interrupts go out through an irqfd: the InterruptStatus bits say
+ * why, and the guest clears them with InterruptAck.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "vmrun/log.h"
+#include "vmrun/virtio_mmio.h"
+
+static struct virtq *selected_queue(struct virtio_mmio *m)
+{
+	return m->queue_sel < m->dev->num_queues ? &m->dev->vqs[m->queue_sel] : NULL;
+}
+
+/* Pulse the interrupt line.  Caller holds dev->lock and has set a bit in
+ * interrupt_status. */
+static void mmio_raise(struct virtio_mmio *m)
+{
+	uint64_t one = 1;
+
+	if (m->irqfd >= 0) {
+		if (write(m->irqfd, &one, sizeof(one)) < 0)
+			log_warn("%s: irqfd: %s", m->dev->name, strerror(errno));
+	} else if (m->host.vm_fd >= 0) {
+		struct kvm_irq_level line = { .irq = m->irq, .level = 1 };
+
+		(void)!ioctl(m->host.vm_fd, KVM_IRQ_LINE, &line);
+		line.level = 0;
+		(void)!ioctl(m->host.vm_fd, KVM_IRQ_LINE, &line);
+	}
+}
+
+static void mmio_interrupt_used(struct virtio_device *dev, unsigned q)
+{
+	struct virtio_mmio *m = dev->transport;
+
+	(void)q;
+	m->interrupt_status |= VIRTIO_MMIO_INT_VRING;
+	mmio_raise(m);
+}
+
+static void mmio_interrupt_config(struct virtio_device *dev)
+{
+	struct virtio_mmio *m = dev->transport;
+
+	m->interrupt_status |= VIRTIO_MMIO_INT_CONFIG;
+	mmio_raise(m);
+}
+
+static void mmio_needs_reset(struct virtio_device *dev, const char *why)
+{
+	if (dev->status & VIRTIO_STATUS_NEEDS_RESET)
+		return;
+	log_warn("%s: %s: the device needs a reset by its driver", dev->name, why);
+	dev->status |= VIRTIO_STATUS_NEEDS_RESET;
+	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
+		mmio_interrupt_config(dev);
+}
+
+/* Status 0 written: back to the state after power-on (section 2.4). */
+static void mmio_reset(struct virtio_mmio *m)
+{
+	struct virtio_device *dev = m->dev;
+
+	if (dev->ops->reset)
+		dev->ops->reset(dev);
+	for (unsigned q = 0; q < dev->num_queues; q++)
+		virtq_reset(&dev->vqs[q]);
+	dev->status = 0;
+	dev->driver_features = 0;
+	m->device_features_sel = m->driver_features_sel = m->queue_sel = 0;
+	m->interrupt_status = 0;
+}
+
+static void mmio_write_status(struct virtio_mmio *m, uint32_t val)
+{
+	struct virtio_device *dev = m->dev;
+	uint8_t old = dev->status, new = (uint8_t)val;
+	char why[160];
+
+	if (new == 0) {
+		mmio_reset(m);
+		return;
+	}
+	/* The driver only adds bits (section 3.1.1); NEEDS_RESET is ours. */
+	new |= old & VIRTIO_STATUS_NEEDS_RESET;
+	if ((new & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK)) {
+		if (virtio_features_check(dev->features, dev->driver_features, dev->deps, dev->n_deps,
+					  why, sizeof(why)) < 0) {
+			/* FEATURES_OK stays clear: the driver reads it back and gives up. */
+			log_warn("%s: driver features refused: %s", dev->name, why);
+			new &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
+		}
+	}
+	dev->status = new;
+	if ((new & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK)) {
+		if (!(new & VIRTIO_STATUS_FEATURES_OK)) {
+			mmio_needs_reset(dev, "DRIVER_OK without FEATURES_OK");
+			return;
+		}
+		if (dev->ops->activate && dev->ops->activate(dev) < 0)
+			mmio_needs_reset(dev, "the device failed to start");
+	}
+}
+
+static void mmio_write_queue_ready(struct virtio_mmio *m, struct virtq *vq, uint32_t val)
+{
+	struct virtio_device *dev = m->dev;
+
+	if (!val) {
+		vq->ready = false;
+		return;
+	}
+	if (vq->ready)
+		return;
+	vq->event_idx = dev->driver_features & VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
+	vq->indirect = dev->driver_features & VIRTIO_BIT(VIRTIO_F_INDIRECT_DESC);
+	if (virtq_enable(vq) < 0)
+		mmio_needs_reset(dev, "a queue's size or ring addresses are invalid");
+}
+
+/* Set the low (@high false) or high half of *@addr, only while the queue is
+ * not ready (section 4.2.3.2). */
+static void set_half(struct virtq *vq, uint64_t *addr, bool high, uint32_t val)
+{
+	if (!vq || vq->ready)
+		return;
+	if (high)
+		*addr = (*addr & 0xffffffffull) | ((uint64_t)val << 32);
+	else
+		*addr = (*addr & ~0xffffffffull) | val;
+}
+
+static void mmio_forward_notify(struct virtio_mmio *m, uint32_t q)
+{
+	uint64_t one = 1;
+
+	if (q >= m->dev->num_queues)
+		return;
+	if (write(m->notify[q].src.fd, &one, sizeof(one)) < 0)
+		log_warn("%s: queue notify: %s", m->dev->name, strerror(errno));
+}
+
+static void mmio_write_reg(struct virtio_mmio *m, uint64_t off, uint32_t val)
+{
+	struct virtio_device *dev = m->dev;
+	struct virtq *vq = selected_queue(m);
+
+	switch (off) {
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: m->device_features_sel = val; break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: m->driver_features_sel = val; break;
+	case VIRTIO_MMIO_DRIVER_FEATURES:
+		/* Only while negotiating (after DRIVER, before FEATURES_OK). */
+		if ((dev->status & VIRTIO_STATUS_FEATURES_OK) || !(dev->status & VIRTIO_STATUS_DRIVER) ||
+		    m->driver_features_sel > 1)
+			break;
+		if (m->driver_features_sel)
+			dev->driver_features = (dev->driver_features & 0xffffffffull) |
+					       ((uint64_t)val << 32);
+		else
+			dev->driver_features = (dev->driver_features & ~0xffffffffull) | val;
+		break;
+	case VIRTIO_MMIO_QUEUE_SEL: m->queue_sel = val; break;
+	case VIRTIO_MMIO_QUEUE_NUM:
+		if (vq && !vq->ready)
+			vq->size = val > UINT16_MAX ? 0 : (uint16_t)val; /* checked at QueueReady */
+		break;
+	case VIRTIO_MMIO_QUEUE_READY:
+		if (vq)
+			mmio_write_queue_ready(m, vq, val);
+		break;
+	case VIRTIO_MMIO_QUEUE_NOTIFY: mmio_forward_notify(m, val); break;
+	case VIRTIO_MMIO_INTERRUPT_ACK: m->interrupt_status &= ~val; break;
+	case VIRTIO_MMIO_STATUS: mmio_write_status(m, val); break;
+	case VIRTIO_MMIO_QUEUE_DESC_LOW: set_half(vq, vq ? &vq->desc_gpa : NULL, false, val); break;
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH: set_half(vq, vq ? &vq->desc_gpa : NULL, true, val); break;
+	case VIRTIO_MMIO_QUEUE_DRIVER_LOW: set_half(vq, vq ? &vq->avail_gpa : NULL, false, val); break;
+	case VIRTIO_MMIO_QUEUE_DRIVER_HIGH: set_half(vq, vq ? &vq->avail_gpa : NULL, true, val); break;
+	case VIRTIO_MMIO_QUEUE_DEVICE_LOW: set_half(vq, vq ? &vq->used_gpa : NULL, false, val); break;
+	case VIRTIO_MMIO_QUEUE_DEVICE_HIGH: set_half(vq, vq ? &vq->used_gpa : NULL, true, val); break;
+	default: break; /* read-only or reserved: ignored */
+	}
+}
+
+static uint32_t mmio_read_reg(struct virtio_mmio *m, uint64_t off)
+{
+	struct virtio_device *dev = m->dev;
+	struct virtq *vq = selected_queue(m);
+
+	switch (off) {
+	case VIRTIO_MMIO_MAGIC_VALUE: return VIRTIO_MMIO_MAGIC;
+	case VIRTIO_MMIO_VERSION: return 2;
+	case VIRTIO_MMIO_DEVICE_ID: return dev->device_id;
+	case VIRTIO_MMIO_VENDOR_ID: return VIRTIO_MMIO_VENDOR;
+	case VIRTIO_MMIO_DEVICE_FEATURES:
+		return m->device_features_sel == 0 ? (uint32_t)dev->features :
+		       m->device_features_sel == 1 ? (uint32_t)(dev->features >> 32) : 0;
+	case VIRTIO_MMIO_QUEUE_NUM_MAX: return vq ? VIRTQ_MAX_SIZE : 0;
+	case VIRTIO_MMIO_QUEUE_READY: return vq ? vq->ready : 0;
+	case VIRTIO_MMIO_INTERRUPT_STATUS: return m->interrupt_status;
+	case VIRTIO_MMIO_STATUS: return dev->status;
+	case VIRTIO_MMIO_CONFIG_GENERATION: return dev->config_generation;
+	default: return 0; /* write-only or reserved */
+	}
+}
+
+static int mmio_read(struct bus_region *region, uint64_t off, void *data, unsigned size)
+{
+	struct virtio_mmio *m = region->opaque;
+	struct virtio_device *dev = m->dev;
+
+	memset(data, 0, size);
+	pthread_mutex_lock(&dev->lock);
+	if (off >= VIRTIO_MMIO_CONFIG) {
+		uint64_t coff = off - VIRTIO_MMIO_CONFIG;
+
+		if (coff + size <= dev->config_size && dev->ops->config_read)
+			dev->ops->config_read(dev, (uint32_t)coff, data, size);
+	} else if (size == 4 && !(off & 3)) {
+		uint32_t v = mmio_read_reg(m, off);
+
+		memcpy(data, &v, 4);
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}
+
+static int mmio_write(struct bus_region *region, uint64_t off, const void *data, unsigned size)
+{
+	struct virtio_mmio *m = region->opaque;
+	struct virtio_device *dev = m->dev;
+
+	pthread_mutex_lock(&dev->lock);
+	if (off >= VIRTIO_MMIO_CONFIG) {
+		uint64_t coff = off - VIRTIO_MMIO_CONFIG;
+
+		if (coff + size <= dev->config_size && dev->ops->config_write)
+			dev->ops->config_write(dev, (uint32_t)coff, data, size);
+	} else if (size == 4 && !(off & 3)) {
+		uint32_t v;
+
+		memcpy(&v, data, 4);
+		mmio_write_reg(m, off, v);
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return 0;
+}
+
+static const struct bus_ops mmio_ops = { .read = mmio_read, .write = mmio_write };
+
+/* A queue's ioeventfd fired (event loop thread). */
+static void on_queue_notify(struct ev_source *src, uint32_t events)
+{
+	struct virtio_mmio_queue_notify *n = src->opaque;
+	struct virtio_device *dev = n->mmio->dev;
+	uint64_t count;
+
+	(void)events;
+	if (read(src->fd, &count, sizeof(count)) < 0)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	if ((dev->status & VIRTIO_STATUS_DRIVER_OK) && !(dev->status & VIRTIO_STATUS_NEEDS_RESET) &&
+	    dev->vqs[n->q].ready && dev->ops->queue_notify)
+		dev->ops->queue_notify(dev, n->q);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+int virtio_mmio_init(struct virtio_mmio *m, struct virtio_device *dev, uint64_t base, uint32_t irq,
+		     const struct virtio_mmio_host *host, char *err, size_t errlen)
+{
+	memset(m, 0, sizeof(*m));
+	m->dev = dev;
+	m->host = *host;
+	m->irq = irq;
+	m->irqfd = -1;
+	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++)
+		m->notify[q].src.fd = -1;
+	if (dev->num_queues == 0 || dev->num_queues > VIRTIO_MMIO_MAX_QUEUES)
+		return errmsg(-EINVAL, err, errlen, "%s: %u queues (1..%d)", dev->name,
+			      dev->num_queues, VIRTIO_MMIO_MAX_QUEUES);
+	dev->transport = m;
+	dev->interrupt_used = mmio_interrupt_used;
+	dev->interrupt_config = mmio_interrupt_config;
+	dev->needs_reset = mmio_needs_reset;
+	m->region = (struct bus_region){ .base = base, .len = VIRTIO_MMIO_WINDOW, .ops = &mmio_ops,
+					 .opaque = m, .name = dev->name };
+	snprintf(m->cmdline_arg, sizeof(m->cmdline_arg), "virtio_mmio.device=0x%x@0x%" PRIx64 ":%u",
+		 VIRTIO_MMIO_WINDOW, base, irq);
+
+	for (unsigned q = 0; q < dev->num_queues; q++) {
+		struct virtio_mmio_queue_notify *n = &m->notify[q];
+		int r;
+
+		n->mmio = m;
+		n->q = q;
+		n->src = (struct ev_source){ .handler = on_queue_notify, .opaque = n };
+		n->src.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (n->src.fd < 0)
+			return errmsg(-errno, err, errlen, "%s: eventfd: %s", dev->name, strerror(errno));
+		if (host->loop && (r = evloop_add(host->loop, &n->src, EPOLLIN)) < 0) {
+			close(n->src.fd);
+			n->src.fd = -1;
+			return errmsg(r, err, errlen, "%s: epoll: %s", dev->name, strerror(-r));
+		}
+		if (host->vm_fd >= 0) {
+			struct kvm_ioeventfd io = {
+				.datamatch = q,
+				.addr = base + VIRTIO_MMIO_QUEUE_NOTIFY,
+				.len = 4,
+				.fd = n->src.fd,
+				.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+			};
+
+			if (ioctl(host->vm_fd, KVM_IOEVENTFD, &io) < 0)
+				return errmsg(-errno, err, errlen, "%s: KVM_IOEVENTFD: %s", dev->name,
+					      strerror(errno));
+			m->ioeventfd_registered[q] = true;
+		}
+	}
+	if (host->vm_fd >= 0) {
+		struct kvm_irqfd irqfd = { .gsi = irq };
+
+		m->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (m->irqfd < 0)
+			return errmsg(-errno, err, errlen, "%s: eventfd: %s", dev->name, strerror(errno));
+		irqfd.fd = (uint32_t)m->irqfd;
+		if (ioctl(host->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+			/* Fall back to KVM_IRQ_LINE pulses from mmio_raise(). */
+			log_warn("%s: KVM_IRQFD: %s; raising IRQ %u by ioctl", dev->name,
+				 strerror(errno), irq);
+			close(m->irqfd);
+			m->irqfd = -1;
+		}
+	}
+	return 0;
+}
+
+void virtio_mmio_exit(struct virtio_mmio *m)
+{
+	if (!m->dev)
+		return;
+	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
+		struct virtio_mmio_queue_notify *n = &m->notify[q];
+
+		if (n->src.fd < 0)
+			continue;
+		if (m->ioeventfd_registered[q]) {
+			struct kvm_ioeventfd io = {
+				.datamatch = q,
+				.addr = m->region.base + VIRTIO_MMIO_QUEUE_NOTIFY,
+				.len = 4,
+				.fd = n->src.fd,
+				.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | KVM_IOEVENTFD_FLAG_DEASSIGN,
+			};
+
+			(void)!ioctl(m->host.vm_fd, KVM_IOEVENTFD, &io);
+		}
+		if (m->host.loop)
+			evloop_remove(m->host.loop, &n->src);
+		close(n->src.fd);
+		n->src.fd = -1;
+	}
+	if (m->irqfd >= 0) {
+		struct kvm_irqfd irqfd = { .fd = (uint32_t)m->irqfd, .gsi = m->irq,
+					   .flags = KVM_IRQFD_FLAG_DEASSIGN };
+
+		(void)!ioctl(m->host.vm_fd, KVM_IRQFD, &irqfd);
+		close(m->irqfd);
+		m->irqfd = -1;
+	}
+	m->dev = NULL;
+}
