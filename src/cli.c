@@ -15,6 +15,7 @@
 static const char usage_text[] =
 	"Usage: vmrun --kernel PATH [OPTIONS]\n"
 	"       vmrun ctl SOCKET COMMAND [KEY=VALUE ...]\n"
+	"       vmrun img create|info|snapshot|commit ...  (disk images; vmrun img --help)\n"
 	"\n"
 	"Boot a guest kernel on /dev/kvm.\n"
 	"\n"
@@ -31,7 +32,9 @@ static const char usage_text[] =
 	"  --kernel-decompress W  bzImage payload: host (default, vmrun decompresses) or guest\n"
 	"  --initrd-decompress W  gzip initrd: host (default, vmrun inflates it) or guest\n"
 	"  --disk PATH[,OPTS]     virtio-blk disk (raw image or block device), repeatable;\n"
-	"                         OPTS: readonly, cache=writeback|none|unsafe, serial=ID\n"
+	"                         OPTS: readonly, cache=writeback|none|unsafe, serial=ID,\n"
+	"                         format=raw|qcow2 (default: probed)\n"
+	"  --net tap=NAME[,mac=MAC]  virtio-net interface on a tap device, repeatable\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
 	"  --help                 print this help and exit\n"
@@ -39,7 +42,7 @@ static const char usage_text[] =
 	"\n"
 	"On a terminal, Ctrl-A x quits and Ctrl-A Ctrl-A sends Ctrl-A.\n"
 	"Exit status: the guest's debug-exit value V gives (V << 1) | 1; 0 poweroff or quit;\n"
-	"2 usage; 4 setup error; 6 reset; 8 triple fault; 10 hlt; 12 KVM internal error;\n"
+	"2 usage; 4 setup error; 6 reset; 8 triple fault; 10 halted; 12 KVM internal error;\n"
 	"14 entry failure; 16 guest crash; 18 host error; 20 signal; 124 timeout.\n";
 
 const char *cli_usage(void)
@@ -104,7 +107,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 /* Options that take a value; the others are flags. */
 static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
-	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", NULL,
+	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", "net", NULL,
 };
 
 static bool option_takes_value(const char *name, size_t len)
@@ -117,7 +120,7 @@ static bool option_takes_value(const char *name, size_t len)
 
 
 
-/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID]: the
+/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2]: the
  * path runs to the first comma (a path with commas cannot be given). */
 static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t errlen)
 {
@@ -147,6 +150,10 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 			d->cache = DISK_CACHE_NONE;
 		} else if (len == 12 && !memcmp(opt, "cache=unsafe", 12)) {
 			d->cache = DISK_CACHE_UNSAFE;
+		} else if (len == 10 && !memcmp(opt, "format=raw", 10)) {
+			d->format = DISK_FORMAT_RAW;
+		} else if (len == 12 && !memcmp(opt, "format=qcow2", 12)) {
+			d->format = DISK_FORMAT_QCOW2;
 		} else if (len > 7 && !memcmp(opt, "serial=", 7)) {
 			if (len - 7 > VMRUN_DISK_SERIAL_MAX)
 				return errmsg(-EINVAL, err, errlen,
@@ -155,10 +162,55 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 			memcpy(d->serial, opt + 7, len - 7);
 		} else {
 			return errmsg(-EINVAL, err, errlen,
-				      "--disk %s: unknown option '%.*s' (readonly, cache=writeback|none|unsafe, serial=ID)",
+				      "--disk %s: unknown option '%.*s' (readonly, cache=writeback|none|unsafe, serial=ID, format=raw|qcow2)",
 				      d->path, (int)len, opt);
 		}
 	}
+	return 0;
+}
+
+
+/* --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX] */
+static int parse_net(const char *spec, struct net_config *n, char *err, size_t errlen)
+{
+	const char *p = spec;
+
+	memset(n, 0, sizeof(*n));
+	n->spec = spec;
+	while (*p) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (len > 4 && !memcmp(p, "tap=", 4)) {
+			if (len - 4 >= sizeof(n->tap))
+				return errmsg(-EINVAL, err, errlen,
+					      "--net: tap name longer than %zu bytes", sizeof(n->tap) - 1);
+			memcpy(n->tap, p + 4, len - 4);
+			n->tap[len - 4] = '\0';
+		} else if (len >= 4 && !memcmp(p, "mac=", 4)) {
+			unsigned v[6];
+			int used = 0;
+
+			if (len != 4 + 17 ||
+			    sscanf(p + 4, "%2x:%2x:%2x:%2x:%2x:%2x%n", &v[0], &v[1], &v[2], &v[3], &v[4],
+				   &v[5], &used) < 6 || used != 17)
+				return errmsg(-EINVAL, err, errlen, "--net: bad mac '%.*s' (XX:XX:XX:XX:XX:XX)",
+					      (int)len - 4, p + 4);
+			for (int i = 0; i < 6; i++)
+				n->mac[i] = (uint8_t)v[i];
+			if (n->mac[0] & 1)
+				return errmsg(-EINVAL, err, errlen, "--net: mac %.*s is a multicast address",
+					      (int)len - 4, p + 4);
+			n->mac_given = true;
+		} else {
+			return errmsg(-EINVAL, err, errlen,
+				      "--net: unknown option '%.*s' (tap=NAME, mac=XX:XX:XX:XX:XX:XX)",
+				      (int)len, p);
+		}
+		p += len + (end ? 1 : 0);
+	}
+	if (!n->tap[0])
+		return errmsg(-EINVAL, err, errlen, "--net: tap=NAME is required");
 	return 0;
 }
 
@@ -255,6 +307,13 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 		return parse_decompress(name, val, &cfg->kernel_decompress, err, errlen);
 	} else if (!strcmp(name, "initrd-decompress")) {
 		return parse_decompress(name, val, &cfg->initrd_decompress, err, errlen);
+	} else if (!strcmp(name, "net")) {
+		if (cfg->n_nics == VMRUN_MAX_NICS)
+			return errmsg(-EINVAL, err, errlen, "--net: at most %d interfaces", VMRUN_MAX_NICS);
+		r = parse_net(val, &cfg->nics[cfg->n_nics], err, errlen);
+		if (r)
+			return r;
+		cfg->n_nics++;
 	} else if (!strcmp(name, "disk")) {
 		if (cfg->n_disks == VMRUN_MAX_DISKS)
 			return errmsg(-EINVAL, err, errlen, "--disk: at most %d disks", VMRUN_MAX_DISKS);

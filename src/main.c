@@ -11,6 +11,7 @@
 #include "vmrun/cli.h"
 #include "vmrun/ctl.h"
 #include "vmrun/exit_status.h"
+#include "vmrun/img.h"
 #include "vmrun/log.h"
 #include "vmrun/vm.h"
 
@@ -46,6 +47,8 @@ int main(int argc, char *argv[])
 	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1 && !strcmp(argv[1], "ctl"))
 		return ctl_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "img"))
+		return img_main(argc - 1, argv + 1);
 
 	r = cli_parse(argc, argv, &cfg, err, sizeof(err));
 	if (r < 0) {

@@ -227,8 +227,31 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 #define VIRTIO_MMIO_BASE 0xd0000000ull
 #define VIRTIO_MMIO_STRIDE 0x1000ull
 static const uint32_t virtio_irqs[] = { 5, 6, 7, 9, 10, 11, 12, 13, 14, 15 };
-_Static_assert(sizeof(virtio_irqs) / sizeof(virtio_irqs[0]) >= VMRUN_MAX_DISKS,
-	       "an IRQ for every disk");
+_Static_assert(sizeof(virtio_irqs) / sizeof(virtio_irqs[0]) >= VMRUN_MAX_DISKS + VMRUN_MAX_NICS,
+	       "an IRQ for every virtio device");
+
+/* Claim device @k's (disks first, then NICs) register window and IRQ for
+ * @m, set up by the caller's device model, and add it to the guest's
+ * command line. */
+static int vm_attach_mmio(struct vm *vm, struct virtio_mmio *m, struct virtio_device *dev,
+			  unsigned k, const char *what, char *err, size_t errlen)
+{
+	struct virtio_mmio_host host = { .vm_fd = vm->vm_fd, .loop = &vm->loop };
+	size_t used = strlen(vm->device_cmdline);
+	char why[300];
+	int r;
+
+	r = virtio_mmio_init(m, dev, VIRTIO_MMIO_BASE + k * VIRTIO_MMIO_STRIDE, virtio_irqs[k], &host,
+			     why, sizeof(why));
+	if (r)
+		return errmsg(r, err, errlen, "%s: %s", what, why);
+	r = bus_register(&vm->mmio_bus, &m->region);
+	if (r)
+		return errmsg(r, err, errlen, "%s: cannot claim MMIO: %s", what, strerror(-r));
+	snprintf(vm->device_cmdline + used, sizeof(vm->device_cmdline) - used, "%s%s",
+		 used ? " " : "", m->cmdline_arg);
+	return 0;
+}
 
 static enum blk_cache disk_cache_mode(enum disk_cache c)
 {
@@ -241,8 +264,6 @@ static enum blk_cache disk_cache_mode(enum disk_cache c)
 static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_config *cfg = vm->cfg;
-	struct virtio_mmio_host host = { .vm_fd = vm->vm_fd, .loop = &vm->loop };
-	size_t used = 0;
 
 	if (!cfg->n_disks)
 		return 0;
@@ -252,10 +273,14 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 		return errmsg(-ENOMEM, err, errlen, "out of memory");
 	for (unsigned i = 0; i < cfg->n_disks; i++) {
 		const struct disk_config *d = &cfg->disks[i];
-		struct blk_open_opts opts = { .readonly = d->readonly, .cache = disk_cache_mode(d->cache) };
-		struct virtio_mmio *m = &vm->blk_mmio[i];
+		struct blk_open_opts opts = {
+			.readonly = d->readonly,
+			.cache = disk_cache_mode(d->cache),
+			.format = d->format == DISK_FORMAT_RAW ? BLK_FORMAT_RAW :
+				  d->format == DISK_FORMAT_QCOW2 ? BLK_FORMAT_QCOW2 : BLK_FORMAT_AUTO,
+		};
 		struct blk *backend;
-		char why[300];
+		char why[300], what[VMRUN_DISK_PATH_MAX + 16];
 		int r;
 
 		r = blk_open(d->path, &opts, &vm->loop, &backend, why, sizeof(why));
@@ -268,16 +293,42 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 			return errmsg(r, err, errlen, "--disk %s: %s", d->path, strerror(-r));
 		}
 		vm->n_blks = i + 1;
-		r = virtio_mmio_init(m, &vm->blks[i].dev, VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE,
-				     virtio_irqs[i], &host, why, sizeof(why));
+		snprintf(what, sizeof(what), "--disk %s", d->path);
+		r = vm_attach_mmio(vm, &vm->blk_mmio[i], &vm->blks[i].dev, i, what, err, errlen);
 		if (r)
-			return errmsg(r, err, errlen, "--disk %s: %s", d->path, why);
-		r = bus_register(&vm->mmio_bus, &m->region);
+			return r;
+	}
+	return 0;
+}
+
+/* Open every --net tap and build its virtio-net device, after the disks. */
+static int vm_build_nets(struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = vm->cfg;
+
+	if (!cfg->n_nics)
+		return 0;
+	vm->nets = calloc(cfg->n_nics, sizeof(*vm->nets));
+	vm->net_mmio = calloc(cfg->n_nics, sizeof(*vm->net_mmio));
+	if (!vm->nets || !vm->net_mmio)
+		return errmsg(-ENOMEM, err, errlen, "out of memory");
+	for (unsigned j = 0; j < cfg->n_nics; j++) {
+		const struct net_config *nc = &cfg->nics[j];
+		struct virtio_net_config_opts opts = { .tap = nc->tap, .mac_given = nc->mac_given,
+						       .index = j };
+		char what[48];
+		int r;
+
+		memcpy(opts.mac, nc->mac, sizeof(opts.mac));
+		r = virtio_net_init(&vm->nets[j], &vm->mem, &vm->loop, &opts, err, errlen);
 		if (r)
-			return errmsg(r, err, errlen, "--disk %s: cannot claim MMIO: %s", d->path,
-				      strerror(-r));
-		used += (size_t)snprintf(vm->device_cmdline + used, sizeof(vm->device_cmdline) - used,
-					 "%s%s", used ? " " : "", m->cmdline_arg);
+			return r;
+		vm->n_nets = j + 1;
+		snprintf(what, sizeof(what), "--net tap=%s", nc->tap);
+		r = vm_attach_mmio(vm, &vm->net_mmio[j], &vm->nets[j].dev, cfg->n_disks + j, what, err,
+				   errlen);
+		if (r)
+			return r;
 	}
 	return 0;
 }
@@ -357,6 +408,8 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	if (r)
 		return r;
 	r = vm_build_disks(vm, err, errlen);
+	if (!r)
+		r = vm_build_nets(vm, err, errlen);
 	if (r)
 		return r;
 	r = vm_load_kernel(vm, err, errlen);
@@ -705,6 +758,12 @@ void vm_destroy(struct vm *vm)
 	}
 	free(vm->blks);
 	free(vm->blk_mmio);
+	for (unsigned j = 0; j < vm->n_nets; j++) {
+		virtio_net_exit(&vm->nets[j]);
+		virtio_mmio_exit(&vm->net_mmio[j]);
+	}
+	free(vm->nets);
+	free(vm->net_mmio);
 	if (vm->control_active)
 		control_exit(&vm->control);
 	vm->control_active = false;

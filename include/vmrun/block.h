@@ -5,7 +5,10 @@
  * The raw backend (src/block/raw.c) serves regular files and block devices
  * through Linux AIO (libaio: io_submit with a real queue depth, completions
  * signalled on an eventfd the event loop watches), or through
- * preadv/pwritev where AIO cannot be set up.  qcow2 plugs in here next. */
+ * preadv/pwritev where AIO cannot be set up.  The qcow2 backend
+ * (src/block/qcow2.c) serves qcow2 v2/v3 images and their backing chains
+ * through the same calls, with synchronous file I/O for now (its done()
+ * callbacks still run later, from the loop). */
 #ifndef VMRUN_BLOCK_H
 #define VMRUN_BLOCK_H
 
@@ -30,10 +33,22 @@ enum blk_cache {
 	BLK_CACHE_UNSAFE,    /* page cache; FLUSH completes at once without syncing */
 };
 
+/* Image format.  AUTO probes: a file that starts with the qcow2 magic is
+ * qcow2, anything else raw.  A raw image whose format was probed refuses
+ * guest writes that would put the qcow2 magic into its first bytes, so a
+ * guest can never turn its raw disk into a qcow2 image (with a backing
+ * file of the guest's choosing) at the next start. */
+enum blk_format {
+	BLK_FORMAT_AUTO,
+	BLK_FORMAT_RAW,
+	BLK_FORMAT_QCOW2,
+};
+
 struct blk_open_opts {
 	bool readonly;
 	enum blk_cache cache;
 	bool no_aio; /* preadv/pwritev even where libaio works (tests, fallback) */
+	enum blk_format format;
 };
 
 /* One request.  The caller owns the memory and must keep it (and @iov and
@@ -56,17 +71,27 @@ struct blk_req {
 };
 
 /* Open @path (a regular file or a block device) and attach its completion
- * source to @loop.  *@out is the new backend.  Returns 0, or -errno with a
- * one-line reason naming the file in @err. */
+ * source to @loop.  *@out is the new backend.  @opts may be NULL (all
+ * defaults: writable, writeback, AIO, format AUTO).  Returns 0, or -errno
+ * with a one-line reason naming the file in @err.  qcow2 refusals include
+ * -ENOTSUP (unsupported features, named), -EUCLEAN (corrupt or dirty image
+ * opened writable), -ELOOP (backing chain loop, or deeper than 16), -EINVAL
+ * (a header or table that does not fit the file), -ENOENT (a missing
+ * backing file, named).  Backing files are always opened read-only. */
 int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
 	     struct blk **out, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* The format in use (never AUTO once open). */
+enum blk_format blk_format(const struct blk *b);
 
 /* Size of the image in bytes. */
 uint64_t blk_size(const struct blk *b);
 
 /* Smallest I/O unit the backend accepts at any offset (bytes; 512 unless
  * O_DIRECT on a device with larger sectors), and whether it was opened
- * read-only, can discard, and uses Linux AIO (else preadv/pwritev). */
+ * read-only, can discard, and uses Linux AIO (else preadv/pwritev).
+ * qcow2: 512; discard only on v3 images (whole clusters become zero
+ * clusters and are freed); never AIO. */
 unsigned blk_block_size(const struct blk *b);
 bool blk_readonly(const struct blk *b);
 bool blk_can_discard(const struct blk *b);

@@ -13,6 +13,7 @@
  * broadcast ID. */
 #define VMRUN_MAX_CPUS 254
 #define VMRUN_MAX_DISKS 8
+#define VMRUN_MAX_NICS 2
 #define VMRUN_CMDLINE_MAX 4096 /* including the terminating NUL */
 
 enum console_kind {
@@ -43,13 +44,29 @@ enum disk_cache {
 	DISK_CACHE_UNSAFE,    /* page cache; FLUSH is ignored */
 };
 
-/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID] */
+/* The image format (vmrun/block.h's enum blk_format). */
+enum disk_format {
+	DISK_FORMAT_AUTO, /* probed: qcow2 by its magic, else raw */
+	DISK_FORMAT_RAW,
+	DISK_FORMAT_QCOW2,
+};
+
+/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2] */
 struct disk_config {
 	const char *spec; /* as given on the command line (points into argv) */
 	char path[VMRUN_DISK_PATH_MAX];
 	bool readonly;
 	enum disk_cache cache;
+	enum disk_format format;
 	char serial[VMRUN_DISK_SERIAL_MAX + 1]; /* "" when not given */
+};
+
+/* --net tap=NAME[,mac=MAC] */
+struct net_config {
+	const char *spec;  /* as given (points into argv) */
+	char tap[16];      /* IFNAMSIZ */
+	uint8_t mac[6];
+	bool mac_given;
 };
 
 struct vm_config {
@@ -68,6 +85,8 @@ struct vm_config {
 	enum kernel_decompress initrd_decompress; /* gzip initrd: inflated by vmrun or the guest */
 	unsigned n_disks;
 	struct disk_config disks[VMRUN_MAX_DISKS];
+	unsigned n_nics;
+	struct net_config nics[VMRUN_MAX_NICS];
 };
 
 #endif

@@ -14,7 +14,7 @@ enum vmrun_exit_status {
 	VMRUN_EXIT_SETUP = 4,          /* could not start: KVM missing, bad kernel image, ... */
 	VMRUN_EXIT_RESET = 6,          /* guest asked for a reboot (i8042 0xfe, SYSTEM_EVENT reset) */
 	VMRUN_EXIT_TRIPLE_FAULT = 8,   /* KVM_EXIT_SHUTDOWN */
-	VMRUN_EXIT_HLT = 10,           /* KVM_EXIT_HLT (only without an in-kernel LAPIC) */
+	VMRUN_EXIT_HLT = 10,           /* every vCPU halted for good (halt watch), or KVM_EXIT_HLT */
 	VMRUN_EXIT_INTERNAL_ERROR = 12,/* KVM_EXIT_INTERNAL_ERROR, e.g. emulation failure */
 	VMRUN_EXIT_FAIL_ENTRY = 14,    /* KVM_EXIT_FAIL_ENTRY: hardware refused the vCPU state */
 	VMRUN_EXIT_GUEST_CRASH = 16,   /* KVM_SYSTEM_EVENT_CRASH (guest panic notifier) */

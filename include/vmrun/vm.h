@@ -16,6 +16,7 @@
 #include "vmrun/console.h"
 #include "vmrun/virtio_blk.h"
 #include "vmrun/virtio_mmio.h"
+#include "vmrun/virtio_net.h"
 #include "vmrun/control.h"
 #include "vmrun/devices.h"
 #include "vmrun/evloop.h"
@@ -61,7 +62,12 @@ struct vm {
 	struct virtio_blk *blks;
 	struct virtio_mmio *blk_mmio;
 	unsigned n_blks;
-	char device_cmdline[VMRUN_MAX_DISKS * 48]; /* virtio_mmio.device=... for the guest */
+	/* --net: virtio-net devices on virtio-mmio, after the disks. */
+	struct virtio_net *nets;
+	struct virtio_mmio *net_mmio;
+	unsigned n_nets;
+	/* virtio_mmio.device=... for the guest, one word per device */
+	char device_cmdline[(VMRUN_MAX_DISKS + VMRUN_MAX_NICS) * 48];
 	struct i8042 i8042;
 	struct debug_exit debug_exit;
 	struct rtc rtc;

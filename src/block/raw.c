@@ -1,21 +1,16 @@
 /* The raw block backend (include/vmrun/block.h): regular files and block
  * devices, byte for byte.
  *
- * The file has two halves:
- *  - the request plumbing every backend needs: validation, the list of
- *    completed requests whose done() has still to run, the eventfd that
- *    makes the event loop run them, and drain;
- *  - the raw engine: open and probe, Linux AIO (a fixed table of iocb
- *    slots, a FIFO of requests waiting for a slot, reaping), and the
- *    synchronous preadv/pwritev/fallocate/fdatasync paths.
- * qcow2 will keep the first half and issue its file I/O through the
- * second; the split into blk.c and raw.c is due when it arrives.
+ * The request plumbing every backend shares (validation, the completed
+ * FIFO, the eventfd, drain) lives in blk.c; this file is the raw engine:
+ * open and probe, Linux AIO (a fixed table of iocb slots, a FIFO of
+ * requests waiting for a slot, reaping), and the synchronous
+ * preadv/pwritev/fallocate/fdatasync paths.
  *
- * Completion: done() never runs inside blk_submit().  A request that
- * completes synchronously (the preadv/pwritev fallback, DISCARD,
- * WRITE_ZEROES, a refused io_submit...) goes on b->done and the eventfd is
- * signalled; AIO completions signal the same eventfd from the kernel
- * (IOCB_FLAG_RESFD).  One handler, on_eventfd(), reaps both.
+ * Completion: a request that completes synchronously (the preadv/pwritev
+ * fallback, DISCARD, WRITE_ZEROES, a refused io_submit...) goes through
+ * blk_req_complete(); AIO completions signal the shared eventfd from the
+ * kernel (IOCB_FLAG_RESFD) and are reaped by raw_poll().
  *
  * Threads: none of our own.  Every function runs on the event loop thread
  * (or on any one thread while the loop is not running); nothing is locked.
@@ -23,7 +18,7 @@
  * O_DIRECT (cache=none): the offset, the length and every iov segment
  * (address and length) must be aligned; a request whose memory is not goes
  * through an aligned bounce buffer, so the caller never has to care. */
-#include "vmrun/block.h"
+#include "blk_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,15 +28,12 @@
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "vmrun/evloop.h"
 #include "vmrun/log.h"
 
 #define RAW_SECTOR 512u
@@ -52,11 +44,6 @@
 #define RAW_SUBMIT_BATCH 32
 /* Write-zeroes fallback: zeroes written per pwrite. */
 #define RAW_ZERO_CHUNK (1u << 20)
-
-struct req_fifo {
-	struct blk_req *head;
-	struct blk_req **tail;
-};
 
 /* One READ or WRITE in progress, for the AIO and the synchronous paths
  * alike: where the data goes, and how much has moved. */
@@ -79,103 +66,8 @@ struct raw_slot {
 	struct raw_slot *next;
 };
 
-struct blk {
-	/* --- every backend --- */
-	char *path;
-	struct evloop *loop;   /* NULL: completions run only in blk_drain() */
-	struct ev_source src;  /* watches efd */
-	int efd;               /* eventfd: AIO completions and b->done */
-	uint64_t size;
-	unsigned block_size;   /* offsets and lengths are multiples of it */
-	unsigned mem_align;    /* O_DIRECT buffer alignment */
-	bool readonly;
-	unsigned inflight;     /* accepted, done() not run yet */
-	unsigned dispatching;  /* >0: a caller up the stack runs b->done to empty */
-	struct req_fifo done;  /* completed, result in req->result */
-
-	/* --- raw --- */
-	int fd;
-	bool is_bdev;
-	bool direct;           /* opened O_DIRECT */
-	bool unsafe;           /* cache=unsafe: FLUSH is a no-op */
-	bool discard_ok;       /* hole punching / BLKDISCARD not refused yet */
-	bool zero_ok;          /* FALLOC_FL_ZERO_RANGE / BLKZEROOUT not refused yet */
-
-	/* --- raw, Linux AIO --- */
-	bool aio;
-	bool aio_fsync;        /* the kernel accepts IOCB_CMD_FDSYNC */
-	io_context_t ctx;
-	struct raw_slot *slots;
-	struct raw_slot *free_slots;
-	struct raw_slot *ready_head, **ready_tail;
-	unsigned kernel_inflight;
-	struct req_fifo wait;  /* accepted, waiting for a free slot */
-};
-
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
-
-static void fifo_init(struct req_fifo *f)
-{
-	f->head = NULL;
-	f->tail = &f->head;
-}
-
-static void fifo_push(struct req_fifo *f, struct blk_req *req)
-{
-	req->next = NULL;
-	*f->tail = req;
-	f->tail = &req->next;
-}
-
-static struct blk_req *fifo_pop(struct req_fifo *f)
-{
-	struct blk_req *req = f->head;
-
-	if (req) {
-		f->head = req->next;
-		if (!f->head)
-			f->tail = &f->head;
-		req->next = NULL;
-	}
-	return req;
-}
-
-/* Sum of @cnt segments into *@total; false when it overflows 64 bits. */
-static bool iov_total(const struct iovec *iov, unsigned cnt, uint64_t *total)
-{
-	uint64_t sum = 0;
-
-	for (unsigned i = 0; i < cnt; i++) {
-		if (iov[i].iov_len > UINT64_MAX - sum)
-			return false;
-		sum += iov[i].iov_len;
-	}
-	*total = sum;
-	return true;
-}
-
-static void iov_to_buf(const struct iovec *iov, unsigned cnt, void *buf)
-{
-	char *p = buf;
-
-	for (unsigned i = 0; i < cnt; i++) {
-		if (iov[i].iov_len)
-			memcpy(p, iov[i].iov_base, iov[i].iov_len);
-		p += iov[i].iov_len;
-	}
-}
-
-static void iov_from_buf(const struct iovec *iov, unsigned cnt, const void *buf)
-{
-	const char *p = buf;
-
-	for (unsigned i = 0; i < cnt; i++) {
-		if (iov[i].iov_len)
-			memcpy(iov[i].iov_base, p, iov[i].iov_len);
-		p += iov[i].iov_len;
-	}
-}
 
 /* Zero bytes [@from, @to) of the buffer that @iov describes. */
 static void iov_zero(const struct iovec *iov, unsigned cnt, uint64_t from, uint64_t to)
@@ -234,44 +126,6 @@ static struct iovec *iov_tail(const struct iovec *iov, unsigned cnt, uint64_t sk
 }
 
 /* ------------------------------------------------------------------ */
-/* Completion plumbing (every backend)                                 */
-
-static void blk_signal(struct blk *b)
-{
-	uint64_t one = 1;
-
-	/* EAGAIN means the counter is already huge, i.e. signalled. */
-	if (write(b->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_warn("%s: eventfd write: %s", b->path, strerror(errno));
-}
-
-/* @req is finished with @result: queue its done() for the loop.  The
- * eventfd is signalled only when nobody up the stack is about to empty
- * b->done anyway (on_eventfd(), blk_drain()). */
-static void req_complete(struct blk *b, struct blk_req *req, int result)
-{
-	bool was_empty = !b->done.head;
-
-	req->result = result;
-	fifo_push(&b->done, req);
-	if (was_empty && !b->dispatching)
-		blk_signal(b);
-}
-
-/* Run done() for every completed request, including those that the
- * callbacks themselves complete.  Pops one at a time so that a callback
- * may submit, or drain, re-entrantly. */
-static void run_done(struct blk *b)
-{
-	struct blk_req *req;
-
-	while ((req = fifo_pop(&b->done))) {
-		b->inflight--;
-		req->done(req, req->result); /* may free or reuse @req */
-	}
-}
-
-/* ------------------------------------------------------------------ */
 /* Raw: synchronous operations                                         */
 
 static ssize_t raw_rw_once(struct blk *b, bool write, const struct iovec *iov, unsigned cnt,
@@ -298,7 +152,7 @@ static int xfer_start(struct blk *b, struct raw_xfer *x, struct blk_req *req)
 		if (posix_memalign(&x->bounce, b->mem_align, req->len ? req->len : b->mem_align))
 			return -ENOMEM;
 		if (req->op == BLK_WRITE)
-			iov_to_buf(req->iov, req->iovcnt, x->bounce);
+			blk_iov_to_buf(req->iov, req->iovcnt, x->bounce);
 		x->one.iov_base = x->bounce;
 		x->one.iov_len = req->len;
 		x->iov = &x->one;
@@ -357,7 +211,7 @@ static int xfer_advance(struct blk *b, struct raw_xfer *x, int64_t res)
 static void xfer_end(struct raw_xfer *x, int result)
 {
 	if (x->bounce && result == 0 && x->req->op == BLK_READ)
-		iov_from_buf(x->req->iov, x->req->iovcnt, x->bounce);
+		blk_iov_from_buf(x->req->iov, x->req->iovcnt, x->bounce);
 	free(x->bounce);
 	free(x->rest);
 	x->bounce = NULL;
@@ -549,7 +403,7 @@ static void slot_finish(struct blk *b, struct raw_slot *s, int result)
 	s->x.req = NULL;
 	s->next = b->free_slots;
 	b->free_slots = s;
-	req_complete(b, req, result);
+	blk_req_complete(b, req, result);
 }
 
 /* The slot at the head of b->ready, which io_submit refused, done here
@@ -574,7 +428,7 @@ static void aio_kick(struct blk *b)
 {
 	struct blk_req *req;
 
-	while (b->free_slots && (req = fifo_pop(&b->wait))) {
+	while (b->free_slots && (req = blk_fifo_pop(&b->wait))) {
 		struct raw_slot *s = b->free_slots;
 		int r = 0;
 
@@ -673,22 +527,6 @@ static void aio_reap(struct blk *b, bool wait)
 	aio_kick(b);
 }
 
-/* The event loop's handler for b->efd. */
-static void on_eventfd(struct ev_source *src, uint32_t events)
-{
-	struct blk *b = src->opaque;
-	uint64_t count;
-
-	/* Reset the counter first: a completion after this re-arms it. */
-	if (read(b->efd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-		log_warn("%s: eventfd read: %s", b->path, strerror(errno));
-	b->dispatching++;
-	if (b->aio)
-		aio_reap(b, false);
-	run_done(b);
-	b->dispatching--;
-}
-
 /* ------------------------------------------------------------------ */
 /* Open, probe, close                                                  */
 
@@ -697,12 +535,8 @@ static void raw_destroy(struct blk *b)
 	if (b->aio)
 		io_destroy(b->ctx);
 	free(b->slots);
-	if (b->efd >= 0)
-		close(b->efd);
-	if (b->fd >= 0)
-		close(b->fd); /* also drops the flock */
-	free(b->path);
-	free(b);
+	b->slots = NULL;
+	b->aio = false;
 }
 
 /* Open @path, falling back from O_DIRECT to the page cache where the
@@ -827,195 +661,65 @@ static bool raw_setup_aio(struct blk *b)
 	return true;
 }
 
-int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
-	     struct blk **out, char *err, size_t errlen)
+static void raw_submit(struct blk *b, struct blk_req *req)
 {
-	static const struct blk_open_opts defaults;
-	struct blk *b;
-	int r;
-
-	*out = NULL;
-	if (!opts)
-		opts = &defaults;
-	b = calloc(1, sizeof(*b));
-	if (!b)
-		return errmsg(-ENOMEM, err, errlen, "%s: out of memory", path);
-	b->fd = -1;
-	b->efd = -1;
-	b->loop = loop;
-	b->readonly = opts->readonly;
-	b->unsafe = opts->cache == BLK_CACHE_UNSAFE;
-	fifo_init(&b->done);
-	fifo_init(&b->wait);
-	b->ready_tail = &b->ready_head;
-	b->path = strdup(path);
-	if (!b->path) {
-		r = errmsg(-ENOMEM, err, errlen, "%s: out of memory", path);
-		goto fail;
-	}
-
-	r = raw_open_fd(b, path, opts, err, errlen);
-	if (r)
-		goto fail;
-	r = raw_probe(b, err, errlen);
-	if (r)
-		goto fail;
-	r = raw_lock(b, err, errlen);
-	if (r)
-		goto fail;
-	b->discard_ok = !b->readonly;
-	b->zero_ok = !b->readonly;
-
-	b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (b->efd < 0) {
-		r = errmsg(-errno, err, errlen, "%s: eventfd: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (!opts->no_aio)
-		b->aio = raw_setup_aio(b);
-
-	if (loop) {
-		b->src.fd = b->efd;
-		b->src.handler = on_eventfd;
-		b->src.opaque = b;
-		r = evloop_add(loop, &b->src, EPOLLIN);
-		if (r) {
-			errmsg(r, err, errlen, "%s: cannot watch completions: %s", path,
-			       strerror(-r));
-			goto fail;
-		}
-	}
-	*out = b;
-	return 0;
-fail:
-	raw_destroy(b);
-	return r;
-}
-
-/* ------------------------------------------------------------------ */
-/* The interface                                                       */
-
-uint64_t blk_size(const struct blk *b)
-{
-	return b->size;
-}
-
-unsigned blk_block_size(const struct blk *b)
-{
-	return b->block_size;
-}
-
-bool blk_readonly(const struct blk *b)
-{
-	return b->readonly;
-}
-
-bool blk_can_discard(const struct blk *b)
-{
-	return !b->readonly && b->discard_ok;
-}
-
-bool blk_uses_aio(const struct blk *b)
-{
-	return b->aio;
-}
-
-unsigned blk_inflight(const struct blk *b)
-{
-	return b->inflight;
-}
-
-/* The refusals blk_submit() promises: 0 or -errno. */
-static int blk_check(const struct blk *b, const struct blk_req *req)
-{
-	uint64_t total;
-
-	if (!req->done)
-		return -EINVAL;
-	switch (req->op) {
-	case BLK_FLUSH:
-		return 0; /* offset and len mean nothing */
-	case BLK_READ:
-		break;
-	case BLK_WRITE:
-	case BLK_DISCARD:
-	case BLK_WRITE_ZEROES:
-		if (b->readonly)
-			return -EROFS;
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (req->offset % b->block_size || req->len % b->block_size)
-		return -EINVAL;
-	if (req->offset > b->size || req->len > b->size - req->offset)
-		return -EINVAL;
-	if (req->op == BLK_READ || req->op == BLK_WRITE) {
-		if (req->iovcnt && !req->iov)
-			return -EINVAL;
-		if (!iov_total(req->iov, req->iovcnt, &total) || total != req->len)
-			return -EINVAL;
-	}
-	return 0;
-}
-
-int blk_submit(struct blk *b, struct blk_req *req)
-{
-	int r = blk_check(b, req);
-
-	if (r)
-		return r;
-	req->next = NULL;
-	req->result = 0;
-	b->inflight++;
-	if ((req->op != BLK_FLUSH && req->len == 0) || (req->op == BLK_FLUSH && b->unsafe)) {
-		req_complete(b, req, 0);
-		return 0;
-	}
 	if (b->aio && (req->op == BLK_READ || req->op == BLK_WRITE ||
 		       (req->op == BLK_FLUSH && b->aio_fsync))) {
-		fifo_push(&b->wait, req);
+		blk_fifo_push(&b->wait, req);
 		aio_kick(b);
-		return 0;
+		return;
 	}
 	/* A FLUSH here follows every write whose done() has run: each of
 	 * those finished in the kernel before this fdatasync started. */
-	req_complete(b, req, raw_do_sync(b, req));
-	return 0;
+	blk_req_complete(b, req, raw_do_sync(b, req));
 }
 
-void blk_drain(struct blk *b)
+/* Reap AIO completions onto b->done; with @wait (drain), block for one.
+ * True while requests are still held here. */
+static bool raw_poll(struct blk *b, bool wait)
 {
-	uint64_t count;
-
-	b->dispatching++;
-	for (;;) {
-		run_done(b);
-		if (!b->inflight)
-			break;
-		if (b->aio && b->kernel_inflight) {
-			aio_reap(b, true);
-		} else if (b->aio && (b->ready_head || b->wait.head)) {
-			aio_kick(b);
-		} else if (!b->done.head) {
-			/* Counted but nowhere: a bug, not worth a hang. */
-			log_warn("%s: drain: %u requests lost", b->path, b->inflight);
-			break;
-		}
+	if (!b->aio)
+		return false;
+	if (!wait) {
+		aio_reap(b, false);
+		return b->kernel_inflight || b->ready_head || b->wait.head;
 	}
-	b->dispatching--;
-	/* Everything is reaped: a pending signal would only wake the loop
-	 * for nothing. */
-	if (!b->dispatching && read(b->efd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-		log_warn("%s: eventfd read: %s", b->path, strerror(errno));
+	if (b->kernel_inflight) {
+		aio_reap(b, true);
+		return true;
+	}
+	if (b->ready_head || b->wait.head) {
+		aio_kick(b);
+		return true;
+	}
+	return false;
 }
 
-void blk_close(struct blk *b)
+static const struct blk_ops raw_ops = {
+	.name = "raw",
+	.submit = raw_submit,
+	.poll = raw_poll,
+	.destroy = raw_destroy,
+};
+
+int raw_open(struct blk *b, const char *path, const struct blk_open_opts *opts, char *err,
+	     size_t errlen)
 {
-	if (!b)
-		return;
-	blk_drain(b);
-	if (b->loop)
-		evloop_remove(b->loop, &b->src);
-	raw_destroy(b);
+	int r;
+
+	b->ops = &raw_ops;
+	r = raw_open_fd(b, path, opts, err, errlen);
+	if (r)
+		return r;
+	r = raw_probe(b, err, errlen);
+	if (r)
+		return r;
+	r = raw_lock(b, err, errlen);
+	if (r)
+		return r;
+	b->discard_ok = !b->readonly;
+	b->zero_ok = !b->readonly;
+	if (!opts->no_aio)
+		b->aio = raw_setup_aio(b);
+	return 0;
 }

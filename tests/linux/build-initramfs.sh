@@ -32,8 +32,8 @@ gen_init_cpio=$1
 [ -x "$gen_init_cpio" ] || die "$gen_init_cpio: not an executable (build-kernel.sh prints its path)"
 
 # The applets /init runs, as links to /bin/busybox (umount and sync only
-# in its vmrun.test=blk mode).
-applets="sh mount reboot poweroff umount sync"
+# in its vmrun.test=blk mode, ip, ping, nc and md5sum in vmrun.test=net).
+applets="sh mount reboot poweroff umount sync ip ping nc md5sum"
 
 policy=$(apt-cache policy busybox-static 2>/dev/null || true)
 if ! grep -q '^  Candidate: [^(]' <<<"$policy"; then

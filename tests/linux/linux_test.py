@@ -7,7 +7,7 @@ usage:
       their paths to FILE as KEY=VALUE lines
   linux_test.py boot --vmrun PATH --state FILE --kernel bzimage|vmlinux
                      --cpus N [--end poweroff|reboot] [--boot linux64|pvh]
-                     [--initrd-gzip] [--disk-test]
+                     [--initrd-gzip] [--disk-test] [--net-test]
       boot once; pass when /init printed its marker, saw N processors and the
       expected command line, and the run ended the way asked for.
       --initrd-gzip hands vmrun the initramfs gzip-compressed (vmrun inflates
@@ -15,25 +15,40 @@ usage:
       --disk-test adds a virtio-blk disk (vmrun --disk) that the guest
       kernel's own driver reads and writes: see disk_make() and the
       vmrun.test=blk mode of tests/linux/init.
+      --net-test (root only, else skipped) runs vmrun in a fresh network
+      namespace with --net tap=... on a tap at 10.0.2.1/24 there; the
+      guest kernel's virtio-net driver takes 10.0.2.2/24 and pings the host
+      while the host pings the guest (raw ICMP from this script), then the
+      host tells the guest over TCP that it is done: see run_net() and the
+      vmrun.test=net mode of tests/linux/init.
+  linux_test.py net-host --guest IP --count N --token T
+      (run by --net-test inside the namespace) ping IP N times, send a line
+      T and 256 KiB of data to IP's TCP port 5555, and check that the guest
+      sends it all back to our port 5556.
 
 What is asserted comes from outside vmrun: the marker and the lines after it
 are printed by the guest's /init (tests/linux/init), the processor count by
 the guest kernel's /proc/cpuinfo, and whether the nested-host kernel
 arguments must be there from this host's /proc/cpuinfo; the disk is made
 and checked by sfdisk and e2fsprogs (mkfs.ext4, debugfs, dumpe2fs, e2fsck).
-Exit 0 pass, 1 fail, 77 (ctest's skip code) only where /dev/kvm is missing,
-saying so.
+Exit 0 pass, 1 fail, 77 (ctest's skip code) only where /dev/kvm is missing
+(or, for --net-test, where this is not root or has no `ip`), saying so.
 """
 import argparse
 import gzip
+import hashlib
 import json
 import os
+import random
 import re
 import secrets
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,6 +67,13 @@ DISK_BYTES = 16 << 20
 PART_START_SECTOR = 2048
 # Debian packages of the host tools --disk-test runs; prepare installs them.
 DISK_PACKAGES = ("e2fsprogs", "fdisk")
+# --net-test: the host's end and the guest's address (tests/linux/init).
+NET_HOST_IP = "10.0.2.1"
+NET_GUEST_IP = "10.0.2.2"
+NET_PINGS = 20
+NET_PORT = 5555
+NET_BACK_PORT = 5556  # the guest sends the data back here
+NET_BULK_BYTES = 256 << 10
 
 
 class HostToolError(Exception):
@@ -145,6 +167,143 @@ def disk_check(tmp, disk, start, size, head, token):
     return failures
 
 
+def icmp_checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+
+
+def net_host(a):
+    """The host's side of --net-test, run inside the test's namespace:
+    count ICMP echo replies from the guest to a.count requests (one at a
+    time, 5 s each), then send a.token to the guest's TCP port, retrying
+    while the guest's nc is not listening yet."""
+    ident = os.getpid() & 0xffff
+    received = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sk:
+        for seq in range(a.count):
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"vmrun-net-test" * 4
+            pkt = body[:2] + struct.pack("!H", icmp_checksum(body)) + body[4:]
+            sk.sendto(pkt, (a.guest, 0))
+            deadline = time.monotonic() + 5
+            while (left := deadline - time.monotonic()) > 0:
+                sk.settimeout(left)
+                try:
+                    data, addr = sk.recvfrom(2048)
+                except socket.timeout:
+                    break
+                icmp = data[(data[0] & 15) * 4:]
+                if (addr[0] == a.guest and len(icmp) >= 8 and icmp[0] == 0 and
+                        struct.unpack("!HH", icmp[4:8]) == (ident, seq) and
+                        icmp[8:] == body[8:]):
+                    received += 1
+                    break
+    print(f"host: ping: {a.count} transmitted, {received} received", flush=True)
+    data = f"{a.token}\n".encode() + random.Random(a.token).randbytes(NET_BULK_BYTES)
+    print(f"host: md5 {hashlib.md5(data).hexdigest()}", flush=True)
+    back = socket.create_server((NET_HOST_IP, NET_BACK_PORT))
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with socket.create_connection((a.guest, NET_PORT), timeout=5) as c:
+                c.settimeout(300)
+                c.sendall(data)
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                print(f"host: error: the guest's port {NET_PORT}: {e}", flush=True)
+                return 1
+            time.sleep(0.2)  # its nc is not listening yet: try again
+    print("host: sent", flush=True)
+    back.settimeout(300)
+    try:
+        c, _ = back.accept()
+        with c:
+            c.settimeout(300)
+            got = bytearray()
+            while len(got) < len(data):
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+    except OSError as e:
+        print(f"host: error: receiving the data back: {e}", flush=True)
+        return 1
+    if got != data:
+        print(f"host: error: got {len(got)} bytes back, not the {len(data)} sent", flush=True)
+        return 1
+    print(f"host: got back {len(got)} bytes intact", flush=True)
+    return 0
+
+
+def ip_cmd(*args):
+    p = subprocess.run(["ip"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
+    if p.returncode != 0:
+        raise HostToolError(f"ip {' '.join(args)}: status {p.returncode}: {p.stdout.strip()}")
+
+
+def run_net(args, token):
+    """Run vmrun (args) with --net in a new network namespace holding a tap
+    at NET_HOST_IP/24; once the guest listens, run net_host() in the
+    namespace.  Return (status, console, stderr, host output); the
+    namespace and its tap are removed whatever happens."""
+    ns = f"vmrun-net-{os.getpid()}"
+    tap = "vmrtap0"
+    host_out = ""
+    ip_cmd("netns", "add", ns)
+    try:
+        ip_cmd("-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+        ip_cmd("-n", ns, "addr", "add", f"{NET_HOST_IP}/24", "dev", tap)
+        ip_cmd("-n", ns, "link", "set", tap, "up")
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + args + ["--net", f"tap={tap}"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        lines, listening, heard = [], threading.Event(), []
+        errbuf = []
+
+        def read_console():
+            for raw in p.stdout:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                if line.startswith("net: listening"):
+                    heard.append(True)
+                    listening.set()
+            listening.set()  # the guest ended: stop waiting
+
+        def read_err():
+            errbuf.append(p.stderr.read().decode(errors="replace"))
+
+        readers = [threading.Thread(target=read_console), threading.Thread(target=read_err)]
+        for t in readers:
+            t.start()
+        try:
+            listening.wait(BOOT_TIMEOUT_S)
+            if heard:
+                h = subprocess.run(["ip", "netns", "exec", ns, sys.executable,
+                                    os.path.abspath(__file__), "net-host", "--guest",
+                                    NET_GUEST_IP, "--count", str(NET_PINGS), "--token", token],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   timeout=300)
+                host_out = h.stdout
+            p.wait(timeout=BOOT_TIMEOUT_S + 60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for t in readers:
+                t.join()
+        return p.returncode, "".join(lines), "".join(errbuf), host_out
+    finally:
+        subprocess.run(["ip", "-n", ns, "link", "del", tap], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+
 def host_lacks_hw_virt():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -198,6 +357,12 @@ def boot(a):
     if not os.path.exists("/dev/kvm"):
         print("SKIP: /dev/kvm is missing on this machine: Linux boot tests need KVM")
         return SKIP
+    if a.net_test and os.geteuid() != 0:
+        print("SKIP: --net-test needs root (CAP_NET_ADMIN) for its network namespace and tap")
+        return SKIP
+    if a.net_test and shutil.which("ip") is None:
+        print("SKIP: --net-test needs iproute2's `ip` (apt-get install iproute2)")
+        return SKIP
     with tempfile.TemporaryDirectory(prefix="vmrun-linux-") as tmp:
         return boot_in(a, tmp)
 
@@ -220,19 +385,32 @@ def boot_in(a, tmp):
             head = f.read(part_start)
         cmdline += f" vmrun.test=blk vmrun.blk_token={token}"
         disk_args = ["--disk", disk]
+    if a.net_test:
+        net_token = "done-" + secrets.token_hex(8)
+        cmdline += " vmrun.test=net"
     initrd = state["VMRUN_LINUX_INITRAMFS_GZ" if a.initrd_gzip else "VMRUN_LINUX_INITRAMFS"]
     args = [a.vmrun, "--kernel", kernel, "--initrd", initrd, "--boot", a.boot,
             "--cpus", str(a.cpus), "--mem", "128M", "--cmdline", cmdline,
             "--timeout", str(BOOT_TIMEOUT_S)] + disk_args
     start = time.monotonic()
-    p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=BOOT_TIMEOUT_S + 60)
+    host_out = ""
+    if a.net_test:
+        try:
+            status, out, err, host_out = run_net(args, net_token)
+        except HostToolError as e:
+            print(f"FAIL: setting up the network namespace: {e}")
+            return 1
+    else:
+        p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=BOOT_TIMEOUT_S + 60)
+        status = p.returncode
+        out = p.stdout.decode(errors="replace")
+        err = p.stderr.decode(errors="replace")
     took = time.monotonic() - start
-    out = p.stdout.decode(errors="replace")
-    err = p.stderr.decode(errors="replace")
-    ctx = (f"\n--- command: {' '.join(args)}\n--- status {p.returncode} after {took:.1f} s"
+    ctx = (f"\n--- command: {' '.join(args)}\n--- status {status} after {took:.1f} s"
            f"\n--- stderr:\n{err}\n--- console (last 40 lines):\n"
-           + "\n".join(out.splitlines()[-40:]))
+           + "\n".join(out.splitlines()[-40:])
+           + (f"\n--- host side:\n{host_out}" if a.net_test else ""))
     failures = []
     if MARKER not in out:
         failures.append(f"no {MARKER} on the console: /init never ran")
@@ -265,16 +443,44 @@ def boot_in(a, tmp):
         if not re.search(r"^blk: wrote\r?$", out, re.M):
             failures.append("no 'blk: wrote' line from the guest")
         failures += disk_check(tmp, disk, part_start, part_size, head, token)
-    if p.returncode != STATUS[a.end]:
-        failures.append(f"exit status {p.returncode}, wanted {STATUS[a.end]} ({a.end})")
+    net_summary = ""
+    if a.net_test:
+        for m in re.finditer(r"^net: error: .*?\r?$", out, re.M):
+            failures.append(f"guest: {m.group(0).rstrip()}")
+        m = re.search(r"^net: ping: (\d+) packets transmitted, (\d+) packets received", out, re.M)
+        if not m or int(m.group(1)) != NET_PINGS or int(m.group(2)) != NET_PINGS:
+            failures.append(f"guest ping of the host: {m.group(0) if m else 'no net: ping line'}"
+                            f", wanted {NET_PINGS} of {NET_PINGS}")
+        h = re.search(r"^host: ping: (\d+) transmitted, (\d+) received", host_out, re.M)
+        if not h or int(h.group(2)) != NET_PINGS:
+            failures.append(f"host ping of the guest: {h.group(0) if h else 'did not run'}, "
+                            f"wanted {NET_PINGS} of {NET_PINGS}")
+        g = re.search(r"^net: host says (.*?)\r?$", out, re.M)
+        if not g or g.group(1) != net_token:
+            failures.append(f"the guest heard {g.group(1) if g else None!r} from the host, "
+                            f"wanted {net_token!r}")
+        hm = re.search(r"^host: md5 (\w+)", host_out, re.M)
+        gm = re.search(r"^net: md5 (\w+)", out, re.M)
+        if not hm or not gm or hm.group(1) != gm.group(1):
+            failures.append(f"the guest received data with md5 {gm.group(1) if gm else None}, "
+                            f"the host sent {hm.group(1) if hm else None}")
+        if not re.search(r"^host: got back \d+ bytes intact", host_out, re.M):
+            failures.append("the host did not get the data back intact from the guest")
+        net_summary = (f", virtio-net: {NET_PINGS} pings each way, "
+                       f"{NET_BULK_BYTES >> 10} KiB over TCP each way")
+    if status != STATUS[a.end]:
+        failures.append(f"exit status {status}, wanted {STATUS[a.end]} ({a.end})")
     if failures:
         print("FAIL: " + "; ".join(failures) + ctx)
         return 1
     init_at = next((line for line in out.splitlines() if "Run /init" in line), "")
     print(f"PASS: {a.kernel} ({a.boot} entry), {a.cpus} vCPU(s), {a.end}"
           f"{', gzip initramfs' if a.initrd_gzip else ''}"
-          f"{', virtio-blk ext4 read/write' if a.disk_test else ''}: {took:.1f} s wall"
-          f" ({init_at.strip()})")
+          f"{', virtio-blk ext4 read/write' if a.disk_test else ''}{net_summary}: "
+          f"{took:.1f} s wall ({init_at.strip()})"
+          # virtio-net's counters, which vmrun prints with VMRUN_DEBUG set
+          + "".join(f"\n  {line}" for line in err.splitlines() 
+                   if "virtio-net" in line and "debug" in line))
     return 0
 
 
@@ -292,7 +498,14 @@ def main():
     bp.add_argument("--boot", choices=("linux64", "pvh"), default="linux64")
     bp.add_argument("--initrd-gzip", action="store_true")
     bp.add_argument("--disk-test", action="store_true")
+    bp.add_argument("--net-test", action="store_true")
+    hp = sub.add_parser("net-host")
+    hp.add_argument("--guest", required=True)
+    hp.add_argument("--count", type=int, required=True)
+    hp.add_argument("--token", required=True)
     a = ap.parse_args()
+    if a.cmd == "net-host":
+        return net_host(a)
     return prepare(a) if a.cmd == "prepare" else boot(a)
 
 

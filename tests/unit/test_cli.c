@@ -358,6 +358,12 @@ static void test_disk(void **state)
 	assert_false(cfg.disks[1].readonly);
 	assert_int_equal(cfg.disks[1].cache, DISK_CACHE_UNSAFE);
 	assert_int_equal(cfg.disks[2].cache, DISK_CACHE_WRITEBACK);
+	assert_int_equal(cfg.disks[2].format, DISK_FORMAT_AUTO);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--disk", "a,format=raw", "--disk",
+			       "b,format=qcow2,readonly"), CLI_OK);
+	assert_int_equal(cfg.disks[0].format, DISK_FORMAT_RAW);
+	assert_int_equal(cfg.disks[1].format, DISK_FORMAT_QCOW2);
+	assert_true(cfg.disks[1].readonly);
 	/* A 20-byte serial fits exactly (virtio-blk GET_ID). */
 	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--disk", "d,serial=12345678901234567890"),
 			 CLI_OK);
@@ -368,12 +374,39 @@ static void test_disk(void **state)
 	REJECT("unknown option 'ro'", "--kernel", "k", "--disk", "a.img,ro");
 	REJECT("unknown option 'cache=directsync'", "--kernel", "k", "--disk", "a,cache=directsync");
 	REJECT("unknown option ''", "--kernel", "k", "--disk", "a,");
+	REJECT("unknown option 'format=vmdk'", "--kernel", "k", "--disk", "a,format=vmdk");
 	REJECT("serial longer than 20", "--kernel", "k", "--disk", "d,serial=123456789012345678901");
 	REJECT("at most 8 disks", "--kernel", "k", "--disk", "1", "--disk", "2", "--disk", "3",
 	       "--disk", "4", "--disk", "5", "--disk", "6", "--disk", "7", "--disk", "8", "--disk", "9");
 	memset(long_path, 'p', sizeof(long_path) - 1);
 	long_path[sizeof(long_path) - 1] = '\0';
 	REJECT("path longer than", "--kernel", "k", "--disk", long_path);
+}
+
+static void test_net(void **state)
+{
+	struct vm_config cfg;
+	static const uint8_t mac[6] = { 0x02, 0xab, 0x00, 0x10, 0xfe, 0x7f };
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net", "tap=vm0"), CLI_OK);
+	assert_int_equal(cfg.n_nics, 1);
+	assert_string_equal(cfg.nics[0].tap, "vm0");
+	assert_false(cfg.nics[0].mac_given);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net=mac=02:ab:00:10:fe:7f,tap=t1", "--net",
+			       "tap=123456789012345"), CLI_OK);
+	assert_int_equal(cfg.n_nics, 2);
+	assert_string_equal(cfg.nics[0].tap, "t1");
+	assert_true(cfg.nics[0].mac_given);
+	assert_memory_equal(cfg.nics[0].mac, mac, 6);
+	assert_string_equal(cfg.nics[1].tap, "123456789012345");
+	REJECT("tap=NAME is required", "--kernel", "k", "--net", "mac=02:00:00:00:00:01");
+	REJECT("tap name longer than 15", "--kernel", "k", "--net", "tap=1234567890123456");
+	REJECT("bad mac", "--kernel", "k", "--net", "tap=a,mac=02:00:00:00:00");
+	REJECT("bad mac", "--kernel", "k", "--net", "tap=a,mac=02:00:00:00:00:zz");
+	REJECT("multicast", "--kernel", "k", "--net", "tap=a,mac=01:00:5e:00:00:01");
+	REJECT("unknown option 'vhost=on'", "--kernel", "k", "--net", "tap=a,vhost=on");
+	REJECT("at most 2 interfaces", "--kernel", "k", "--net", "tap=a", "--net", "tap=b", "--net",
+	       "tap=c");
 }
 
 static void test_unknown_option(void **state)
@@ -450,6 +483,7 @@ int main(void)
 		cmocka_unit_test(test_initrd_decompress),
 		cmocka_unit_test(test_no_nested_workarounds),
 		cmocka_unit_test(test_disk),
+		cmocka_unit_test(test_net),
 		cmocka_unit_test(test_unknown_option),
 		cmocka_unit_test(test_missing_value_at_end),
 		cmocka_unit_test(test_kernel_required),

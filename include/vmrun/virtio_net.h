@@ -1,0 +1,79 @@
+/* virtio-net device model over a tap interface (virtio 1.2, section 5.1),
+ * src/virtio/net.c with the tap backend in src/net/tap.c.
+ *
+ * RX and TX queues on the virtio core; frames move between the guest's
+ * buffers and the tap on the event loop thread, with backpressure both
+ * ways (no RX buffers: stop reading the tap; tap full: wait for it to be
+ * writable).  The device knows nothing of its transport (vmrun/virtio.h). */
+#ifndef VMRUN_VIRTIO_NET_H
+#define VMRUN_VIRTIO_NET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmrun/evloop.h"
+#include "vmrun/virtio.h"
+
+#define VIRTIO_ID_NET 1
+#define VIRTIO_NET_MAX_QUEUES 2 /* RX 0, TX 1 (multiqueue: not yet) */
+
+struct virtio_net_config_opts {
+	const char *tap;     /* interface name: opened if it exists, else created */
+	uint8_t mac[6];
+	bool mac_given;      /* false: a stable locally administered MAC is derived */
+	unsigned index;      /* for names and the derived MAC */
+	/* Tests: use this open fd as the tap instead of opening @tap (a
+	 * SOCK_SEQPACKET socket, one datagram per vnet header + frame); the
+	 * device then owns it. */
+	bool tap_fd_given;
+	int tap_fd;
+};
+
+/* Feature bits (virtio 1.2, section 5.1.3). */
+#define VIRTIO_NET_F_CSUM 0
+#define VIRTIO_NET_F_GUEST_CSUM 1
+#define VIRTIO_NET_F_MTU 3
+#define VIRTIO_NET_F_MAC 5
+#define VIRTIO_NET_F_GUEST_TSO4 7
+#define VIRTIO_NET_F_GUEST_TSO6 8
+#define VIRTIO_NET_F_HOST_TSO4 11
+#define VIRTIO_NET_F_HOST_TSO6 12
+#define VIRTIO_NET_F_MRG_RXBUF 15
+#define VIRTIO_NET_F_STATUS 16
+
+#define VIRTIO_NET_S_LINK_UP 1
+#define VIRTIO_NET_MTU 1500
+#define VIRTIO_NET_HDR_BYTES 12   /* virtio_net_hdr_v1: VERSION_1 always has num_buffers */
+#define VIRTIO_NET_MAX_FRAME 65550 /* largest frame (after the header) either way */
+
+/* Counters, under dev.lock. */
+struct virtio_net_stats {
+	uint64_t tx_frames, tx_bytes;  /* written to the tap */
+	uint64_t tx_dropped;           /* malformed chains, or the tap refused the frame */
+	uint64_t rx_frames, rx_bytes;  /* delivered into guest buffers */
+	uint64_t rx_dropped;           /* no buffer could ever hold it */
+	uint64_t tx_gso, rx_gso;       /* of the frames, those with a GSO type in the header */
+};
+
+struct virtio_net {
+	struct virtio_device dev;
+	struct virtq vqs[VIRTIO_NET_MAX_QUEUES];
+	const struct guest_mem *mem;
+	struct evloop *loop;
+	char name[24];
+	uint8_t mac[6];
+	uint8_t config[12];  /* struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu */
+	struct virtio_net_stats stats;
+	void *priv;          /* the model's own state (src/virtio/net.c) */
+};
+
+/* Open (or create) the tap and build the device.  Returns 0 or -errno with
+ * a one-line reason naming the tap in @err. */
+int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct evloop *loop,
+		    const struct virtio_net_config_opts *opts, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Close the tap and free what init took (after the vCPUs stopped). */
+void virtio_net_exit(struct virtio_net *n);
+
+#endif
