@@ -7,7 +7,7 @@ usage:
       their paths to FILE as KEY=VALUE lines
   linux_test.py boot --vmrun PATH --state FILE --kernel bzimage|vmlinux
                      --cpus N [--end poweroff|reboot] [--boot linux64|pvh]
-                     [--initrd-gzip] [--disk-test] [--net-test]
+                     [--initrd-gzip] [--disk-test [--disk-qcow2]] [--net-test]
       boot once; pass when /init printed its marker, saw N processors and the
       expected command line, and the run ended the way asked for.
       --initrd-gzip hands vmrun the initramfs gzip-compressed (vmrun inflates
@@ -66,7 +66,7 @@ BOOT_TIMEOUT_S = 400
 DISK_BYTES = 16 << 20
 PART_START_SECTOR = 2048
 # Debian packages of the host tools --disk-test runs; prepare installs them.
-DISK_PACKAGES = ("e2fsprogs", "fdisk")
+DISK_PACKAGES = ("e2fsprogs", "fdisk", "qemu-utils")
 # --net-test: the host's end and the guest's address (tests/linux/init).
 NET_HOST_IP = "10.0.2.1"
 NET_GUEST_IP = "10.0.2.2"
@@ -385,6 +385,21 @@ def boot_in(a, tmp):
             head = f.read(part_start)
         cmdline += f" vmrun.test=blk vmrun.blk_token={token}"
         disk_args = ["--disk", disk]
+        if a.disk_qcow2:
+            # The same disk as a qcow2 base (qemu-img's own) under a qcow2
+            # overlay that vmrun writes; the base must not change.
+            base = os.path.join(tmp, "base.qcow2")
+            top = os.path.join(tmp, "top.qcow2")
+            try:
+                host_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", disk, base])
+                host_tool(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2",
+                           "-F", "qcow2", top])
+            except HostToolError as e:
+                print(f"FAIL: making the qcow2 images: {e}")
+                return 1
+            with open(base, "rb") as f:
+                base_sha = hashlib.sha256(f.read()).hexdigest()
+            disk_args = ["--disk", top + ",format=qcow2"]
     if a.net_test:
         net_token = "done-" + secrets.token_hex(8)
         cmdline += " vmrun.test=net"
@@ -442,6 +457,18 @@ def boot_in(a, tmp):
                             f"wanted {host_text!r}")
         if not re.search(r"^blk: wrote\r?$", out, re.M):
             failures.append("no 'blk: wrote' line from the guest")
+        if a.disk_qcow2:
+            # qemu-img is the oracle: the overlay checks clean, the base is
+            # untouched, and the raw view of the chain holds the guest's file.
+            try:
+                host_tool(["qemu-img", "check", "-q", top])
+                with open(base, "rb") as f:
+                    if hashlib.sha256(f.read()).hexdigest() != base_sha:
+                        failures.append("vmrun changed the qcow2 base image")
+                os.unlink(disk)
+                host_tool(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", top, disk])
+            except HostToolError as e:
+                failures.append(str(e))
         failures += disk_check(tmp, disk, part_start, part_size, head, token)
     net_summary = ""
     if a.net_test:
@@ -498,6 +525,8 @@ def main():
     bp.add_argument("--boot", choices=("linux64", "pvh"), default="linux64")
     bp.add_argument("--initrd-gzip", action="store_true")
     bp.add_argument("--disk-test", action="store_true")
+    bp.add_argument("--disk-qcow2", action="store_true",
+                    help="with --disk-test: the disk is a qcow2 overlay over a qcow2 base")
     bp.add_argument("--net-test", action="store_true")
     hp = sub.add_parser("net-host")
     hp.add_argument("--guest", required=True)
