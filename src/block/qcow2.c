@@ -1057,24 +1057,38 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, uint64_t *l2_off)
 	return r;
 }
 
+/* The writable L2 table for guest offset @off (l2_for_write()) and, read
+ * from it, the index and current value of @off's entry. */
+static int l2_entry_for_write(struct qcow2 *q, uint64_t off, uint64_t *l2_off, unsigned *l2i,
+			      uint64_t *entry)
+{
+	uint8_t *t;
+	int r;
+
+	*l2i = (unsigned)((off >> q->cluster_bits) & ((1ull << q->l2_bits) - 1));
+	r = l2_for_write(q, off, l2_off);
+	if (r)
+		return r;
+	r = l2_load(q, *l2_off, &t);
+	if (r)
+		return r;
+	*entry = get_be64(t + (uint64_t)*l2i * 8);
+	return 0;
+}
+
 /* Write @n bytes at guest offset @off, all inside one cluster. */
 static int write_chunk(struct qcow2 *q, uint64_t off, const uint8_t *buf, uint64_t n)
 {
 	uint64_t cs = q->cluster_size, in = off & (cs - 1), start = off - in;
-	unsigned l2i = (unsigned)((off >> q->cluster_bits) & ((1ull << q->l2_bits) - 1));
 	uint64_t l2_off, entry, host, v, newoff;
 	bool compressed, zero, inplace = false;
 	const uint8_t *data;
-	uint8_t *t;
+	unsigned l2i;
 	int r;
 
-	r = l2_for_write(q, off, &l2_off);
+	r = l2_entry_for_write(q, off, &l2_off, &l2i, &entry);
 	if (r)
 		return r;
-	r = l2_load(q, l2_off, &t);
-	if (r)
-		return r;
-	entry = get_be64(t + (uint64_t)l2i * 8);
 	compressed = entry & QCOW2_OFLAG_COMPRESSED;
 	zero = !compressed && q->version >= 3 && (entry & QCOW2_OFLAG_ZERO);
 	host = compressed ? 0 : entry & QCOW2_OFFSET_MASK;
@@ -1180,18 +1194,13 @@ static int reads_zero(struct qcow2 *q, uint64_t off, bool *yes)
  * worst. */
 static int zero_cluster(struct qcow2 *q, uint64_t off)
 {
-	unsigned l2i = (unsigned)((off >> q->cluster_bits) & ((1ull << q->l2_bits) - 1));
 	uint64_t l2_off, entry;
-	uint8_t *t;
+	unsigned l2i;
 	int r;
 
-	r = l2_for_write(q, off, &l2_off);
+	r = l2_entry_for_write(q, off, &l2_off, &l2i, &entry);
 	if (r)
 		return r;
-	r = l2_load(q, l2_off, &t);
-	if (r)
-		return r;
-	entry = get_be64(t + (uint64_t)l2i * 8);
 	if (entry == QCOW2_OFLAG_ZERO)
 		return 0;
 	r = l2_set(q, l2_off, l2i, QCOW2_OFLAG_ZERO);
