@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/kvm.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "vmrun/disk_snapshot.h"
 #include "vmrun/exit_status.h"
 #include "vmrun/log.h"
 #include "vmrun/nested.h"
@@ -259,6 +261,17 @@ static enum blk_cache disk_cache_mode(enum disk_cache c)
 	       c == DISK_CACHE_UNSAFE ? BLK_CACHE_UNSAFE : BLK_CACHE_WRITEBACK;
 }
 
+/* How --disk @d is opened (at start, and again by a live snapshot). */
+static struct blk_open_opts disk_open_opts(const struct disk_config *d)
+{
+	return (struct blk_open_opts){
+		.readonly = d->readonly,
+		.cache = disk_cache_mode(d->cache),
+		.format = d->format == DISK_FORMAT_RAW ? BLK_FORMAT_RAW :
+			  d->format == DISK_FORMAT_QCOW2 ? BLK_FORMAT_QCOW2 : BLK_FORMAT_AUTO,
+	};
+}
+
 /* Open every --disk, build its virtio-blk device and virtio-mmio transport,
  * claim the register window, and collect the guest's declarations. */
 static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
@@ -273,12 +286,7 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 		return errmsg(-ENOMEM, err, errlen, "out of memory");
 	for (unsigned i = 0; i < cfg->n_disks; i++) {
 		const struct disk_config *d = &cfg->disks[i];
-		struct blk_open_opts opts = {
-			.readonly = d->readonly,
-			.cache = disk_cache_mode(d->cache),
-			.format = d->format == DISK_FORMAT_RAW ? BLK_FORMAT_RAW :
-				  d->format == DISK_FORMAT_QCOW2 ? BLK_FORMAT_QCOW2 : BLK_FORMAT_AUTO,
-		};
+		struct blk_open_opts opts = disk_open_opts(d);
 		struct blk *backend;
 		char why[300], what[VMRUN_DISK_PATH_MAX + 16];
 		int r;
@@ -432,7 +440,7 @@ static double vm_uptime(struct vm *vm)
 static json_t *ctl_query_status(void *opaque)
 {
 	struct vm *vm = opaque;
-	json_t *vcpus = json_array();
+	json_t *vcpus = json_array(), *disks = json_array();
 	bool paused = vcpus_paused(vm);
 
 	pthread_mutex_lock(&vm->state_lock);
@@ -443,9 +451,17 @@ static json_t *ctl_query_status(void *opaque)
 		json_array_append_new(vcpus, json_pack("{s:i,s:s}", "id", (int)i, "state", state));
 	}
 	pthread_mutex_unlock(&vm->state_lock);
-	return json_pack("{s:s,s:o,s:f}", "status",
+	for (unsigned i = 0; i < vm->n_blks; i++) {
+		const struct blk *b = vm->blks[i].backend;
+
+		json_array_append_new(disks, json_pack("{s:i,s:s,s:s,s:b}", "disk", (int)i, "image",
+						       vm->cfg->disks[i].path, "format",
+						       blk_format(b) == BLK_FORMAT_QCOW2 ? "qcow2" : "raw",
+						       "readonly", blk_readonly(b)));
+	}
+	return json_pack("{s:s,s:o,s:o,s:f}", "status",
 			 atomic_load(&vm->exiting) ? "shutting-down" : paused ? "paused" : "running",
-			 "vcpus", vcpus, "uptime_s", vm_uptime(vm));
+			 "vcpus", vcpus, "disks", disks, "uptime_s", vm_uptime(vm));
 }
 
 static int ctl_pause(void *opaque)
@@ -474,11 +490,65 @@ static int ctl_quit(void *opaque)
 	return 0;
 }
 
+/* "snapshot" {"disk": INDEX or the --disk path}; the disk may be left out
+ * when there is only one.  Runs on the event loop thread, which is the
+ * disks' thread (include/vmrun/disk_snapshot.h). */
+static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	json_t *which = json_object_get(args, "disk");
+	char base[PATH_MAX];
+	unsigned i = vm->n_blks;
+	struct blk_open_opts opts;
+	int r;
+
+	if (!vm->n_blks) {
+		errmsg(-ENODEV, err, errlen, "this VM has no disks");
+		return NULL;
+	}
+	if (!which && vm->n_blks == 1) {
+		i = 0;
+	} else if (json_is_integer(which)) {
+		if (json_integer_value(which) >= 0 && json_integer_value(which) < vm->n_blks)
+			i = (unsigned)json_integer_value(which);
+	} else if (json_is_string(which)) {
+		const char *w = json_string_value(which);
+		char *end;
+		unsigned long n = strtoul(w, &end, 10);
+
+		if (*w >= '0' && *w <= '9' && !*end) {
+			if (n < vm->n_blks)
+				i = (unsigned)n;
+		} else {
+			for (unsigned k = 0; k < vm->n_blks && i == vm->n_blks; k++)
+				if (!strcmp(vm->cfg->disks[k].path, w))
+					i = k;
+		}
+	}
+	if (i == vm->n_blks) {
+		errmsg(-EINVAL, err, errlen, "\"disk\": give a disk index 0..%u or a --disk path",
+		       vm->n_blks - 1);
+		return NULL;
+	}
+	opts = disk_open_opts(&vm->cfg->disks[i]);
+	r = disk_snapshot_live(&vm->blks[i], vm->cfg->disks[i].path, &opts, &vm->loop, base,
+			       sizeof(base), err, errlen);
+	if (r)
+		return NULL;
+	if (vm->control_active)
+		control_emit_event(&vm->control, "disk-snapshot",
+				   json_pack("{s:i,s:s,s:s}", "disk", (int)i, "image",
+					     vm->cfg->disks[i].path, "base", base));
+	return json_pack("{s:i,s:s,s:s}", "disk", (int)i, "image", vm->cfg->disks[i].path, "base",
+			 base);
+}
+
 static const struct control_ops vm_control_ops = {
 	.query_status = ctl_query_status,
 	.pause = ctl_pause,
 	.resume = ctl_resume,
 	.quit = ctl_quit,
+	.disk_snapshot = ctl_disk_snapshot,
 };
 
 static void on_exit_event(struct ev_source *src, uint32_t events)

@@ -103,6 +103,23 @@ bool blk_uses_aio(const struct blk *b);
  * to a read-only image. */
 int blk_submit(struct blk *b, struct blk_req *req) __attribute__((warn_unused_result));
 
+/* One request, waited for (blocking the caller, which must be the event
+ * loop's thread or run while the loop does not): @buf/@len as one iovec for
+ * READ/WRITE, the range only for DISCARD/WRITE_ZEROES, nothing for FLUSH.
+ * Other requests in flight complete (their done() runs) meanwhile.
+ * Returns the request's result: 0 or -errno. */
+int blk_io_wait(struct blk *b, enum blk_op op, uint64_t offset, void *buf, uint64_t len)
+	__attribute__((warn_unused_result));
+
+/* Turn the lock on the image file (the top of a qcow2 chain) into a shared
+ * one, as backing files are held (@exclusive false), or back into the
+ * writer's exclusive lock (@exclusive true).  For a live snapshot: the new
+ * overlay opens this image as its backing file while this handle is still
+ * open.  The caller writes nothing while the lock is shared.  Returns 0,
+ * -EBUSY when another process holds a lock that conflicts, or -errno; a
+ * filesystem without flock counts as success (as at open). */
+int blk_set_lock(struct blk *b, bool exclusive) __attribute__((warn_unused_result));
+
 /* Requests submitted and not yet completed. */
 unsigned blk_inflight(const struct blk *b);
 

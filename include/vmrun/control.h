@@ -22,12 +22,16 @@
 #define CONTROL_LINE_MAX 65536
 
 /* What the control socket can ask of the VM.  Each returns 0 or -errno;
- * query_status returns a new JSON object (or NULL on failure). */
+ * query_status returns a new JSON object (or NULL on failure).
+ * disk_snapshot (command "snapshot", may be NULL: "no disks") takes the
+ * request's "args" object (never NULL; {"disk": INDEX or PATH}) and
+ * returns the new result object, or NULL with a one-line reason in @err. */
 struct control_ops {
 	json_t *(*query_status)(void *opaque);
 	int (*pause)(void *opaque);
 	int (*resume)(void *opaque);
 	int (*quit)(void *opaque);
+	json_t *(*disk_snapshot)(void *opaque, json_t *args, char *err, size_t errlen);
 };
 
 struct control;

@@ -16,6 +16,10 @@
 #ifndef VMRUN_IMG_H
 #define VMRUN_IMG_H
 
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Exit statuses of `vmrun img` (the same values as VMRUN_EXIT_USAGE and
  * VMRUN_EXIT_SETUP). */
 enum img_status {
@@ -23,6 +27,38 @@ enum img_status {
 	IMG_USAGE = 2,  /* bad arguments: a one-line message on stderr */
 	IMG_FAILED = 4, /* the command failed: a one-line message on stderr; FILE unchanged */
 };
+
+/* The steps of an overlay snapshot of FILE, for `vmrun img snapshot` and
+ * for a running VM's disk (src/snapshot/live.c), in this order:
+ *
+ *   img_snapshot_prepare  picks FILE.base-N, writes the new overlay (backing
+ *                         "basename(FILE).base-N", FILE's format) under a
+ *                         temporary name and fsyncs it, links FILE to
+ *                         FILE.base-N and fsyncs the directory.  FILE is
+ *                         unchanged.  On failure nothing is left behind.
+ *   img_snapshot_switch   renames the overlay over FILE and fsyncs the
+ *                         directory: from here FILE is the new overlay.
+ *   img_snapshot_finish   makes FILE.base-N read-only (0444).
+ *   img_snapshot_abort    undoes prepare (and switch, when it happened:
+ *                         FILE.base-N is renamed back to FILE).
+ *
+ * The caller holds FILE's lock (or knows that nobody writes FILE) and has
+ * flushed what it wrote.  Each returns 0 or -errno with a one-line reason
+ * in @err. */
+struct img_snapshot {
+	char file[PATH_MAX];
+	char base[PATH_MAX];   /* FILE.base-N */
+	char tmp[PATH_MAX];    /* the overlay until switch */
+	bool prepared, switched;
+};
+
+int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int img_snapshot_switch(struct img_snapshot *s, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int img_snapshot_finish(struct img_snapshot *s, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+int img_snapshot_abort(struct img_snapshot *s);
 
 /* Run `vmrun img`; @argv[0] is "img".  Returns an enum img_status.
  * Writes results to stdout, errors (one line each) to stderr. */

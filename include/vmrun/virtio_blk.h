@@ -67,6 +67,15 @@ int virtio_blk_init(struct virtio_blk *b, const struct guest_mem *mem, struct bl
 		    unsigned index, const char *serial, bool flush_ignored)
 	__attribute__((warn_unused_result));
 
+/* Put @backend in place of the device's backend (a live snapshot) and
+ * return the old one in *@old, for the caller to close.  Call on the event
+ * loop thread with nothing in flight (blk_drain() the old backend first);
+ * @backend must have the same size and writability and a block size no
+ * larger, since the driver already read them from the configuration space.  Returns 0,
+ * -EBUSY (requests in flight) or -EINVAL (a different geometry). */
+int virtio_blk_replace_backend(struct virtio_blk *b, struct blk *backend, struct blk **old)
+	__attribute__((warn_unused_result));
+
 /* Wait for requests in flight, close the backend, free what init took. */
 void virtio_blk_exit(struct virtio_blk *b);
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -375,6 +376,55 @@ int blk_submit(struct blk *b, struct blk_req *req)
 	}
 	b->ops->submit(b, req);
 	return 0;
+}
+
+struct io_wait {
+	int result;
+	bool done;
+};
+
+static void io_wait_done(struct blk_req *req, int result)
+{
+	struct io_wait *w = req->opaque;
+
+	w->result = result;
+	w->done = true;
+}
+
+int blk_io_wait(struct blk *b, enum blk_op op, uint64_t offset, void *buf, uint64_t len)
+{
+	struct io_wait w = { 0 };
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct blk_req req = {
+		.op = op, .offset = offset, .len = len, .done = io_wait_done, .opaque = &w,
+	};
+	int r;
+
+	if (op == BLK_READ || op == BLK_WRITE) {
+		req.iov = &iov;
+		req.iovcnt = 1;
+	}
+	r = blk_submit(b, &req);
+	if (r)
+		return r;
+	blk_drain(b);
+	return w.done ? w.result : -EIO;
+}
+
+int blk_set_lock(struct blk *b, bool exclusive)
+{
+	int fd = b->ops->lock_fd ? b->ops->lock_fd(b) : b->fd;
+
+	if (fd < 0 || b->readonly)
+		return 0;
+	if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+		return 0;
+	if (errno == EWOULDBLOCK)
+		return -EBUSY;
+	/* No flock here at all: open() only warned, and so do we. */
+	if (errno == ENOLCK || errno == EOPNOTSUPP)
+		return 0;
+	return -errno;
 }
 
 void blk_drain(struct blk *b)

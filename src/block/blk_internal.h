@@ -40,6 +40,8 @@ struct blk_ops {
 	bool (*poll)(struct blk *b, bool wait);
 	/* Free everything the format owns (not the generic fields). */
 	void (*destroy)(struct blk *b);
+	/* Optional: the file that holds the image's lock (b->fd when NULL). */
+	int (*lock_fd)(const struct blk *b);
 };
 
 struct blk {

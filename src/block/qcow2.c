@@ -1302,10 +1302,17 @@ static void qcow2_destroy(struct blk *b)
 	b->qcow2 = NULL;
 }
 
+/* The top image holds the lock (backing files hold shared ones). */
+static int qcow2_lock_fd(const struct blk *b)
+{
+	return b->qcow2->fd;
+}
+
 static const struct blk_ops qcow2_ops = {
 	.name = "qcow2",
 	.submit = qcow2_submit,
 	.destroy = qcow2_destroy,
+	.lock_fd = qcow2_lock_fd,
 };
 
 /* ------------------------------------------------------------------ */

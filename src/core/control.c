@@ -32,11 +32,22 @@ static json_t *reply_ok(json_t *id, json_t *result)
 			 result ? result : json_object());
 }
 
-/* Commands: name, handler.  A handler returns 0 or -errno. */
-static json_t *run_command(struct control *ctl, json_t *id, const char *cmd)
+/* Commands: name, handler.  A handler returns 0 or -errno.  @args is the
+ * request's "args" object (never NULL). */
+static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, json_t *args)
 {
 	int r;
 
+	if (!strcmp(cmd, "snapshot")) {
+		char err[512] = "";
+		json_t *res = ctl->ops->disk_snapshot ?
+				      ctl->ops->disk_snapshot(ctl->opaque, args, err, sizeof(err)) :
+				      NULL;
+
+		if (!ctl->ops->disk_snapshot)
+			snprintf(err, sizeof(err), "no disks");
+		return res ? reply_ok(id, res) : reply_error(id, "snapshot failed: %s", err);
+	}
 	if (!strcmp(cmd, "query-status")) {
 		json_t *st = ctl->ops->query_status(ctl->opaque);
 
@@ -49,7 +60,8 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd)
 	else if (!strcmp(cmd, "quit"))
 		r = ctl->ops->quit(ctl->opaque);
 	else
-		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit)", cmd);
+		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit, "
+				       "snapshot)", cmd);
 	if (r)
 		return reply_error(id, "%s failed: %s", cmd, strerror(-r));
 	return reply_ok(id, ctl->ops->query_status(ctl->opaque));
@@ -58,7 +70,7 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd)
 json_t *control_handle_line(struct control *ctl, const char *line, size_t len)
 {
 	json_error_t jerr;
-	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr), *id, *cmd, *reply;
+	json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr), *id, *cmd, *args, *reply;
 
 	if (!req)
 		return reply_error(NULL, "malformed JSON: %s", jerr.text);
@@ -68,10 +80,18 @@ json_t *control_handle_line(struct control *ctl, const char *line, size_t len)
 	}
 	id = json_object_get(req, "id");
 	cmd = json_object_get(req, "cmd");
+	/* A missing "args" is an empty object (owned by req from here). */
+	args = json_object_get(req, "args");
+	if (!args) {
+		args = json_object();
+		json_object_set_new(req, "args", args);
+	}
 	if (!json_is_string(cmd))
 		reply = reply_error(id, "missing \"cmd\" string");
+	else if (!json_is_object(args))
+		reply = reply_error(id, "\"args\" must be an object");
 	else
-		reply = run_command(ctl, id, json_string_value(cmd));
+		reply = run_command(ctl, id, json_string_value(cmd), args);
 	json_decref(req);
 	return reply;
 }

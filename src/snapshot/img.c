@@ -750,13 +750,119 @@ out:
 
 /* ---------------------------------------------------------------- snapshot */
 
+/* The steps of a snapshot, shared by `vmrun img snapshot` and the live form
+ * (src/snapshot/live.c); the order is the one in the header comment. */
+
+int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, size_t errlen)
+{
+	char *copy;
+	const char *base_name;
+	struct img_hdr h;
+	struct stat st;
+	unsigned n;
+	int fd, r;
+
+	memset(s, 0, sizeof(*s));
+	if (lstat(file, &st) < 0)
+		return fail(err, errlen, -errno, "cannot stat %s: %s", file, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return fail(err, errlen, -EINVAL, "%s is not a regular file", file);
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "cannot open %s: %s", file, strerror(errno));
+	r = img_read_header(fd, file, &h, err, errlen);
+	close(fd);
+	if (r)
+		return r;
+	if (h.size == 0 || h.size > IMG_MAX_SIZE || (h.size & 511))
+		return fail(err, errlen, -EINVAL, "%s: size %" PRIu64 " cannot be snapshotted", file,
+			    h.size);
+	if (snprintf(s->file, sizeof(s->file), "%s", file) >= (int)sizeof(s->file))
+		return fail(err, errlen, -ENAMETOOLONG, "%s: name too long", file);
+	for (n = 1;; n++) {
+		int len = snprintf(s->base, sizeof(s->base), "%s.base-%u", file, n);
+
+		if (len < 0 || (size_t)len >= sizeof(s->base))
+			return fail(err, errlen, -ENAMETOOLONG, "%s: name too long", file);
+		if (lstat(s->base, &st) < 0 && errno == ENOENT)
+			break;
+		if (n == 100000)
+			return fail(err, errlen, -EEXIST, "%s: no free name %s.base-N", file, file);
+	}
+	copy = strdup(s->base);
+	if (!copy)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	base_name = basename(copy);
+	r = write_temp_image(file, h.size, base_name, format_name(h.format), s->tmp,
+			     sizeof(s->tmp), err, errlen);
+	free(copy);
+	if (r)
+		return r;
+	/* Both names on the old image first; FILE itself is never missing. */
+	if (link(file, s->base) < 0) {
+		r = -errno;
+		unlink(s->tmp);
+		return fail(err, errlen, r, "cannot link %s to %s: %s", file, s->base, strerror(-r));
+	}
+	r = sync_dir_of(file);
+	if (r) {
+		unlink(s->tmp);
+		unlink(s->base);
+		return fail(err, errlen, r, "syncing the directory of %s: %s", file, strerror(-r));
+	}
+	s->prepared = true;
+	return 0;
+}
+
+int img_snapshot_switch(struct img_snapshot *s, char *err, size_t errlen)
+{
+	int r;
+
+	if (rename(s->tmp, s->file) < 0)
+		return fail(err, errlen, -errno, "cannot put the overlay in place of %s: %s", s->file,
+			    strerror(errno));
+	s->switched = true;
+	r = sync_dir_of(s->file);
+	if (r)
+		return fail(err, errlen, r, "syncing the directory of %s: %s", s->file, strerror(-r));
+	return 0;
+}
+
+int img_snapshot_finish(struct img_snapshot *s, char *err, size_t errlen)
+{
+	if (chmod(s->base, 0444) < 0)
+		return fail(err, errlen, -errno, "overlay made, but cannot make %s read-only: %s",
+			    s->base, strerror(errno));
+	return 0;
+}
+
+int img_snapshot_abort(struct img_snapshot *s)
+{
+	int r = 0;
+
+	if (!s->prepared)
+		return 0;
+	if (s->switched) {
+		/* FILE.base-N still names the old image: put it back. */
+		if (rename(s->base, s->file) < 0)
+			r = -errno;
+	} else {
+		unlink(s->tmp);
+		if (unlink(s->base) < 0)
+			r = -errno;
+	}
+	if (!r)
+		r = sync_dir_of(s->file);
+	s->prepared = s->switched = false;
+	return r;
+}
+
 static int img_snapshot(int argc, char *const argv[])
 {
-	char err[PATH_MAX + 256], base[PATH_MAX], tmp[PATH_MAX], *copy;
-	const char *file, *base_name;
-	struct img_hdr h;
-	int lock_fd = -1, r, status = IMG_FAILED;
-	unsigned n;
+	char err[PATH_MAX + 256];
+	struct img_snapshot s;
+	const char *file;
+	int lock_fd = -1, status = IMG_FAILED;
 	struct stat st;
 
 	if (argc != 2 || argv[1][0] == '-') {
@@ -772,67 +878,22 @@ static int img_snapshot(int argc, char *const argv[])
 		fprintf(stderr, "vmrun img snapshot: %s\n", err);
 		return IMG_FAILED;
 	}
-	if (img_read_header(lock_fd, file, &h, err, sizeof(err))) {
+	if (img_snapshot_prepare(file, &s, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img snapshot: %s\n", err);
 		goto out;
 	}
-	if (h.size == 0 || h.size > IMG_MAX_SIZE || (h.size & 511)) {
-		fprintf(stderr, "vmrun img snapshot: %s: size %" PRIu64 " cannot be snapshotted\n",
-			file, h.size);
+	if (img_snapshot_switch(&s, err, sizeof(err))) {
+		fprintf(stderr, "vmrun img snapshot: %s\n", err);
+		/* Only a failed rename undoes: after it, the snapshot stands. */
+		if (!s.switched)
+			img_snapshot_abort(&s);
 		goto out;
 	}
-	for (n = 1; n < 100000; n++) {
-		int len = snprintf(base, sizeof(base), "%s.base-%u", file, n);
-
-		if (len < 0 || (size_t)len >= sizeof(base)) {
-			fprintf(stderr, "vmrun img snapshot: %s: name too long\n", file);
-			goto out;
-		}
-		if (lstat(base, &st) < 0 && errno == ENOENT)
-			break;
-	}
-	copy = strdup(base);
-	if (!copy) {
-		fprintf(stderr, "vmrun img snapshot: out of memory\n");
-		goto out;
-	}
-	base_name = basename(copy);
-	r = write_temp_image(file, h.size, base_name, format_name(h.format), tmp, sizeof(tmp),
-			     err, sizeof(err));
-	free(copy);
-	if (r) {
+	if (img_snapshot_finish(&s, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img snapshot: %s\n", err);
 		goto out;
 	}
-	/* Both names on the old image first; FILE itself is never missing. */
-	if (link(file, base) < 0) {
-		fprintf(stderr, "vmrun img snapshot: cannot link %s to %s: %s\n", file, base,
-			strerror(errno));
-		unlink(tmp);
-		goto out;
-	}
-	r = sync_dir_of(file);
-	if (r == 0 && rename(tmp, file) < 0)
-		r = -errno;
-	if (r) {
-		fprintf(stderr, "vmrun img snapshot: cannot put the overlay in place of %s: %s\n",
-			file, strerror(-r));
-		unlink(tmp);
-		unlink(base);
-		goto out;
-	}
-	r = sync_dir_of(file);
-	if (r) {
-		fprintf(stderr, "vmrun img snapshot: syncing the directory of %s: %s\n", file,
-			strerror(-r));
-		goto out;
-	}
-	if (chmod(base, 0444) < 0) {
-		fprintf(stderr, "vmrun img snapshot: overlay made, but cannot make %s read-only: %s\n",
-			base, strerror(errno));
-		goto out;
-	}
-	printf("%s\n", base);
+	printf("%s\n", s.base);
 	status = IMG_OK;
 out:
 	close(lock_fd);
@@ -840,40 +901,6 @@ out:
 }
 
 /* ------------------------------------------------------------------ commit */
-
-struct copy_ctx {
-	int result;
-	bool done;
-};
-
-static void copy_done(struct blk_req *req, int result)
-{
-	struct copy_ctx *c = req->opaque;
-
-	c->result = result;
-	c->done = true;
-}
-
-/* One request to @b, waited for. */
-static int blk_sync(struct blk *b, enum blk_op op, uint64_t off, void *buf, uint64_t len)
-{
-	struct copy_ctx c = { 0 };
-	struct iovec iov = { .iov_base = buf, .iov_len = len };
-	struct blk_req req = {
-		.op = op, .offset = off, .len = len, .done = copy_done, .opaque = &c,
-	};
-	int r;
-
-	if (op == BLK_READ || op == BLK_WRITE) {
-		req.iov = &iov;
-		req.iovcnt = 1;
-	}
-	r = blk_submit(b, &req);
-	if (r)
-		return r;
-	blk_drain(b);
-	return c.done ? c.result : -EIO;
-}
 
 /* Walk FILE's L2 tables.  @base NULL: only check that every entry can be
  * copied.  Else copy every allocated cluster into @base. */
@@ -928,7 +955,7 @@ static int commit_walk(int fd, const char *file, const struct img_hdr *h, struct
 			hoff = e & QCOW2_OFFSET_MASK;
 			if (h->version == 3 && (e & QCOW2_OFLAG_ZERO)) {
 				if (base) {
-					r = blk_sync(base, BLK_WRITE_ZEROES, voff, NULL, len);
+					r = blk_io_wait(base, BLK_WRITE_ZEROES, voff, NULL, len);
 					if (r) {
 						r = fail(err, errlen, r, "writing zeroes to the backing"
 							 " file at %" PRIu64 ": %s", voff,
@@ -952,7 +979,7 @@ static int commit_walk(int fd, const char *file, const struct img_hdr *h, struct
 				r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
 				goto out;
 			}
-			r = blk_sync(base, BLK_WRITE, voff, data, len);
+			r = blk_io_wait(base, BLK_WRITE, voff, data, len);
 			if (r) {
 				r = fail(err, errlen, r, "writing the backing file at %" PRIu64 ": %s",
 					 voff, strerror(-r));
@@ -1060,7 +1087,7 @@ static int img_commit(int argc, char *const argv[])
 		fprintf(stderr, "vmrun img commit: %s (%s still holds all its data)\n", err, file);
 		goto out;
 	}
-	r = blk_sync(base, BLK_FLUSH, 0, NULL, 0);
+	r = blk_io_wait(base, BLK_FLUSH, 0, NULL, 0);
 	if (r) {
 		fprintf(stderr, "vmrun img commit: flushing %s: %s (%s still holds all its data)\n",
 			bpath, strerror(-r), file);

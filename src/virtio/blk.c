@@ -353,6 +353,28 @@ int virtio_blk_init(struct virtio_blk *b, const struct guest_mem *mem, struct bl
 	return 0;
 }
 
+int virtio_blk_replace_backend(struct virtio_blk *b, struct blk *backend, struct blk **old)
+{
+	int r = 0;
+
+	/* A smaller block size is fine (the driver aligns to the larger one);
+	 * discard is checked per request (a hint either way). */
+	if (blk_size(backend) != blk_size(b->backend) ||
+	    blk_block_size(backend) > blk_block_size(b->backend) ||
+	    blk_readonly(backend) != b->readonly)
+		return -EINVAL;
+	/* vCPU threads read the configuration space under the lock. */
+	pthread_mutex_lock(&b->dev.lock);
+	if (b->inflight) {
+		r = -EBUSY;
+	} else {
+		*old = b->backend;
+		b->backend = backend;
+	}
+	pthread_mutex_unlock(&b->dev.lock);
+	return r;
+}
+
 void virtio_blk_exit(struct virtio_blk *b)
 {
 	if (!b->scratch)

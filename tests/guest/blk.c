@@ -42,7 +42,14 @@
  *             [0, 512R), and a FLUSH, then a device reset at once; the same
  *             to [S+QR, ...) with a reset once the device took them; prints
  *             which completed ("blk: completed <first sector> 0110...", the
- *             FLUSH last), re-inits, reads back */
+ *             FLUSH last), re-inits, reads back
+ *   snapshot  for phase k = 0..R (R = blk.rounds, default 1): writes
+ *             C sectors from S + kC/2 with pattern blk.wseed + k and prints
+ *             "blk: phase <k> written"; before the next phase it re-reads
+ *             sector S until a byte arrives on COM1 (the host takes a live
+ *             snapshot meanwhile and then sends the byte); at the end every
+ *             sector of [S - 1, S + RC/2 + C] is read back: the last phase
+ *             that wrote it, or blk.seed */
 #include "virtio.h"
 
 #define MAX_DISKS 8
@@ -971,6 +978,39 @@ static void t_durable(void)
 	t_flush(true);
 }
 
+/* The pattern seed of sector @x after phases 0..@last of t_snapshot(). */
+static uint64_t snapshot_seed(uint64_t x, uint64_t last)
+{
+	for (uint64_t k = last + 1; k-- > 0;)
+		if (x >= first + k * (count / 2) && x < first + k * (count / 2) + count)
+			return wseed + k;
+	return seed;
+}
+
+static void t_snapshot(void)
+{
+	struct vdev *d = open_disk(0, VF_VERSION_1 | VBLK_F_FLUSH, 0, qsize);
+	uint64_t rounds = (uint64_t)cmdline_get_int("blk.rounds", 1), polls = 0;
+
+	if (count < 2 || first + rounds * (count / 2) + count + 1 > capacity(d))
+		fail(F_USAGE, "blk.count/blk.rounds do not fit the disk");
+	for (uint64_t k = 0; k <= rounds; k++) {
+		write_pattern(d, first + k * (count / 2), count, wseed + k, "phase write");
+		gprintf("blk: phase %lu written\n", (unsigned long)k);
+		if (k == rounds)
+			break;
+		/* Keep the disk busy while the host switches images under it. */
+		while (!(inb(COM1_PORT + UART_LSR) & UART_LSR_DR)) {
+			read_check(d, first, 1, snapshot_seed(first, k), "read during the snapshot");
+			polls++;
+		}
+		(void)inb(COM1_PORT + UART_RBR);
+	}
+	for (uint64_t x = first - 1; x <= first + rounds * (count / 2) + count; x++)
+		read_check(d, x, 1, snapshot_seed(x, rounds), "read back after the snapshots");
+	gprintf("blk: snapshot ok (%lu reads while waiting)\n", (unsigned long)polls);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -980,6 +1020,7 @@ static const struct {
 	{ "readonly", t_readonly }, { "multi", t_multi },         { "full", t_full },
 	{ "indirect", t_indirect }, { "event_idx", t_event_idx }, { "range", t_range },
 	{ "malformed", t_malformed }, { "negotiate", t_negotiate }, { "reset", t_reset },
+	{ "snapshot", t_snapshot },
 };
 
 int guest_main(void)

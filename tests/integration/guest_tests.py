@@ -1076,6 +1076,167 @@ def test_blk_reset_in_flight():
             blk_check_image(img, want, f"reset in flight, cache={cache}")
 
 
+# ---------------------------------------------------------------- live disk snapshots
+
+def qemu_img(*args):
+    """qemu-img (Debian qemu-utils, installed by scripts/test.sh): the oracle."""
+    check(shutil.which("qemu-img"), "qemu-img is missing (scripts/test.sh installs qemu-utils)")
+    p = subprocess.run(["qemu-img"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=HANG_GUARD_S)
+    check(p.returncode == 0, f"qemu-img {' '.join(args)}: {p.returncode} {p.stderr.decode()}")
+    return p.stdout.decode()
+
+
+def qemu_img_contents(path, d):
+    """What a guest sees in @path (through its backing chain), per qemu-img."""
+    out = os.path.join(d, "convert.raw")
+    qemu_img("convert", "-O", "raw", path, out)
+    with open(out, "rb") as f:
+        data = f.read()
+    os.unlink(out)
+    return bytearray(data)
+
+
+def snapshot_run(d, fmt, sock, extra_args=(), wrapper=()):
+    """Start the blk guest's snapshot scenario (three phases) on disk.<fmt>
+    in @d, with a read-only second disk; returns (process, image path)."""
+    raw = blk_image(d, "seed.raw", BLK_MB, 5)
+    img = os.path.join(d, "disk." + fmt)
+    if fmt == "qcow2":
+        qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, img)
+        os.unlink(raw)
+    else:
+        os.rename(raw, img)
+    ro = blk_image(d, "ro.img", BLK_MB, 9)
+    args = list(wrapper) + [VMRUN, "--kernel", guest("blk"), "--mem", "256M", "--timeout", "120",
+                            "--api-sock", sock, "--disk", img, "--disk", ro + ",readonly",
+                            "--cmdline", "blk.test=snapshot blk.seed=5 blk.wseed=0x50 "
+                                         "blk.sector=64 blk.count=16 blk.rounds=2"]
+    p = subprocess.Popen(args + list(extra_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    return p, img
+
+
+def snapshot_expected(phases):
+    """The disk after phases 0..@phases-1 of the snapshot scenario."""
+    want = blk_pattern(5, 0, BLK_MB)
+    for k in range(phases):
+        blk_write_expected(want, 64 + k * 8, 16, 0x50 + k)
+    return want
+
+
+def snapshot_finish(p, img, d, bases):
+    """Let the guest finish; check its status and every image of the chain."""
+    out, err = p.communicate(timeout=HANG_GUARD_S)
+    out, err = out.decode(), err.decode()
+    check(p.returncode == debug_exit_status(0) and "blk: snapshot ok" in out,
+          f"guest status {p.returncode}:\n{out}\n{err}")
+    chain = bases + [img]
+    for i, path in enumerate(chain):
+        if json.loads(qemu_img("info", "--output=json", path))["format"] == "qcow2":
+            qemu_img("check", path)
+        got = qemu_img_contents(path, d)
+        want = snapshot_expected(i + 1)
+        check(got == want, f"{os.path.basename(path)} (after phase {i}) holds the wrong data")
+    for path in bases:
+        check(os.stat(path).st_mode & 0o222 == 0, f"{path} was left writable")
+    for i, path in enumerate(chain[1:]):
+        info = json.loads(qemu_img("info", "--output=json", path))
+        check(info.get("format") == "qcow2" and
+              info.get("backing-filename") == os.path.basename(chain[i]),
+              f"{path}: backing {info.get('backing-filename')}, want {os.path.basename(chain[i])}")
+    left = sorted(f for f in os.listdir(d) if ".tmp-" in f)
+    check(not left, f"temporary files left behind: {left}")
+    return out
+
+
+def test_blk_live_snapshot():
+    # The guest writes phase 0, the host snapshots the running disk (the
+    # guest keeps reading meanwhile), phase 1, another snapshot, phase 2.
+    # Each base holds exactly the phases before its snapshot (qemu-img reads
+    # it), the top holds them all, every image passes qemu-img check.
+    # From a qcow2 disk and from a raw one (the overlays are qcow2).
+    for fmt in ("qcow2", "raw"):
+        with tempfile.TemporaryDirectory() as d:
+            sock = os.path.join(d, "api.sock")
+            p, img = snapshot_run(d, fmt, sock)
+            try:
+                bases = []
+                for k in range(2):
+                    wait_for_output(p.stdout, f"blk: phase {k} written\n".encode())
+                    which = "disk=0" if k == 0 else "disk=" + img
+                    rc, out, err = ctl(sock, "snapshot", which)
+                    check(rc == 0, f"{fmt}: snapshot {k}: {rc} {err}")
+                    res = json.loads(out)
+                    base = f"{img}.base-{k + 1}"
+                    check(res == {"disk": 0, "image": img, "base": base}, f"snapshot reply {res}")
+                    bases.append(base)
+                    rc, out, err = ctl(sock, "query-status")
+                    disks = json.loads(out)["disks"]
+                    check(disks[0]["format"] == "qcow2" and not disks[0]["readonly"] and
+                          disks[1]["readonly"], f"query-status disks: {disks}")
+                    if k == 0:
+                        # Refusals change nothing and leave the guest alone.
+                        rc, _, err = ctl(sock, "snapshot", "disk=1")
+                        check(rc == 1 and "read-only" in err, f"read-only disk: {rc} {err}")
+                        rc, _, err = ctl(sock, "snapshot", "disk=2")
+                        check(rc == 1 and "disk index" in err, f"disk=2: {rc} {err}")
+                        rc, _, err = ctl(sock, "snapshot")
+                        check(rc == 1 and "disk index" in err, f"no disk with two: {rc} {err}")
+                        check(not os.path.exists(os.path.join(d, "ro.img.base-1")),
+                              "a refused snapshot left a base behind")
+                    p.stdin.write(b"s")
+                    p.stdin.flush()
+                snapshot_finish(p, img, d, bases)
+            finally:
+                kill(p)
+
+
+def test_blk_live_snapshot_failure():
+    # The rename that puts the overlay in place fails once (strace injects
+    # EIO): the snapshot is refused, undone (no base, no temporary file),
+    # the guest goes on with its disk; the next snapshot works.
+    if not shutil.which("strace"):
+        check(False, "strace is missing (scripts/test.sh installs it)")
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "api.sock")
+        wrapper = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", "/dev/null",
+                   "-e", "trace=rename,renameat,renameat2",
+                   "-e", "inject=rename,renameat,renameat2:error=EIO:when=1"]
+        p, img = snapshot_run(d, "qcow2", sock, wrapper=wrapper)
+        try:
+            bases = []
+            for k in range(2):
+                wait_for_output(p.stdout, f"blk: phase {k} written\n".encode())
+                if k == 0:
+                    rc, _, err = ctl(sock, "snapshot", "disk=0")
+                    check(rc == 1 and "Input/output error" in err, f"injected failure: {rc} {err}")
+                    left = sorted(f for f in os.listdir(d) if ".base-" in f or ".tmp-" in f)
+                    check(not left, f"a failed snapshot left {left}")
+                    # The guest still reads and writes its disk, and the old
+                    # image keeps its exclusive lock.
+                    lock = subprocess.run([VMRUN, "img", "snapshot", img], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
+                    check(lock.returncode == 4 and b"in use" in lock.stderr,
+                          f"the disk's lock after the undo: {lock.returncode} {lock.stderr!r}")
+                else:
+                    rc, out, err = ctl(sock, "snapshot", "disk=0")
+                    check(rc == 0, f"snapshot after the failure: {rc} {err}")
+                    bases.append(json.loads(out)["base"])
+                p.stdin.write(b"s")
+                p.stdin.flush()
+            # One snapshot, after phase 1: the base holds phases 0 and 1.
+            out, err = p.communicate(timeout=HANG_GUARD_S)
+            check(p.returncode == debug_exit_status(0) and b"blk: snapshot ok" in out,
+                  f"guest status {p.returncode}:\n{out.decode()}\n{err.decode()}")
+            qemu_img("check", bases[0])
+            qemu_img("check", img)
+            check(qemu_img_contents(bases[0], d) == snapshot_expected(2), "base after phase 1")
+            check(qemu_img_contents(img, d) == snapshot_expected(3), "top after phase 2")
+        finally:
+            kill(p)
+
+
 # ---------------------------------------------------------------- examples
 
 def test_example_script():

@@ -18,7 +18,8 @@
 #include "vmrun/evloop.h"
 
 struct fake_vm {
-	int n_query, n_pause, n_resume, n_quit;
+	int n_query, n_pause, n_resume, n_quit, n_snapshot;
+	json_t *snapshot_args;  /* a copy of the last args seen */
 	int pause_result, resume_result, quit_result;
 	bool status_fails;
 };
@@ -57,7 +58,30 @@ static int fake_quit(void *opaque)
 	return vm->quit_result;
 }
 
+/* Succeeds for {"disk": 0}, fails with a reason for anything else. */
+static json_t *fake_snapshot(void *opaque, json_t *args, char *err, size_t errlen)
+{
+	struct fake_vm *vm = opaque;
+	json_t *disk = json_object_get(args, "disk");
+
+	vm->n_snapshot++;
+	json_decref(vm->snapshot_args);
+	vm->snapshot_args = json_deep_copy(args);
+	if (json_is_integer(disk) && json_integer_value(disk) == 0)
+		return json_pack("{s:s}", "base", "d.base-1");
+	snprintf(err, errlen, "no such disk");
+	return NULL;
+}
+
 static const struct control_ops fake_ops = {
+	.query_status = fake_query_status,
+	.pause = fake_pause,
+	.resume = fake_resume,
+	.quit = fake_quit,
+	.disk_snapshot = fake_snapshot,
+};
+
+static const struct control_ops fake_ops_no_disks = {
 	.query_status = fake_query_status,
 	.pause = fake_pause,
 	.resume = fake_resume,
@@ -249,6 +273,48 @@ static void test_bad_requests(void **state)
 		json_decref(reply);
 	}
 	assert_int_equal(vm.n_pause + vm.n_resume + vm.n_quit, 0);
+}
+
+/* "snapshot" hands its args object to the VM and relays result or reason;
+ * missing args are an empty object, args of another type are refused. */
+static void test_snapshot_args(void **state)
+{
+	json_t *reply, *want;
+
+	(void)state;
+	reply = handle("{\"id\":3,\"cmd\":\"snapshot\",\"args\":{\"disk\":0}}");
+	assert_ok(reply);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(reply, "result"),
+								"base")), "d.base-1");
+	want = json_pack("{s:i}", "disk", 0);
+	assert_true(json_equal(vm.snapshot_args, want));
+	json_decref(want);
+	json_decref(reply);
+
+	reply = handle("{\"cmd\":\"snapshot\"}");
+	assert_failed(reply);
+	assert_non_null(strstr(json_string_value(json_object_get(reply, "error")), "no such disk"));
+	assert_int_equal(json_object_size(vm.snapshot_args), 0);
+	json_decref(reply);
+	assert_int_equal(vm.n_snapshot, 2);
+
+	reply = handle("{\"cmd\":\"snapshot\",\"args\":[0]}");
+	assert_failed(reply);
+	json_decref(reply);
+	reply = handle("{\"cmd\":\"pause\",\"args\":\"x\"}");
+	assert_failed(reply);
+	json_decref(reply);
+	assert_int_equal(vm.n_snapshot, 2);
+	assert_int_equal(vm.n_pause, 0);
+
+	ctl.ops = &fake_ops_no_disks;
+	reply = handle("{\"cmd\":\"snapshot\",\"args\":{\"disk\":0}}");
+	assert_failed(reply);
+	assert_non_null(strstr(json_string_value(json_object_get(reply, "error")), "no disks"));
+	json_decref(reply);
+	assert_int_equal(vm.n_snapshot, 2);
+	json_decref(vm.snapshot_args);
+	vm.snapshot_args = NULL;
 }
 
 static void test_bad_request_echoes_id(void **state)
@@ -700,6 +766,7 @@ int main(void)
 		cmocka_unit_test_setup(test_query_status_failure, setup_handle),
 		cmocka_unit_test_setup(test_bad_requests, setup_handle),
 		cmocka_unit_test_setup(test_bad_request_echoes_id, setup_handle),
+		cmocka_unit_test_setup(test_snapshot_args, setup_handle),
 		cmocka_unit_test_setup(test_deep_nesting, setup_handle),
 		cmocka_unit_test_setup(test_length_is_respected, setup_handle),
 		cmocka_unit_test_setup_teardown(test_socket_requests, setup_dir, teardown_dir),
