@@ -7,8 +7,10 @@
  * signalled on an eventfd the event loop watches), or through
  * preadv/pwritev where AIO cannot be set up.  The qcow2 backend
  * (src/block/qcow2.c) serves qcow2 v2/v3 images and their backing chains
- * through the same calls, with synchronous file I/O for now (its done()
- * callbacks still run later, from the loop). */
+ * through the same calls: metadata, allocation and backing files with
+ * synchronous file I/O (its done() callbacks still run later, from the
+ * loop), and with cache=none the reads and overwrites of allocated
+ * clusters through O_DIRECT and Linux AIO. */
 #ifndef VMRUN_BLOCK_H
 #define VMRUN_BLOCK_H
 
@@ -91,7 +93,8 @@ uint64_t blk_size(const struct blk *b);
  * O_DIRECT on a device with larger sectors), and whether it was opened
  * read-only, can discard, and uses Linux AIO (else preadv/pwritev).
  * qcow2: 512; discard only on v3 images (whole clusters become zero
- * clusters and are freed); never AIO. */
+ * clusters and are freed); blk_uses_aio() false (its cache=none data
+ * handle uses AIO inside). */
 unsigned blk_block_size(const struct blk *b);
 bool blk_readonly(const struct blk *b);
 bool blk_can_discard(const struct blk *b);

@@ -198,8 +198,9 @@ static enum blk_format blk_probe(const char *path)
 	return BLK_FORMAT_RAW;
 }
 
-int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
-	     struct blk **out, char *err, size_t errlen)
+/* blk_open(), and with @data_file blk_open_data_file(). */
+static int blk_open_common(const char *path, const struct blk_open_opts *opts, bool data_file,
+			   struct evloop *loop, struct blk **out, char *err, size_t errlen)
 {
 	static const struct blk_open_opts defaults;
 	struct blk *b;
@@ -211,6 +212,7 @@ int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return errmsg(-ENOMEM, err, errlen, "%s: out of memory", path);
+	b->no_lock = data_file;
 	b->fd = -1;
 	b->efd = -1;
 	b->loop = loop;
@@ -230,7 +232,7 @@ int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *
 		goto fail;
 	}
 
-	switch (opts->format) {
+	switch (data_file ? BLK_FORMAT_RAW : opts->format) {
 	case BLK_FORMAT_AUTO:
 		b->format = blk_probe(path);
 		b->probed_raw = b->format == BLK_FORMAT_RAW;
@@ -245,7 +247,7 @@ int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *
 		goto fail;
 	}
 	if (b->format == BLK_FORMAT_QCOW2)
-		r = qcow2_open(b, path, opts, err, errlen);
+		r = qcow2_open(b, path, opts, loop, err, errlen);
 	else
 		r = raw_open(b, path, opts, err, errlen);
 	if (r)
@@ -267,6 +269,18 @@ int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *
 fail:
 	blk_destroy(b);
 	return r;
+}
+
+int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
+	     struct blk **out, char *err, size_t errlen)
+{
+	return blk_open_common(path, opts, false, loop, out, err, errlen);
+}
+
+int blk_open_data_file(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
+		       struct blk **out, char *err, size_t errlen)
+{
+	return blk_open_common(path, opts, true, loop, out, err, errlen);
 }
 
 /* ------------------------------------------------------------------ */

@@ -57,6 +57,7 @@ struct blk {
 	unsigned mem_align;    /* O_DIRECT buffer alignment */
 	bool readonly;
 	bool probed_raw;       /* raw by probe: refuse writing the qcow2 magic at 0 */
+	bool no_lock;          /* a second handle on a file another one holds locked */
 	unsigned inflight;     /* accepted, done() not run yet */
 	unsigned dispatching;  /* >0: a caller up the stack runs b->done to empty */
 	struct req_fifo done;  /* completed, result in req->result */
@@ -92,12 +93,21 @@ void blk_iov_from_buf(const struct iovec *iov, unsigned cnt, const void *buf);
 /* @req is finished with @result: queue its done() for the loop. */
 void blk_req_complete(struct blk *b, struct blk_req *req, int result);
 
+/* A raw handle on the data of an image file that another handle of ours
+ * holds (and has locked): the qcow2 backend's O_DIRECT + Linux AIO path to
+ * its data clusters.  No lock is taken; the format is raw, never probed.
+ * Otherwise as blk_open(). */
+int blk_open_data_file(const char *path, const struct blk_open_opts *opts, struct evloop *loop,
+		       struct blk **out, char *err, size_t errlen) __attribute__((warn_unused_result));
+
 /* raw.c: open @path as raw into @b (generic fields already set). */
 int raw_open(struct blk *b, const char *path, const struct blk_open_opts *opts, char *err,
 	     size_t errlen) __attribute__((warn_unused_result));
 
-/* qcow2.c: open @path as qcow2 into @b (generic fields already set). */
-int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts, char *err,
-	       size_t errlen) __attribute__((warn_unused_result));
+/* qcow2.c: open @path as qcow2 into @b (generic fields already set); with
+ * cache=none, its data clusters go through a blk_open_data_file() handle
+ * attached to @loop. */
+int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts,
+	       struct evloop *loop, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

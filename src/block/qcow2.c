@@ -4,12 +4,15 @@
  * zero clusters, backing chains (raw or qcow2, relative names resolved
  * against the overlay's directory).
  *
- * Simplicity first: every metadata and data access is a synchronous
- * pread/pwrite on the image descriptor, on the event loop thread; requests
- * complete through blk_req_complete(), so done() still never runs inside
- * blk_submit().  cache=none is served through the page cache (a warning
- * says so).  L2 tables are cached (LRU, a bounded number of tables);
- * refcount entries are read and written in place, one at a time.
+ * Simplicity first: every metadata access is a synchronous pread/pwrite on
+ * the image descriptor (through the page cache), on the event loop thread;
+ * requests complete through blk_req_complete(), so done() still never runs
+ * inside blk_submit().  Data goes the same way, except with cache=none: a
+ * second, O_DIRECT descriptor on the top image (a raw handle with Linux
+ * AIO, qcow2_open_data()) takes aligned data I/O, and reads and in-place
+ * writes of allocated clusters go to it asynchronously (qcow2_try_async()).
+ * L2 tables are cached (LRU, a bounded number of tables); refcount entries
+ * are read and written in place, one at a time.
  *
  * Nothing read from the image is trusted: every offset is checked against
  * the file size, the cluster alignment and the metadata it must not
@@ -75,6 +78,8 @@
 #define QCOW2_MAX_HOST_OFFSET (1ull << 55) /* where we stop allocating */
 #define QCOW2_WARN_LIMIT 16u              /* corruption warnings per image */
 #define QCOW2_MAX_PENDING 4096u           /* entry writes held before a commit */
+#define QCOW2_DIO_ALIGN 4096u             /* data buffers: any O_DIRECT alignment */
+#define QCOW2_ASYNC_EXTENTS 16u           /* host extents of one asynchronous request */
 
 /* Header fields: byte offsets. */
 enum {
@@ -168,6 +173,9 @@ struct qcow2 {
 	uint64_t *rel;          /* L2 entries whose clusters lose a reference */
 	size_t nrel, cap_rel;
 	struct qcow2 *backing;
+	/* cache=none, top image only: an O_DIRECT raw handle on this file
+	 * with Linux AIO, for data clusters (qcow2_data_*); NULL otherwise. */
+	struct blk *data;
 };
 
 /* An 8-byte metadata write (an L1 or L2 entry) waiting for the barrier. */
@@ -235,14 +243,15 @@ __attribute__((format(printf, 2, 3))) static void q_corrupt(struct qcow2 *q, con
 		 q->warned == QCOW2_WARN_LIMIT ? " (further warnings suppressed)" : "");
 }
 
-/* Read @len bytes at @off; what lies past the end of the file reads as
- * zeroes.  0 or -errno. */
-static int q_pread(struct qcow2 *q, void *buf, uint64_t len, uint64_t off)
+/* Read @len bytes at @off of an image through @fd (its q->fd, or the
+ * O_DIRECT data descriptor); what lies past the end of the file reads as zeroes.
+ * 0 or -errno. */
+static int q_pread_fd(int fd, void *buf, uint64_t len, uint64_t off)
 {
 	uint8_t *p = buf;
 
 	while (len) {
-		ssize_t n = pread(q->fd, p, len, (off_t)off);
+		ssize_t n = pread(fd, p, len, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -259,13 +268,13 @@ static int q_pread(struct qcow2 *q, void *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
-/* Write @len bytes at @off, all of them.  0 or -errno. */
-static int q_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off)
+/* Write @len bytes at @off through @fd, all of them.  0 or -errno. */
+static int q_pwrite_fd(struct qcow2 *q, int fd, const void *buf, uint64_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
 
 	while (len) {
-		ssize_t n = pwrite(q->fd, p, len, (off_t)off);
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -281,6 +290,61 @@ static int q_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off
 		q->file_size = off;
 	q->dirty = true;
 	return 0;
+}
+
+static int q_pread(struct qcow2 *q, void *buf, uint64_t len, uint64_t off)
+{
+	return q_pread_fd(q->fd, buf, len, off);
+}
+
+static int q_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off)
+{
+	return q_pwrite_fd(q, q->fd, buf, len, off);
+}
+
+/* Data clusters: with cache=none (q->data) every write goes through the
+ * O_DIRECT descriptor, from an aligned bounce buffer where @buf is not
+ * aligned enough: a data page written through the page cache could later
+ * be written back over newer O_DIRECT data.  Reads take O_DIRECT too where
+ * offset and length allow (a read of the image's unaligned tail cannot;
+ * it leaves only clean pages).  Without q->data, as q_pread/q_pwrite.
+ * Metadata never comes here: it stays in the page cache, on q->fd. */
+static int q_data_io(struct qcow2 *q, bool write, void *buf, uint64_t len, uint64_t off)
+{
+	const struct blk *d = q->data;
+	void *bounce = NULL;
+	int r;
+
+	if (!d || off % d->block_size || len % d->block_size) {
+		if (d && write)
+			return -EINVAL; /* callers write whole sectors: a bug */
+		return write ? q_pwrite(q, buf, len, off) : q_pread(q, buf, len, off);
+	}
+	if ((uintptr_t)buf % d->mem_align) {
+		if (posix_memalign(&bounce, QCOW2_DIO_ALIGN > d->mem_align ? QCOW2_DIO_ALIGN :
+					    d->mem_align, len))
+			return -ENOMEM;
+		if (write)
+			memcpy(bounce, buf, len);
+	}
+	if (write)
+		r = q_pwrite_fd(q, d->fd, bounce ? bounce : buf, len, off);
+	else
+		r = q_pread_fd(d->fd, bounce ? bounce : buf, len, off);
+	if (bounce && !write && !r)
+		memcpy(buf, bounce, len);
+	free(bounce);
+	return r;
+}
+
+static int q_data_pread(struct qcow2 *q, void *buf, uint64_t len, uint64_t off)
+{
+	return q_data_io(q, false, buf, len, off);
+}
+
+static int q_data_pwrite(struct qcow2 *q, const void *buf, uint64_t len, uint64_t off)
+{
+	return q_data_io(q, true, (void *)buf, len, off);
 }
 
 /* Everything written so far is durable before anything written next: the
@@ -583,7 +647,7 @@ static int qimg_read(struct qcow2 *q, uint64_t off, uint8_t *buf, uint64_t len)
 					  (unsigned long long)off, (unsigned long long)host);
 				return -EIO;
 			}
-			r = q_pread(q, buf, n, host + in);
+			r = q_data_pread(q, buf, n, host + in);
 			if (r)
 				return r;
 		}
@@ -1107,7 +1171,7 @@ static int write_chunk(struct qcow2 *q, uint64_t off, const uint8_t *buf, uint64
 			inplace = v == 1;
 		}
 		if (inplace && !zero && (entry & QCOW2_OFLAG_COPIED))
-			return q_pwrite(q, buf, n, host + in);
+			return q_data_pwrite(q, buf, n, host + in);
 	}
 
 	/* The whole cluster: the old contents (backing file, zeroes,
@@ -1127,7 +1191,7 @@ static int write_chunk(struct qcow2 *q, uint64_t off, const uint8_t *buf, uint64
 	}
 
 	if (inplace) {
-		r = q_pwrite(q, data, cs, host);
+		r = q_data_pwrite(q, data, cs, host);
 		if (r)
 			return r;
 		return l2_set(q, l2_off, l2i, host | QCOW2_OFLAG_COPIED);
@@ -1136,7 +1200,7 @@ static int write_chunk(struct qcow2 *q, uint64_t off, const uint8_t *buf, uint64
 	r = alloc_reserve(q, &newoff);
 	if (r)
 		return r;
-	r = q_pwrite(q, data, cs, newoff);
+	r = q_data_pwrite(q, data, cs, newoff);
 	if (r)
 		return r;
 	r = rc_set(q, newoff >> q->cluster_bits, 1);
@@ -1230,8 +1294,9 @@ static int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len, bool 
 		} else if (!discard) {
 			r = reads_zero(q, off, &yes);
 			if (!r && !yes) {
-				if (!zero)
-					zero = calloc(1, cs);
+				/* Aligned: O_DIRECT takes it without a bounce. */
+				if (!zero && posix_memalign((void **)&zero, QCOW2_DIO_ALIGN, cs) == 0)
+					memset(zero, 0, cs);
 				r = zero ? write_chunk(q, off, zero, n) : -ENOMEM;
 			}
 		}
@@ -1259,8 +1324,8 @@ static int qcow2_do(struct blk *b, struct blk_req *req)
 	switch (req->op) {
 	case BLK_READ:
 	case BLK_WRITE:
-		buf = malloc(req->len);
-		if (!buf)
+		/* Aligned, so that O_DIRECT (cache=none) can take it as is. */
+		if (posix_memalign((void **)&buf, QCOW2_DIO_ALIGN, req->len ? req->len : 1))
 			return -ENOMEM;
 		if (req->op == BLK_READ) {
 			r = qimg_read(q, req->offset, buf, req->len);
@@ -1288,9 +1353,172 @@ static int qcow2_do(struct blk *b, struct blk_req *req)
 	return -EINVAL;
 }
 
+/* ------------------------------------------------------------------ */
+/* Asynchronous data I/O (cache=none)                                  */
+
+/* A guest READ or WRITE that touches only allocated data clusters (for a
+ * write: ones it may overwrite in place, COPIED) needs no metadata: it goes
+ * to q->data, the O_DIRECT handle with Linux AIO, as one raw request per
+ * run of contiguous host clusters, straight from the guest's iov.  The
+ * request completes when its last part does.  Everything else (allocation,
+ * copy-on-write, backing files, compressed and zero clusters) takes the
+ * synchronous path.  Requests of either kind in flight together touch the
+ * same clusters only when the guest issued overlapping requests at once,
+ * whose order it cannot expect anyway; clusters are never reused after a
+ * free, so a late write never lands in someone else's cluster. */
+struct q_async {
+	struct blk *b;          /* the qcow2 handle */
+	struct blk_req *req;    /* the guest's request */
+	unsigned pending;
+	int result;
+	struct blk_req part[QCOW2_ASYNC_EXTENTS];
+	struct iovec iov[];     /* the parts' slices of req->iov */
+};
+
+static void async_part_done(struct blk_req *part, int result)
+{
+	struct q_async *a = part->opaque;
+
+	if (result && !a->result)
+		a->result = result;
+	if (--a->pending)
+		return;
+	blk_req_complete(a->b, a->req, a->result);
+	free(a);
+}
+
+/* Slice bytes [@from, @from + @len) of @iov (@cnt segments) into @out;
+ * returns the segments used. */
+static unsigned iov_slice(const struct iovec *iov, unsigned cnt, uint64_t from, uint64_t len,
+			  struct iovec *out)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < cnt && len; i++) {
+		uint64_t seg = iov[i].iov_len;
+
+		if (from >= seg) {
+			from -= seg;
+			continue;
+		}
+		seg -= from;
+		if (seg > len)
+			seg = len;
+		out[n].iov_base = (uint8_t *)iov[i].iov_base + from;
+		out[n].iov_len = seg;
+		n++;
+		len -= seg;
+		from = 0;
+	}
+	return n;
+}
+
+/* Send @req to q->data when it qualifies (above).  Returns 1 when it went
+ * (it completes later), 0 when it must take the synchronous path, or
+ * -errno (a corrupt entry: the caller fails the request). */
+static int qcow2_try_async(struct blk *b, struct blk_req *req)
+{
+	struct qcow2 *q = b->qcow2;
+	struct blk *d = q->data;
+	uint64_t cs = q->cluster_size, off = req->offset, left = req->len, pos = 0;
+	uint64_t ext_host[QCOW2_ASYNC_EXTENTS], ext_pos[QCOW2_ASYNC_EXTENTS];
+	uint64_t ext_len[QCOW2_ASYNC_EXTENTS];
+	unsigned n = 0, used = 0;
+	struct q_async *a;
+
+	if (!d || q->broken || !left || (req->op != BLK_READ && req->op != BLK_WRITE))
+		return 0;
+	while (left) {
+		uint64_t in = off & (cs - 1), len = cs - in < left ? cs - in : left;
+		uint64_t entry, l2_off, host;
+		int r = l2_lookup(q, off, &entry, &l2_off);
+
+		if (r)
+			return r;
+		host = entry & QCOW2_OFFSET_MASK;
+		if (!host || (entry & QCOW2_OFLAG_COMPRESSED) ||
+		    (q->version >= 3 && (entry & QCOW2_OFLAG_ZERO)) ||
+		    (req->op == BLK_WRITE && !(entry & QCOW2_OFLAG_COPIED)))
+			return 0;
+		if (!host_cluster_ok(q, host))
+			return 0; /* the synchronous path reports it */
+		host += in;
+		if (n && ext_host[n - 1] + ext_len[n - 1] == host) {
+			ext_len[n - 1] += len;
+		} else {
+			if (n == QCOW2_ASYNC_EXTENTS)
+				return 0;
+			ext_host[n] = host;
+			ext_pos[n] = pos;
+			ext_len[n] = len;
+			n++;
+		}
+		off += len;
+		pos += len;
+		left -= len;
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (ext_host[i] % d->block_size || ext_len[i] % d->block_size)
+			return 0;
+	a = calloc(1, sizeof(*a) + (req->iovcnt + n) * sizeof(struct iovec));
+	if (!a)
+		return 0;
+	a->b = b;
+	a->req = req;
+	a->pending = n;
+	/* The data handle checks ranges against its size: the file grew. */
+	d->size = round_up(q->file_size, d->block_size);
+	for (unsigned i = 0; i < n; i++) {
+		struct blk_req *p = &a->part[i];
+
+		p->op = req->op;
+		p->offset = ext_host[i];
+		p->len = ext_len[i];
+		p->iov = a->iov + used;
+		p->iovcnt = iov_slice(req->iov, req->iovcnt, ext_pos[i], ext_len[i], a->iov + used);
+		used += p->iovcnt;
+		p->done = async_part_done;
+		p->opaque = a;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int r = blk_submit(d, &a->part[i]);
+
+		if (r) {
+			/* Parts already sent complete later; this and the rest
+			 * count as failed now. */
+			if (!a->result)
+				a->result = r;
+			a->pending -= n - i;
+			if (!a->pending) {
+				free(a);
+				return r;
+			}
+			return 1;
+		}
+	}
+	return 1;
+}
+
 static void qcow2_submit(struct blk *b, struct blk_req *req)
 {
-	blk_req_complete(b, req, qcow2_do(b, req));
+	int r = qcow2_try_async(b, req);
+
+	if (r == 1)
+		return;
+	blk_req_complete(b, req, r < 0 ? r : qcow2_do(b, req));
+}
+
+/* The data handle's requests complete on its own eventfd; drain() waits
+ * for them here. */
+static bool qcow2_poll(struct blk *b, bool wait)
+{
+	struct blk *d = b->qcow2 ? b->qcow2->data : NULL;
+
+	if (!d || !blk_inflight(d))
+		return false;
+	if (wait)
+		blk_drain(d);
+	return true;
 }
 
 static void qcow2_destroy(struct blk *b)
@@ -1298,6 +1526,10 @@ static void qcow2_destroy(struct blk *b)
 	if (b->qcow2 && !b->qcow2->broken && (b->qcow2->npend || b->qcow2->nrel) &&
 	    qcow2_commit(b->qcow2))
 		log_warn("%s: metadata not written at close", b->path);
+	if (b->qcow2) {
+		blk_close(b->qcow2->data); /* drained by now */
+		b->qcow2->data = NULL;
+	}
 	qimg_free(b->qcow2);
 	b->qcow2 = NULL;
 }
@@ -1311,6 +1543,7 @@ static int qcow2_lock_fd(const struct blk *b)
 static const struct blk_ops qcow2_ops = {
 	.name = "qcow2",
 	.submit = qcow2_submit,
+	.poll = qcow2_poll,
 	.destroy = qcow2_destroy,
 	.lock_fd = qcow2_lock_fd,
 };
@@ -1584,7 +1817,9 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 	q->l2c = calloc(q->l2c_n, sizeof(*q->l2c));
 	q->dbuf = malloc(cs);
 	q->zbuf = malloc(2 * cs);
-	q->cowbuf = malloc(cs);
+	/* Aligned: data I/O may go straight to an O_DIRECT descriptor. */
+	if (posix_memalign((void **)&q->cowbuf, QCOW2_DIO_ALIGN, cs))
+		q->cowbuf = NULL;
 	if (!q->l1 || !q->rt || !q->l2c || !q->dbuf || !q->zbuf || !q->cowbuf) {
 		r = errmsg(-ENOMEM, err, errlen, "%s: out of memory", q->path);
 		goto out;
@@ -1743,8 +1978,51 @@ fail:
 	return r;
 }
 
-int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts, char *err,
-	       size_t errlen)
+/* cache=none: the O_DIRECT data handle of the top image, where it can be
+ * had.  Data and metadata of one page must never be split between the page
+ * cache and O_DIRECT (a write-back of the page would overwrite the data
+ * with its stale copy), so clusters smaller than a page keep to the page
+ * cache, as does a filesystem that refuses O_DIRECT.  Backing files are
+ * read through the page cache, which they share with other overlays. */
+static void qcow2_open_data(struct blk *b, const char *path, const struct blk_open_opts *opts,
+			    struct evloop *loop)
+{
+	struct qcow2 *q = b->qcow2;
+	struct blk_open_opts dopts = {
+		.readonly = opts->readonly, .cache = BLK_CACHE_NONE, .no_aio = opts->no_aio,
+	};
+	long page = sysconf(_SC_PAGESIZE);
+	char why[PATH_MAX + 128];
+
+	if (q->cluster_size < (uint64_t)(page > 0 ? page : 4096)) {
+		log_warn("%s: cache=none needs clusters of at least %ld bytes (this image has %llu);"
+			 " using the page cache", path, page, (unsigned long long)q->cluster_size);
+		return;
+	}
+	if (blk_open_data_file(path, &dopts, loop, &q->data, why, sizeof(why))) {
+		log_warn("%s; cache=none falls back to the page cache", why);
+		q->data = NULL;
+		return;
+	}
+	if (!q->data->direct) {
+		/* raw_open_fd() said why (the filesystem refuses O_DIRECT). */
+		blk_close(q->data);
+		q->data = NULL;
+		return;
+	}
+	/* Guests write 512-byte sectors: every data write must be able to
+	 * take O_DIRECT (q_data_io()). */
+	if (q->data->block_size > 512) {
+		log_warn("%s: O_DIRECT here needs %u-byte aligned I/O, guests write 512-byte"
+			 " sectors; cache=none falls back to the page cache", path,
+			 q->data->block_size);
+		blk_close(q->data);
+		q->data = NULL;
+	}
+}
+
+int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts,
+	       struct evloop *loop, char *err, size_t errlen)
 {
 	struct qcow2_chain chain = { 0 };
 	int r;
@@ -1755,8 +2033,7 @@ int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts
 		return r;
 	b->qcow2->unsafe = opts->cache == BLK_CACHE_UNSAFE;
 	if (opts->cache == BLK_CACHE_NONE)
-		log_warn("%s: cache=none is not implemented for qcow2 yet; using the page cache",
-			 path);
+		qcow2_open_data(b, path, opts, loop);
 	b->block_size = 512;
 	b->mem_align = 512;
 	/* Whole sectors only, as QEMU sees it: a tail shorter than 512 bytes

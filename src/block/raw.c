@@ -714,7 +714,7 @@ int raw_open(struct blk *b, const char *path, const struct blk_open_opts *opts, 
 	r = raw_probe(b, err, errlen);
 	if (r)
 		return r;
-	r = raw_lock(b, err, errlen);
+	r = b->no_lock ? 0 : raw_lock(b, err, errlen);
 	if (r)
 		return r;
 	b->discard_ok = !b->readonly;

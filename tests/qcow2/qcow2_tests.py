@@ -409,7 +409,7 @@ def write_and_verify(img, ops, what, base_data, backing=None, opts=(), fmt="qcow
     check(p.returncode == 0, f"{what}: qemu-img compare with the reference: exit {p.returncode}\n"
           f"{p.stdout.decode(errors='replace')}{p.stderr.decode(errors='replace')}")
     # And blktool reads back what qemu-img reads.
-    check_same(blk_read(img, "--format", fmt), got, f"{what}: blktool read after the writes")
+    check_same(blk_read(img, "--format", fmt, *opts), got, f"{what}: blktool read after the writes")
     return got
 
 
@@ -736,8 +736,13 @@ def test_write_fresh():
 def test_write_prefilled():
     need_qcow2()
     size = 16 * MiB
-    for cfg, compress in [((), False), (("compat=0.10",), False), ((), True),
-                          (("cluster_size=4096",), True)]:
+    # cache=none: reads and overwrites of allocated clusters go to the
+    # O_DIRECT handle asynchronously, the rest through the page cache.
+    for cfg, compress, opts in [((), False, ()), (("compat=0.10",), False, ()), ((), True, ()),
+                                (("cluster_size=4096",), True, ()),
+                                ((), False, ("--cache", "none")),
+                                (("cluster_size=4096",), True, ("--cache", "none")),
+                                (("cluster_size=1024",), False, ("--cache", "none"))]:
         with tmpdir() as d:
             src = os.path.join(d, "src.raw")
             data = source_raw(src, size, 32)
@@ -746,7 +751,8 @@ def test_write_prefilled():
             before = oracle_raw(img)
             check(before != data, "qemu-io changed nothing")
             ops = random_script(random.Random(33), size, 500)
-            write_and_verify(img, ops, f"prefilled {cfg} compressed={compress}", before)
+            write_and_verify(img, ops, f"prefilled {cfg} compressed={compress} {opts}", before,
+                             opts=opts)
 
 
 def test_write_backing_copy_up():
@@ -803,26 +809,28 @@ def concurrent_script(rng, clusters, cluster_size, seed0):
 def test_write_concurrent_same_cluster():
     need_qcow2()
     size = 8 * MiB
-    for cfg, backing in [((), False), ((), True), (("cluster_size=4096",), True),
-                         (("compat=0.10",), True), (("cluster_size=2M",), False)]:
+    for cfg, backing, opts in [((), False, ()), ((), True, ()), (("cluster_size=4096",), True, ()),
+                               (("compat=0.10",), True, ()), (("cluster_size=2M",), False, ()),
+                               (("cluster_size=4096",), True, ("--cache", "none"))]:
         cs = 2 * MiB if "cluster_size=2M" in cfg else 4096 if "cluster_size=4096" in cfg else 65536
         what = f"concurrent writes in one cluster {cfg} backing={backing}"
         with tmpdir() as d:
             start = bytes(size)
             img = os.path.join(d, "c.qcow2")
-            opts = ["-o", ",".join(cfg)] if cfg else []
+            create_opts = ["-o", ",".join(cfg)] if cfg else []
             if backing:
                 src = os.path.join(d, "base.raw")
                 start = source_raw(src, size, 51)
-                qemu_img("create", "-q", "-f", "qcow2", *opts, "-b", src, "-F", "raw", img)
+                qemu_img("create", "-q", "-f", "qcow2", *create_opts, "-b", src, "-F", "raw", img)
             else:
-                qemu_img("create", "-q", "-f", "qcow2", *opts, img, str(size))
+                qemu_img("create", "-q", "-f", "qcow2", *create_opts, img, str(size))
             rng = random.Random(52)
             clusters = sorted(rng.sample(range(size // cs), min(size // cs, 8)))
             ops = []
             for r in range(3):
                 ops += concurrent_script(rng, clusters, cs, 1000 * (r + 1))
-            write_and_verify(img, ops, what, start, backing=start if backing else None)
+            write_and_verify(img, ops, what + f" {opts}", start,
+                             backing=start if backing else None, opts=opts)
 
 
 def test_write_with_internal_snapshot():

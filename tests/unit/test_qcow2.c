@@ -333,6 +333,112 @@ static void run_variant(struct ctx *c, const struct variant *v, bool compress)
 	close_img(c);
 }
 
+/* Whether this process holds a descriptor on @path opened with O_DIRECT. */
+static bool have_direct_fd(const char *path)
+{
+	char link[64], target[256], info[64], line[128];
+	bool found = false;
+
+	for (int fd = 0; fd < 1024 && !found; fd++) {
+		ssize_t n;
+		FILE *f;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = 0;
+		if (strcmp(target, path))
+			continue;
+		snprintf(info, sizeof(info), "/proc/self/fdinfo/%d", fd);
+		f = fopen(info, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "flags:", 6) && (strtoul(line + 6, NULL, 8) & O_DIRECT))
+				found = true;
+		fclose(f);
+	}
+	return found;
+}
+
+/* cache=none: the data clusters go through an O_DIRECT handle, with Linux
+ * AIO for reads and overwrites of allocated clusters.  32 requests in
+ * flight at once (reads, overwrites, allocating writes, unaligned guest
+ * memory), then random writes; reads match the reference, qemu-img finds
+ * the image clean and equal to it. */
+static void test_cache_none(void **state)
+{
+	struct ctx *c = *state;
+	struct blk_open_opts o = { .cache = BLK_CACHE_NONE };
+	enum { N = 32, LEN = 8 * KiB };
+	struct blk_req reqs[N];
+	struct iovec iov[N];
+	uint8_t *bufs = malloc(N * LEN + 1), *ref;
+	char path[128], refpath[128], err[512];
+	uint64_t size = 8 * MiB, reflen, seed = 99;
+	int fd;
+
+	if (!have_qemu_img())
+		return;
+	assert_non_null(bufs);
+	make_raw(c, "src.raw", size, 43);
+	assert_int_equal(sh(c, "qemu-img convert -f raw -O qcow2 src.raw img.qcow2 && "
+			    "cp src.raw ref.raw"), 0);
+	path_of(c, "img.qcow2", path, sizeof(path));
+	path_of(c, "ref.raw", refpath, sizeof(refpath));
+	if (blk_open(path, &o, &c->loop, &c->b, err, sizeof(err)))
+		fail_msg("blk_open cache=none: %s", err);
+	assert_true(have_direct_fd(path));
+
+	ref = read_file(refpath, &reflen);
+	fd = open(refpath, O_RDWR);
+	assert_true(fd >= 0);
+	/* Odd requests write (the reference too), even ones read; the +1
+	 * makes every buffer unaligned for O_DIRECT. */
+	for (unsigned i = 0; i < N; i++) {
+		uint64_t off = (rnd(&seed) % (size / LEN)) * LEN;
+		uint8_t *p = bufs + 1 + i * LEN;
+
+		while (i) {
+			bool clash = false;
+
+			for (unsigned j = 0; j < i; j++)
+				clash |= reqs[j].offset == off;
+			if (!clash)
+				break;
+			off = (rnd(&seed) % (size / LEN)) * LEN;
+		}
+		iov[i] = (struct iovec){ p, LEN };
+		reqs[i] = (struct blk_req){ .op = i % 2 ? BLK_WRITE : BLK_READ, .offset = off,
+					    .len = LEN, .iov = &iov[i], .iovcnt = 1,
+					    .done = on_done, .opaque = c };
+		if (i % 2) {
+			fill(p, LEN, seed + i);
+			assert_int_equal(pwrite(fd, p, LEN, (off_t)off), (ssize_t)LEN);
+		}
+	}
+	c->completed = 0;
+	for (unsigned i = 0; i < N; i++)
+		assert_int_equal(blk_submit(c->b, &reqs[i]), 0);
+	while (c->completed < N) {
+		c->loop.stop = false;
+		assert_int_equal(evloop_run(&c->loop), 0);
+	}
+	assert_int_equal(c->result, 0);
+	for (unsigned i = 0; i < N; i += 2)
+		if (memcmp(bufs + 1 + i * LEN, ref + reqs[i].offset, LEN))
+			fail_msg("read %u at %llu differs from the reference", i,
+				 (unsigned long long)reqs[i].offset);
+	close(fd);
+	free(ref);
+	free(bufs);
+	random_writes(c, "ref.raw", 150, 5, 96 * KiB);
+	compare_with_raw(c, "ref.raw");
+	close_img(c);
+	qemu_verify(c, "img.qcow2", "ref.raw");
+}
+
 static const struct variant variants[] = {
 	{ "cluster_size=512,compat=1.1,refcount_bits=16", 2 * MiB, 150, 8 * KiB },
 	{ "cluster_size=512,compat=0.10", 2 * MiB, 150, 8 * KiB },
@@ -1116,6 +1222,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fuzz_metadata, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refcount_table_grows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_none, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
