@@ -14,7 +14,10 @@ usage:
       it on the host).
       --disk-test adds a virtio-blk disk (vmrun --disk) that the guest
       kernel's own driver reads and writes: see disk_make() and the
-      vmrun.test=blk mode of tests/linux/init.
+      vmrun.test=blk mode of tests/linux/init.  With --disk-qcow2 the disk
+      is a qcow2 overlay over a qcow2 base, and once the guest has read its
+      file the test takes a live snapshot through the control socket while
+      the guest goes on writing: see run_live_snapshot().
       --net-test (root only, else skipped) runs vmrun in a fresh network
       namespace with --net tap=... on a tap at 10.0.2.1/24 there; the
       guest kernel's virtio-net driver takes 10.0.2.2/24 and pings the host
@@ -42,6 +45,7 @@ import os
 import random
 import re
 import secrets
+import select
 import shutil
 import socket
 import struct
@@ -304,6 +308,35 @@ def run_net(args, token):
                        stderr=subprocess.DEVNULL)
 
 
+def run_live_snapshot(args, tmp):
+    """Run vmrun (@args) with a control socket and take a live snapshot of
+    its disk once the guest has read its file (`blk: read`), while the guest
+    goes on to write.  Returns (status, console, stderr, the snapshot's
+    result or {"error": ...})."""
+    sock = os.path.join(tmp, "api.sock")
+    p = subprocess.Popen(args + ["--api-sock", sock], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, snap = b"", {"error": "the guest never printed 'blk: read'"}
+    deadline = time.monotonic() + BOOT_TIMEOUT_S + 60
+    try:
+        while b"blk: read" not in out and time.monotonic() < deadline:
+            r, _, _ = select.select([p.stdout], [], [], deadline - time.monotonic())
+            chunk = os.read(p.stdout.fileno(), 65536) if r else b""
+            if not chunk:
+                break
+            out += chunk
+        if b"blk: read" in out:
+            c = subprocess.run([args[0], "ctl", sock, "snapshot", "disk=0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=120)
+            snap = json.loads(c.stdout) if c.returncode == 0 else {"error": c.stderr.strip()}
+        rest, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rest, err = p.communicate()
+    return p.returncode, (out + rest).decode(errors="replace"), err.decode(errors="replace"), snap
+
+
 def host_lacks_hw_virt():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -415,6 +448,8 @@ def boot_in(a, tmp):
         except HostToolError as e:
             print(f"FAIL: setting up the network namespace: {e}")
             return 1
+    elif a.disk_qcow2:
+        status, out, err, snap = run_live_snapshot(args, tmp)
     else:
         p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=BOOT_TIMEOUT_S + 60)
@@ -458,10 +493,32 @@ def boot_in(a, tmp):
         if not re.search(r"^blk: wrote\r?$", out, re.M):
             failures.append("no 'blk: wrote' line from the guest")
         if a.disk_qcow2:
-            # qemu-img is the oracle: the overlay checks clean, the base is
-            # untouched, and the raw view of the chain holds the guest's file.
+            # qemu-img is the oracle: the overlay and the live snapshot's
+            # base check clean, the original base is untouched, the chain is
+            # top -> top.base-1 -> base, the snapshot's base still holds the
+            # host's file, and the raw view of the chain the guest's file.
             try:
+                snap_base = top + ".base-1"
+                if snap.get("error") or snap.get("base") != snap_base:
+                    failures.append(f"live snapshot while the guest ran: {snap}")
                 host_tool(["qemu-img", "check", "-q", top])
+                host_tool(["qemu-img", "check", "-q", snap_base])
+                chain = json.loads(host_tool(["qemu-img", "info", "--backing-chain",
+                                              "--output=json", top]))
+                names = [os.path.basename(i["filename"]) for i in chain]
+                if names != ["top.qcow2", "top.qcow2.base-1", "base.qcow2"]:
+                    failures.append(f"backing chain after the live snapshot: {names}")
+                snap_raw = os.path.join(tmp, "snap.raw")
+                host_tool(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", snap_base,
+                           snap_raw])
+                with open(snap_raw, "rb") as f:
+                    f.seek(part_start)
+                    part = f.read(part_size)
+                with open(snap_raw, "wb") as f:
+                    f.write(part)
+                got = host_tool(["debugfs", "-R", "cat /host.txt", snap_raw])
+                if got != host_text + "\n":
+                    failures.append(f"the snapshot's base reads /host.txt as {got!r}")
                 with open(base, "rb") as f:
                     if hashlib.sha256(f.read()).hexdigest() != base_sha:
                         failures.append("vmrun changed the qcow2 base image")
@@ -526,7 +583,8 @@ def main():
     bp.add_argument("--initrd-gzip", action="store_true")
     bp.add_argument("--disk-test", action="store_true")
     bp.add_argument("--disk-qcow2", action="store_true",
-                    help="with --disk-test: the disk is a qcow2 overlay over a qcow2 base")
+                    help="with --disk-test: the disk is a qcow2 overlay over a qcow2 base, "
+                         "snapshotted live while the guest runs")
     bp.add_argument("--net-test", action="store_true")
     hp = sub.add_parser("net-host")
     hp.add_argument("--guest", required=True)
