@@ -76,8 +76,9 @@ struct blk_req {
  * source to @loop.  *@out is the new backend.  @opts may be NULL (all
  * defaults: writable, writeback, AIO, format AUTO).  Returns 0, or -errno
  * with a one-line reason naming the file in @err.  qcow2 refusals include
- * -ENOTSUP (unsupported features, named), -EUCLEAN (corrupt or dirty image
- * opened writable), -ELOOP (backing chain loop, or deeper than 16), -EINVAL
+ * -ENOTSUP (unsupported features, named), -EUCLEAN (a corrupt image opened
+ * writable, or a dirty one whose refcounts cannot be rebuilt here: a
+ * writable open rebuilds them), -ELOOP (backing chain loop, or deeper than 16), -EINVAL
  * (a header or table that does not fit the file), -ENOENT (a missing
  * backing file, named).  Backing files are always opened read-only. */
 int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *loop,

@@ -42,9 +42,14 @@
  *    then the old table's clusters are released.
  * cache=unsafe skips the barriers (and FLUSH's fdatasync), not the order.
  *
+ * A dirty image (written with lazy refcounts by a QEMU that did not close
+ * it) is repaired at a writable open: its refcounts are rebuilt from the
+ * tables (qcow2_repair()), as QEMU does.
+ *
  * Not supported (refused at open with a message): encryption, external
  * data files, extended L2 entries, unknown incompatible features, writing
- * to dirty (lazy refcounts) or corrupt images.  Internal snapshots are
+ * to corrupt images, repairing dirty images with internal snapshots.
+ * Internal snapshots are
  * left alone (never read, created or deleted); writes to an image that has
  * them copy shared L2 tables and data clusters (refcount > 1) first.  The
  * refcount table grows up to 8 MiB (QEMU's limit); a write that would need
@@ -80,6 +85,7 @@
 #define QCOW2_MAX_PENDING 4096u           /* entry writes held before a commit */
 #define QCOW2_DIO_ALIGN 4096u             /* data buffers: any O_DIRECT alignment */
 #define QCOW2_ASYNC_EXTENTS 16u           /* host extents of one asynchronous request */
+#define QCOW2_REPAIR_MAX_CLUSTERS (1ull << 28) /* counters a refcount rebuild may hold */
 
 /* Header fields: byte offsets. */
 enum {
@@ -1584,6 +1590,126 @@ static void feature_name(const uint8_t *hdr, uint64_t ext, uint64_t end, unsigne
 
 /* Parse and check the header of @q (fd and file_size set); load L1 and
  * the refcount table; open the backing chain. */
+/* Count one more reference on every host cluster that [@off, @off + @len)
+ * touches; false when one lies past the end of the file. */
+static bool repair_count(const struct qcow2 *q, uint32_t *cnt, uint64_t n, uint64_t off,
+			 uint64_t len)
+{
+	uint64_t first = off >> q->cluster_bits, last = (off + len - 1) >> q->cluster_bits;
+
+	if (!len || off + len < off || last >= n)
+		return false;
+	for (uint64_t ci = first; ci <= last; ci++)
+		if (cnt[ci] < UINT32_MAX)
+			cnt[ci]++;
+	return true;
+}
+
+/* A writable open of an image with the dirty bit (written with lazy
+ * refcounts and not closed cleanly): its refcounts may be too low or too
+ * high, and the allocation and copy-on-write decisions rely on them.
+ * Rebuild them as `qemu-img check -r all` would: count every reference
+ * from scratch (header, L1 table, refcount table and blocks, L2 tables,
+ * data and compressed clusters), set each refcount that differs in place,
+ * then barrier, clear the dirty bit, barrier.  A crash on the way leaves
+ * the bit set, and the next open starts over.  Refuses (-EUCLEAN, the
+ * reason in @err) what it cannot mend here: internal snapshots, a count
+ * beyond the refcount width, a referenced cluster with no refcount block,
+ * an image of more than QCOW2_REPAIR_MAX_CLUSTERS clusters, a reference
+ * out of the file. */
+static int qcow2_repair(struct qcow2 *q, char *err, size_t errlen)
+{
+	uint64_t cs = q->cluster_size, n = q->alloc_next >> q->cluster_bits, fixed = 0;
+	uint64_t maxrc = q->refcount_order == 6 ? UINT64_MAX :
+			 (1ull << (1u << q->refcount_order)) - 1;
+	const char *bad = NULL;
+	uint32_t *cnt;
+	uint8_t be[8];
+	int r = 0;
+
+	if (q->nb_snapshots)
+		return errmsg(-EUCLEAN, err, errlen, "%s has the dirty bit set (lazy refcounts, not"
+			      " closed cleanly) and internal snapshots: repair it with 'qemu-img"
+			      " check -r all' before opening it writable", q->path);
+	if (n > QCOW2_REPAIR_MAX_CLUSTERS || !(cnt = calloc(n ? n : 1, sizeof(*cnt))))
+		return errmsg(-EUCLEAN, err, errlen, "%s has the dirty bit set and is too large to"
+			      " repair here: use 'qemu-img check -r all'", q->path);
+	if (!repair_count(q, cnt, n, 0, cs) ||
+	    (q->l1_size && !repair_count(q, cnt, n, q->l1_offset, (uint64_t)q->l1_size * 8)) ||
+	    !repair_count(q, cnt, n, q->rt_offset, q->rt_bytes))
+		bad = "a metadata table lies past the end of the file";
+	for (uint32_t i = 0; i < q->rt_entries && !bad; i++) {
+		uint64_t rb = q->rt[i] & QCOW2_RT_OFFSET_MASK;
+
+		if (rb && (!host_cluster_ok(q, rb) || !repair_count(q, cnt, n, rb, cs)))
+			bad = "a refcount block lies outside the file";
+	}
+	for (uint32_t i = 0; i < q->l1_size && !bad && !r; i++) {
+		uint64_t l2 = q->l1[i] & QCOW2_OFFSET_MASK;
+		uint8_t *t;
+
+		if (!l2)
+			continue;
+		if (!host_cluster_ok(q, l2) || !repair_count(q, cnt, n, l2, cs)) {
+			bad = "an L2 table lies outside the file";
+			break;
+		}
+		r = l2_load(q, l2, &t);
+		for (uint64_t j = 0; !r && j < (1ull << q->l2_bits) && !bad; j++) {
+			uint64_t e = get_be64(t + 8 * j), off, len, first, count;
+
+			if (e & QCOW2_OFLAG_COMPRESSED) {
+				compressed_range(q, e, &off, &len, &first, &count);
+				if (!repair_count(q, cnt, n, first << q->cluster_bits,
+						  count << q->cluster_bits))
+					bad = "a compressed cluster lies past the end of the file";
+			} else if ((off = e & QCOW2_OFFSET_MASK)) {
+				if (!host_cluster_ok(q, off) || !repair_count(q, cnt, n, off, cs))
+					bad = "a data cluster lies outside the file";
+			}
+		}
+	}
+	for (uint64_t ci = 0; ci < n && !bad && !r; ci++) {
+		uint64_t v, rb, idx;
+
+		r = rc_get(q, ci, &v);
+		if (r || v == cnt[ci])
+			continue;
+		if (cnt[ci] > maxrc || cnt[ci] == UINT32_MAX) {
+			bad = "a cluster has more references than the refcount width holds";
+			break;
+		}
+		r = rc_locate(q, ci, &rb, &idx);
+		if (r == -ENOSPC || (!r && !rb)) {
+			r = 0;
+			bad = "a cluster in use has no refcount block";
+			break;
+		}
+		if (!r)
+			r = rc_set(q, ci, cnt[ci]);
+		fixed++;
+	}
+	free(cnt);
+	if (bad)
+		return errmsg(-EUCLEAN, err, errlen, "%s has the dirty bit set and cannot be repaired"
+			      " here (%s): use 'qemu-img check -r all'", q->path, bad);
+	if (!r)
+		r = q_barrier(q);
+	if (!r) {
+		q->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+		put_be64(be, q->incompat);
+		r = q_pwrite(q, be, sizeof(be), QH_INCOMPAT);
+	}
+	if (!r)
+		r = q_barrier(q);
+	if (r)
+		return errmsg(r, err, errlen, "%s: repairing the refcounts of a dirty image: %s",
+			      q->path, strerror(-r));
+	log_warn("%s was not closed cleanly (dirty bit, lazy refcounts): refcounts rebuilt,"
+		 " %llu corrected", q->path, (unsigned long long)fixed);
+	return 0;
+}
+
 static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, size_t errlen)
 {
 	uint8_t small[QH_V3_LENGTH];
@@ -1686,13 +1812,6 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 			r = errmsg(-EUCLEAN, err, errlen,
 				   "%s is marked corrupt: open it read-only, or repair it with"
 				   " 'qemu-img check -r all'", q->path);
-			goto out;
-		}
-		if ((q->incompat & QCOW2_INCOMPAT_DIRTY) && !q->readonly) {
-			r = errmsg(-EUCLEAN, err, errlen,
-				   "%s has the dirty bit set (lazy refcounts, not closed cleanly):"
-				   " it needs 'qemu-img check -r all' before it can be opened"
-				   " writable", q->path);
 			goto out;
 		}
 		if (q->incompat & QCOW2_INCOMPAT_CORRUPT)
@@ -1858,6 +1977,12 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 			       strerror(-r));
 			goto out;
 		}
+	}
+
+	if ((q->incompat & QCOW2_INCOMPAT_DIRTY) && !q->readonly) {
+		r = qcow2_repair(q, err, errlen);
+		if (r)
+			goto out;
 	}
 
 	if (backing_off) {

@@ -961,6 +961,63 @@ def test_crash_kill_during_writes():
                        bytes(size), opts=opts)
 
 
+def dirty_image(path, size, cfg, cmds):
+    """A lazy_refcounts image that qemu-io wrote to and then killed itself
+    in (QEMU's own iotest 039 recipe): the dirty bit is set and qemu-img
+    check finds refcount errors, which this checks."""
+    qemu_img("create", "-q", "-f", "qcow2", "-o", ",".join(("lazy_refcounts=on",) + cfg), path,
+             str(size))
+    args = ["qemu-io", "-f", "qcow2"]
+    for c in cmds + ["sigraise 9"]:
+        args += ["-c", c]
+    p = run(args + [path], ok=None)
+    check(p.returncode == -signal.SIGKILL, f"qemu-io should have died by SIGKILL: {p.returncode}")
+    check(qcow2_header_flags(path)[1] & 1, "qemu-io left no dirty bit")
+    p = qemu_img("check", "-f", "qcow2", path, ok=None)
+    check(p.returncode == 2, f"the dirty image should have refcount errors: exit {p.returncode}")
+
+
+def test_dirty_lazy_refcounts_repaired():
+    # A writable open of a dirty image rebuilds its refcounts (as QEMU does
+    # at open) and clears the bit: qemu-img check is clean afterwards and
+    # the data are qemu-io's plus ours.  A read-only open leaves it dirty;
+    # one with internal snapshots is refused with a message, unchanged.
+    need_qcow2()
+    size = 16 * MiB
+    for cfg in ((), ("cluster_size=4096",), ("refcount_bits=1",)):
+        what = f"dirty image {cfg}"
+        with tmpdir() as d:
+            img = os.path.join(d, "dirty.qcow2")
+            dirty_image(img, size, cfg, ["write -P 0x5a 0 1M", "write -P 0x33 3M 192k",
+                                         "write -P 0x11 7M 4k"])
+            before = oracle_raw(img)
+            with open(img, "rb") as f:
+                raw_before = f.read()
+            check_same(blk_read(img), before, f"{what}: read-only read")
+            with open(img, "rb") as f:
+                check(f.read() == raw_before, f"{what}: a read-only open changed the file")
+            ops = random_script(random.Random(71), size, 200)
+            write_and_verify(img, ops, what, before)
+            check(not qcow2_header_flags(img)[1] & 1, f"{what}: the dirty bit is still set")
+    with tmpdir() as d:
+        img = os.path.join(d, "snap.qcow2")
+        qemu_img("create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", img, str(size))
+        qemu_img("snapshot", "-c", "s1", img)
+        args = ["qemu-io", "-f", "qcow2", "-c", "write -P 0x77 0 128k", "-c", "sigraise 9", img]
+        check(run(args, ok=None).returncode == -signal.SIGKILL, "qemu-io did not die")
+        check(qcow2_header_flags(img)[1] & 1, "qemu-io left no dirty bit")
+        with open(img, "rb") as f:
+            raw_before = f.read()
+        script = os.path.join(d, "script.txt")
+        write_script(script, [("w", 0, 4096, 3), ("f",)])
+        p = blktool("write", img, script, ok=(2,))
+        err = p.stderr.decode(errors="replace")
+        check("internal snapshots" in err and "qemu-img check -r all" in err,
+              f"dirty image with snapshots: {err!r}")
+        with open(img, "rb") as f:
+            check(f.read() == raw_before, "a refused dirty image changed")
+
+
 def test_crash_backing_discard_small_clusters():
     # Copy-up, discards and many metadata allocations in flight at the kill.
     need_qcow2()
