@@ -59,6 +59,7 @@ struct net_priv {
 	struct ev_source src;     /* the tap on the event loop */
 	uint32_t watching;        /* events src is registered for */
 	bool mrg_rxbuf;
+	bool guest_csum;          /* GUEST_CSUM negotiated: RX flags pass through */
 	bool active;              /* activate() ran, no reset since */
 	bool eof;                 /* the "tap" (a test's socket) was closed: no longer watched */
 	struct virtq_req *scratch;
@@ -305,6 +306,13 @@ static int rx_deliver(struct virtio_net *n, bool *pushed)
 	unsigned k = 0;
 	int r;
 
+	/* Section 5.1.6.4.1: without GUEST_CSUM the flags must be zero.  The
+	 * tap sets DATA_VALID on frames the host already checked whatever
+	 * its offloads (e.g. from a NIC that verifies checksums), so clear
+	 * them here; NEEDS_CSUM and GSO it sends only with the offloads. */
+	if (!p->guest_csum)
+		p->bounce[0] = 0;
+
 	if (!p->mrg_rxbuf) {
 		if (!p->n_chains && (r = rx_take_chain(n)) <= 0)
 			return r;
@@ -491,6 +499,7 @@ static int net_activate(struct virtio_device *dev)
 		return -EIO;
 	}
 	p->mrg_rxbuf = f & VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF);
+	p->guest_csum = f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM);
 	p->active = true;
 	log_debug("%s: driver features 0x%llx, tap offloads 0x%x", n->name, (unsigned long long)f,
 		  off);

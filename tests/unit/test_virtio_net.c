@@ -518,6 +518,27 @@ static void test_rx_simple(void **state)
 			 VIRTIO_MMIO_INT_VRING);
 }
 
+/* Without GUEST_CSUM the flags the guest sees are 0 (section 5.1.6.4.1),
+ * even when the tap says DATA_VALID. */
+static void test_rx_flags_without_guest_csum(void **state)
+{
+	struct rig *r = *state;
+	uint32_t id, len;
+	uint64_t g;
+	uint8_t *p;
+
+	start(r, 0);
+	g = post_rx(r, 1, 2048, true);
+	pump(r);
+	tap_send(r, 64, 0x10); /* flags DATA_VALID */
+	pump(r);
+	assert_true(used(r, 0, &id, &len));
+	assert_int_equal(len, HDR + 64);
+	p = gp(r, g, 2048);
+	assert_int_equal(p[0], 0);
+	check_frame(p + HDR, 64, 0x10);
+}
+
 /* MRG_RXBUF: a frame spans chains; num_buffers in the first says how many. */
 static void test_rx_mergeable(void **state)
 {
@@ -638,6 +659,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tx_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tx_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_simple, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rx_flags_without_guest_csum, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_mergeable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),

@@ -94,7 +94,7 @@ int vdev_probe(struct vdev *d, const struct virtio_mmio_dev *m, uint32_t device_
 	d->base = m->base;
 	d->irq = m->irq;
 	d->offered = d->features = 0;
-	d->size = d->avail_idx = d->kicked_idx = d->last_used = d->next_desc = 0;
+	d->queue = d->size = d->avail_idx = d->kicked_idx = d->last_used = d->next_desc = 0;
 	d->kicks = 0;
 	if (vdev_read(d, VMMIO_MAGIC_VALUE) != VMMIO_MAGIC)
 		return -VDEV_E_MAGIC;
@@ -115,58 +115,97 @@ int vdev_probe(struct vdev *d, const struct virtio_mmio_dev *m, uint32_t device_
 	return 0;
 }
 
-int vdev_start(struct vdev *d, uint64_t features, uint16_t qsize)
-{
-	uint32_t st = VSTAT_ACKNOWLEDGE | VSTAT_DRIVER, max;
-	uint64_t desc = (uintptr_t)d->mem.desc, avail = (uintptr_t)d->mem.avail;
-	uint64_t used = (uintptr_t)d->mem.used;
-	int err;
+/* Status bits the driver has set once features are negotiated. */
+#define ST_NEGOTIATED (VSTAT_ACKNOWLEDGE | VSTAT_DRIVER | VSTAT_FEATURES_OK)
 
-	err = -VDEV_E_FEATURES;
-	if ((features & ~d->offered) || !(features & VF_VERSION_1))
-		goto fail;
+int vdev_negotiate(struct vdev *d, uint64_t features)
+{
+	uint32_t st = VSTAT_ACKNOWLEDGE | VSTAT_DRIVER;
+
+	if ((features & ~d->offered) || !(features & VF_VERSION_1)) {
+		vdev_write(d, VMMIO_STATUS, st | VSTAT_FAILED);
+		return -VDEV_E_FEATURES;
+	}
 	vdev_write(d, VMMIO_DRIVER_FEATURES_SEL, 0);
 	vdev_write(d, VMMIO_DRIVER_FEATURES, (uint32_t)features);
 	vdev_write(d, VMMIO_DRIVER_FEATURES_SEL, 1);
 	vdev_write(d, VMMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	st |= VSTAT_FEATURES_OK;
-	vdev_write(d, VMMIO_STATUS, st);
-	err = -VDEV_E_FEATURES_OK;
-	if (!(vdev_read(d, VMMIO_STATUS) & VSTAT_FEATURES_OK))
-		goto fail;
+	vdev_write(d, VMMIO_STATUS, ST_NEGOTIATED);
+	if (!(vdev_read(d, VMMIO_STATUS) & VSTAT_FEATURES_OK)) {
+		vdev_write(d, VMMIO_STATUS, st | VSTAT_FAILED);
+		return -VDEV_E_FEATURES_OK;
+	}
 	d->features = features;
+	return 0;
+}
 
-	err = -VDEV_E_QUEUE;
-	vdev_write(d, VMMIO_QUEUE_SEL, 0);
-	if (vdev_read(d, VMMIO_QUEUE_READY))
+int vq_setup(struct vdev *q, const struct vdev *d, uint16_t index, uint16_t qsize)
+{
+	uint64_t desc = (uintptr_t)q->mem.desc, avail = (uintptr_t)q->mem.avail;
+	uint64_t used = (uintptr_t)q->mem.used;
+	uint32_t max;
+
+	if (q != d) {
+		q->base = d->base;
+		q->irq = d->irq;
+		q->offered = d->offered;
+		q->features = d->features;
+		q->avail_idx = q->kicked_idx = q->last_used = q->next_desc = 0;
+		q->kicks = 0;
+	}
+	q->queue = index;
+	vdev_write(q, VMMIO_QUEUE_SEL, index);
+	if (vdev_read(q, VMMIO_QUEUE_READY))
 		goto fail;
-	max = vdev_read(d, VMMIO_QUEUE_NUM_MAX);
+	max = vdev_read(q, VMMIO_QUEUE_NUM_MAX);
 	if (!qsize || qsize > VQ_MAX || (qsize & (qsize - 1)) || qsize > max)
 		goto fail;
-	d->size = qsize;
-	memset(d->mem.desc, 0, sizeof(struct vq_desc) * qsize);
-	memset(d->mem.avail, 0, 6 + 2 * (size_t)qsize);
-	memset(d->mem.used, 0, 6 + 8 * (size_t)qsize);
-	vdev_write(d, VMMIO_QUEUE_NUM, qsize);
-	vdev_write(d, VMMIO_QUEUE_DESC_LOW, (uint32_t)desc);
-	vdev_write(d, VMMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
-	vdev_write(d, VMMIO_QUEUE_DRIVER_LOW, (uint32_t)avail);
-	vdev_write(d, VMMIO_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
-	vdev_write(d, VMMIO_QUEUE_DEVICE_LOW, (uint32_t)used);
-	vdev_write(d, VMMIO_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
-	vdev_write(d, VMMIO_QUEUE_READY, 1);
-	if (vdev_read(d, VMMIO_QUEUE_READY) != 1)
-		goto fail;
-
-	st |= VSTAT_DRIVER_OK;
-	vdev_write(d, VMMIO_STATUS, st);
-	err = -VDEV_E_DRIVER_OK;
-	if (vdev_read(d, VMMIO_STATUS) != st)
+	q->size = qsize;
+	memset(q->mem.desc, 0, sizeof(struct vq_desc) * qsize);
+	memset(q->mem.avail, 0, 6 + 2 * (size_t)qsize);
+	memset(q->mem.used, 0, 6 + 8 * (size_t)qsize);
+	vdev_write(q, VMMIO_QUEUE_NUM, qsize);
+	vdev_write(q, VMMIO_QUEUE_DESC_LOW, (uint32_t)desc);
+	vdev_write(q, VMMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
+	vdev_write(q, VMMIO_QUEUE_DRIVER_LOW, (uint32_t)avail);
+	vdev_write(q, VMMIO_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
+	vdev_write(q, VMMIO_QUEUE_DEVICE_LOW, (uint32_t)used);
+	vdev_write(q, VMMIO_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
+	vdev_write(q, VMMIO_QUEUE_READY, 1);
+	if (vdev_read(q, VMMIO_QUEUE_READY) != 1)
 		goto fail;
 	return 0;
 fail:
-	vdev_write(d, VMMIO_STATUS, st | VSTAT_FAILED);
+	vdev_write(q, VMMIO_STATUS, ST_NEGOTIATED | VSTAT_FAILED);
+	return -VDEV_E_QUEUE;
+}
+
+int vdev_driver_ok(struct vdev *d)
+{
+	uint32_t st = ST_NEGOTIATED | VSTAT_DRIVER_OK;
+
+	vdev_write(d, VMMIO_STATUS, st);
+	if (vdev_read(d, VMMIO_STATUS) != st) {
+		vdev_write(d, VMMIO_STATUS, st | VSTAT_FAILED);
+		return -VDEV_E_DRIVER_OK;
+	}
+	return 0;
+}
+
+int vdev_start(struct vdev *d, uint64_t features, uint16_t qsize)
+{
+	int err = vdev_negotiate(d, features);
+
+	if (!err)
+		err = vq_setup(d, d, 0, qsize);
+	if (!err)
+		err = vdev_driver_ok(d);
 	return err;
+}
+
+uint8_t vdev_config8(const struct vdev *d, uint32_t off)
+{
+	return mmio_read8(d->base + VMMIO_CONFIG + off);
 }
 
 uint32_t vdev_config32(const struct vdev *d, uint32_t off)
@@ -254,7 +293,7 @@ void vq_kick(struct vdev *d)
 		notify = !(*used_flags & VQ_USED_F_NO_NOTIFY);
 	}
 	if (notify) {
-		vdev_write(d, VMMIO_QUEUE_NOTIFY, 0);
+		vdev_write(d, VMMIO_QUEUE_NOTIFY, d->queue);
 		d->kicks++;
 	}
 }

@@ -10,7 +10,9 @@
  *
  * Use: virtio_mmio_scan() finds the devices the command line declares;
  * vdev_probe() checks one and reads its features; vdev_start() negotiates,
- * sets up queue 0 and sets DRIVER_OK.  Requests go in with vq_add() (any
+ * sets up queue 0 and sets DRIVER_OK.  A device with several queues (net)
+ * takes the same steps one at a time: vdev_negotiate(), vq_setup() for each
+ * queue (each a struct vdev of its own), vdev_driver_ok().  Requests go in with vq_add() (any
  * number) and vq_kick() (publish and notify), and come back through
  * vq_get() / vq_wait().  The caller never has more descriptors in flight
  * than the queue holds: descriptors are taken round-robin. */
@@ -162,6 +164,7 @@ struct vdev {
 	unsigned irq;
 	uint64_t offered;  /* DeviceFeatures */
 	uint64_t features; /* accepted by vdev_start() */
+	uint16_t queue;    /* queue index (QueueSel, QueueNotify) */
 	uint16_t size;     /* queue size */
 	uint16_t avail_idx;    /* next avail->idx to publish */
 	uint16_t kicked_idx;   /* avail->idx at the last vq_kick() */
@@ -209,8 +212,19 @@ int vdev_probe(struct vdev *d, const struct virtio_mmio_dev *m, uint32_t device_
  * failure the driver sets FAILED.  Returns 0 or -VDEV_E_*. */
 int vdev_start(struct vdev *d, uint64_t features, uint16_t qsize);
 
-/* Device configuration space: 32 bits at @off; 64 bits read as two halves
- * under an unchanged ConfigGeneration. */
+/* The steps of vdev_start(), for a device with more than one queue.
+ * vdev_negotiate(): accept @features (VERSION_1 among them, every bit
+ * offered) and check FEATURES_OK stuck.  vq_setup(): make @q drive queue
+ * @index of @d's device (after vdev_negotiate(); @q may be @d itself)
+ * with @qsize entries.  vdev_driver_ok(): set DRIVER_OK and check it
+ * stuck.  On failure each sets FAILED.  Return 0 or -VDEV_E_*. */
+int vdev_negotiate(struct vdev *d, uint64_t features);
+int vq_setup(struct vdev *q, const struct vdev *d, uint16_t index, uint16_t qsize);
+int vdev_driver_ok(struct vdev *d);
+
+/* Device configuration space: 8 or 32 bits at @off; 64 bits read as two
+ * halves under an unchanged ConfigGeneration. */
+uint8_t vdev_config8(const struct vdev *d, uint32_t off);
 uint32_t vdev_config32(const struct vdev *d, uint32_t off);
 uint64_t vdev_config64(const struct vdev *d, uint32_t off);
 
