@@ -61,7 +61,8 @@ struct net_priv {
 	bool mrg_rxbuf;
 	bool guest_csum;          /* GUEST_CSUM negotiated: RX flags pass through */
 	bool active;              /* activate() ran, no reset since */
-	bool eof;                 /* the "tap" (a test's socket) was closed: no longer watched */
+	bool eof;                 /* the tap is gone (deleted, or a test's socket closed):
+				   * no longer watched, link down */
 	struct virtq_req *scratch;
 	/* TX: a chain the tap refused with EAGAIN, to send first. */
 	struct virtq_req *tx_held;
@@ -211,6 +212,27 @@ out:
 }
 
 /* ---- RX ---- */
+
+/* The tap is gone for good: the interface was deleted (reads fail with
+ * EBADFD and epoll reports EPOLLERR whatever we ask for), or the socket a
+ * test stands in for it was closed.  Stop watching it, or the loop would
+ * spin on its error, and tell the driver the link is down.  dev.lock held. */
+static void tap_lost(struct virtio_net *n, const char *why)
+{
+	struct net_priv *p = n->priv;
+
+	if (p->eof)
+		return;
+	log_warn("%s: tap %s %s; the link is down", n->name, p->tap.name, why);
+	if (n->loop)
+		evloop_remove(n->loop, &p->src);
+	p->eof = true;
+	p->watching = 0;
+	put_le16(n->config + 6, 0);
+	n->dev.config_generation++;
+	if (n->dev.status & VIRTIO_STATUS_DRIVER_OK)
+		n->dev.interrupt_config(&n->dev);
+}
 
 static void rx_drop_chains(struct net_priv *p)
 {
@@ -401,19 +423,15 @@ static void rx_run(struct virtio_net *n)
 			do
 				got = read(p->tap.fd, p->bounce, BOUNCE_BYTES);
 			while (got < 0 && errno == EINTR);
-			if (got < 0) {
-				if (errno != EAGAIN && errno != EWOULDBLOCK)
-					log_warn("%s: read from tap %s: %s", n->name, p->tap.name,
-						 strerror(errno));
+			if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				break; /* tap empty: EPOLLIN stays on */
-			}
-			if (got == 0) {
-				/* Only a socket standing in for the tap ends: stop
-				 * watching it for good, or its EPOLLHUP would spin. */
-				log_warn("%s: tap %s closed", n->name, p->tap.name);
-				evloop_remove(n->loop, &p->src);
-				p->eof = true;
-				break;
+			if (got <= 0) {
+				char why[96];
+
+				snprintf(why, sizeof(why), "cannot be read (%s)",
+					 got ? strerror(errno) : "end of file");
+				tap_lost(n, why);
+				return;
 			}
 			if (got < VIRTIO_NET_HDR_BYTES) {
 				n->stats.rx_dropped++;
@@ -456,7 +474,15 @@ static void on_tap(struct ev_source *src, uint32_t events)
 	struct virtio_net *n = p->n;
 
 	pthread_mutex_lock(&n->dev.lock);
-	if (!running(n)) {
+	if (p->eof) {
+		/* Removed from the loop already: a wake-up in flight. */
+	} else if (events & EPOLLERR) {
+		/* A tap reports an error only once it is detached (deleted). */
+		tap_lost(n, "was deleted");
+	} else if ((events & EPOLLHUP) && !running(n)) {
+		/* A test's socket closed while nothing may read it. */
+		tap_lost(n, "was closed");
+	} else if (!running(n)) {
 		watch(p, 0);
 	} else {
 		if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && p->tx_blocked)

@@ -571,6 +571,34 @@ def test_net_rx_backpressure():
         check(st["udp"] == len(range(1, 1472, 15)), f"guest echoed {st['udp']}")
 
 
+def test_net_tap_deleted():
+    """The tap is deleted under a running guest: vmrun stops watching it
+    (a detached tap reports EPOLLERR forever; a loop that kept it would
+    spin a core and log without end), says so once, tells the guest the
+    link is down, and keeps running."""
+    with Netns() as ns:
+        ns.add_tap("tap0", HOST_IP + "/24")
+        g = Guest(ns, "tap0", "10.0.3.2")
+        try:
+            g.ready()
+            check(ping(g.ip, 3) == 3, f"pings before{g.ctx()}")
+            sh("ip", "link", "del", "tap0")
+            # A measuring window, not a synchronisation (as above).
+            pid = g.p.pid
+            c0, t0 = thread_cpu_s(pid, pid), time.monotonic()
+            time.sleep(1.0)
+            used, wall = thread_cpu_s(pid, pid) - c0, time.monotonic() - t0
+            check(g.p.poll() is None, f"vmrun ended when its tap went away{g.ctx()}")
+            check(used < 0.25 * wall, f"vmrun's event loop used {used:.2f} s of CPU in "
+                                      f"{wall:.2f} s after its tap was deleted{g.ctx()}")
+            g.err.seek(0)
+            err = g.err.read().decode(errors="replace")
+            check(err.count("tap tap0 was deleted; the link is down") == 1 and
+                  err.count("warning") == 1, f"want one warning about the tap:\n{err}")
+        finally:
+            g.kill()
+
+
 def tcp_pattern(off, n):
     """Bytes [off, off + n) of the guest's TCP stream pattern (both ways):
     byte i is (i * 131 + (i >> 8)) mod 256."""

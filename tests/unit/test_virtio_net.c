@@ -118,7 +118,8 @@ static int teardown(void **state)
 
 	virtio_net_exit(&r->n);
 	virtio_mmio_exit(&r->m);
-	close(r->peer);
+	if (r->peer >= 0)
+		close(r->peer);
 	evloop_exit(&r->loop);
 	guest_mem_exit(&r->gm);
 	free(r);
@@ -627,6 +628,42 @@ static void test_rx_backpressure(void **state)
 	assert_int_equal(r->n.stats.rx_dropped, 0);
 }
 
+/* The tap goes away (here: the socket standing in for it is closed): the
+ * device stops watching it instead of spinning on its EPOLLHUP/EPOLLERR,
+ * reports the link down and raises a configuration interrupt. */
+static void test_tap_gone(void **state)
+{
+	struct rig *r = *state;
+	uint32_t gen;
+
+	start(r, VIRTIO_BIT(VIRTIO_NET_F_STATUS));
+	post_rx(r, 2, 2048, true);
+	pump(r);
+	assert_int_equal(rd(r, VIRTIO_MMIO_CONFIG + 4) >> 16, VIRTIO_NET_S_LINK_UP);
+	gen = rd(r, VIRTIO_MMIO_CONFIG_GENERATION);
+	wr(r, VIRTIO_MMIO_INTERRUPT_ACK, rd(r, VIRTIO_MMIO_INTERRUPT_STATUS));
+	close(r->peer);
+	r->peer = -1;
+	pump(r); /* fails if the source stays ready */
+	assert_int_equal(rd(r, VIRTIO_MMIO_CONFIG + 4) >> 16, 0);
+	assert_int_not_equal(rd(r, VIRTIO_MMIO_CONFIG_GENERATION), gen);
+	assert_true(rd(r, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+	assert_int_equal(pump(r), 0);
+}
+
+/* The same before the driver started the device: nothing may read the
+ * closed socket, and it must not spin either. */
+static void test_tap_gone_before_start(void **state)
+{
+	struct rig *r = *state;
+
+	close(r->peer);
+	r->peer = -1;
+	pump(r);
+	assert_int_equal(pump(r), 0);
+	assert_int_equal(rd(r, VIRTIO_MMIO_CONFIG + 4) >> 16, 0);
+}
+
 /* A device reset while frames wait: nothing crashes, the device works
  * again after the driver sets it up anew. */
 static void test_reset(void **state)
@@ -663,6 +700,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_mergeable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tap_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tap_gone_before_start, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
