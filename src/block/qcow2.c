@@ -22,8 +22,10 @@
  * Crash safety: a process killed at any point, or a power loss, leaves no
  * corruption, at worst leaked clusters; what a completed FLUSH covered is
  * there.  The rules:
- *  - a new cluster is taken at the end of the file (never reused space);
- *    when its refcount block does not exist yet, that cluster becomes the
+ *  - a new cluster is one whose refcount is 0 inside the file (freed
+ *    earlier: its last reference was dropped only after the entry that
+ *    replaced it was durable, see below), or else one at the end of the
+ *    file; there, when its refcount block does not exist yet, it becomes the
  *    refcount block (counting itself), written in full, then a barrier
  *    (fdatasync), then the refcount table entry that points to it;
  *  - a new cluster's contents (data, or an L2 table) are written and its
@@ -32,7 +34,8 @@
  *  - qcow2_commit() writes the queue: barrier, the queued entries, barrier,
  *    then the references the overwritten entries held are released
  *    (compressed clusters, clusters shared with internal snapshots,
- *    clusters under a new v3 zero flag);
+ *    clusters under a new v3 zero flag); a cluster left without any is
+ *    punched out of the file and may be allocated again;
  *  - the queue is committed at every FLUSH (before its fdatasync), when a
  *    request fails half way, when it holds QCOW2_MAX_PENDING entries, and
  *    at close: like QEMU's write-back metadata cache, a write that no FLUSH
@@ -66,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/falloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -163,7 +167,9 @@ struct qcow2 {
 	uint64_t incompat;
 	unsigned compression;
 	uint32_t nb_snapshots;
-	uint64_t alloc_next;    /* where the next new cluster goes */
+	uint64_t alloc_next;    /* the end of the file: new clusters past it */
+	uint64_t free_hint;     /* no free cluster below this one (cluster index) */
+	uint8_t *rcbuf;         /* a cluster: a refcount block being scanned */
 	struct l2_slot *l2c;
 	unsigned l2c_n;
 	uint64_t l2c_tick;
@@ -406,6 +412,7 @@ static void qimg_free(struct qcow2 *q)
 		free(q->dbuf);
 		free(q->zbuf);
 		free(q->cowbuf);
+		free(q->rcbuf);
 		free(q->pend);
 		free(q->rel);
 		free(q->path);
@@ -736,6 +743,18 @@ static void rc_encode(const struct qcow2 *q, uint8_t *bytes, uint64_t bit, uint6
 	}
 }
 
+/* Entry @idx of the refcount block in memory at @blk. */
+static uint64_t rc_decode(const struct qcow2 *q, const uint8_t *blk, uint64_t idx)
+{
+	uint64_t bit = idx << q->refcount_order, v = 0;
+
+	if (q->refcount_order < 3)
+		return (blk[bit / 8] >> (bit % 8)) & ((1u << (1u << q->refcount_order)) - 1);
+	for (unsigned i = 0; i < 1u << (q->refcount_order - 3); i++)
+		v = (v << 8) | blk[bit / 8 + i];
+	return v;
+}
+
 /* Refcount of host cluster @ci becomes @val; its refcount block exists. */
 static int rc_set(struct qcow2 *q, uint64_t ci, uint64_t val)
 {
@@ -758,6 +777,19 @@ static int rc_set(struct qcow2 *q, uint64_t ci, uint64_t val)
 	return q_pwrite(q, b, nb, rb + bit / 8);
 }
 
+/* Host cluster @ci has no reference left: allocation may take it again
+ * (alloc_reserve()), and its space goes back to the filesystem now (a hole;
+ * best effort: a filesystem without hole punching keeps the bytes). */
+static void cluster_freed(struct qcow2 *q, uint64_t ci)
+{
+	if (ci < q->free_hint)
+		q->free_hint = ci;
+	if (fallocate(q->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(ci << q->cluster_bits), (off_t)q->cluster_size) < 0 &&
+	    errno != EOPNOTSUPP && errno != ENOSYS)
+		log_debug("%s: punching a hole for a freed cluster: %s", q->path, strerror(errno));
+}
+
 /* One reference less on host clusters [@first, @first + @count). */
 static int rc_release(struct qcow2 *q, uint64_t first, uint64_t count)
 {
@@ -775,6 +807,8 @@ static int rc_release(struct qcow2 *q, uint64_t first, uint64_t count)
 		r = rc_set(q, ci, v - 1);
 		if (r)
 			return r;
+		if (v == 1)
+			cluster_freed(q, ci);
 	}
 	return 0;
 }
@@ -871,8 +905,66 @@ out:
 	return r;
 }
 
-/* A free host cluster at the end of the file for new contents: its offset
- * into *@out.  Its refcount is not set yet: the caller writes the contents,
+/* Whether the cluster at @off is one of our metadata tables by position:
+ * an L2 table of the active L1 or a refcount block.  Their refcounts are
+ * never 0 in a sound image; this keeps a damaged one from handing them
+ * out as free. */
+static bool is_table_cluster(const struct qcow2 *q, uint64_t off)
+{
+	for (uint32_t i = 0; i < q->l1_size; i++)
+		if ((q->l1[i] & QCOW2_OFFSET_MASK) == off)
+			return true;
+	for (uint32_t i = 0; i < q->rt_entries; i++)
+		if ((q->rt[i] & QCOW2_RT_OFFSET_MASK) == off)
+			return true;
+	return false;
+}
+
+/* The first cluster inside the file, at or after q->free_hint, whose
+ * refcount is 0 (freed by a discard, a rewrite of a compressed or shared
+ * cluster, a refcount table move): its offset in *@out, and 1; 0 when
+ * there is none (q->free_hint then points at the end of the file).
+ * Refcount blocks are read whole, one at a time; clusters without one are
+ * skipped (nothing counts them, so nothing can be known free). */
+static int find_free(struct qcow2 *q, uint64_t *out)
+{
+	uint64_t end = q->alloc_next >> q->cluster_bits, per_block = 1ull << q->rb_bits;
+
+	if (!q->rcbuf && posix_memalign((void **)&q->rcbuf, QCOW2_DIO_ALIGN, q->cluster_size))
+		return -ENOMEM;
+	while (q->free_hint < end) {
+		uint64_t ci = q->free_hint, rti = ci >> q->rb_bits, rb;
+		int r;
+
+		if (rti >= q->rt_entries) {
+			q->free_hint = end;
+			break;
+		}
+		rb = q->rt[rti] & QCOW2_RT_OFFSET_MASK;
+		if (!rb || !host_cluster_ok(q, rb)) {
+			q->free_hint = (rti + 1) << q->rb_bits;
+			continue;
+		}
+		r = q_pread(q, q->rcbuf, q->cluster_size, rb);
+		if (r)
+			return r;
+		for (uint64_t idx = ci & (per_block - 1); idx < per_block && ci < end; idx++, ci++) {
+			uint64_t off = ci << q->cluster_bits;
+
+			if (rc_decode(q, q->rcbuf, idx) || !host_cluster_ok(q, off) ||
+			    is_table_cluster(q, off))
+				continue;
+			q->free_hint = ci + 1;
+			*out = off;
+			return 1;
+		}
+		q->free_hint = ci;
+	}
+	return 0;
+}
+
+/* A free host cluster for new contents: a freed one inside the file, or
+ * one at the end of the file; its offset into *@out.  Its refcount is not set yet: the caller writes the contents,
  * then rc_set(.., 1), then the entry that points to it.  A missing
  * refcount block is created here, in the cluster under the cursor, which
  * counts itself; it is written in full before the refcount table entry. */
@@ -880,6 +972,16 @@ static int alloc_reserve(struct qcow2 *q, uint64_t *out)
 {
 	uint64_t cs = q->cluster_size;
 
+	/* A freed cluster first.  Not while asynchronous data I/O is in
+	 * flight: a late write of a request that raced a discard would land
+	 * in the cluster's new owner (qcow2_try_async()). */
+	if (q->free_hint < (q->alloc_next >> q->cluster_bits) &&
+	    (!q->data || !blk_inflight(q->data))) {
+		int r = find_free(q, out);
+
+		if (r)
+			return r < 0 ? r : 0;
+	}
 	for (;;) {
 		uint64_t off = q->alloc_next;
 		uint64_t ci = off >> q->cluster_bits;
@@ -1370,8 +1472,9 @@ static int qcow2_do(struct blk *b, struct blk_req *req)
  * copy-on-write, backing files, compressed and zero clusters) takes the
  * synchronous path.  Requests of either kind in flight together touch the
  * same clusters only when the guest issued overlapping requests at once,
- * whose order it cannot expect anyway; clusters are never reused after a
- * free, so a late write never lands in someone else's cluster. */
+ * whose order it cannot expect anyway; a freed cluster is not allocated
+ * again while asynchronous requests are in flight (alloc_reserve()), so a
+ * late write never lands in someone else's cluster. */
 struct q_async {
 	struct blk *b;          /* the qcow2 handle */
 	struct blk_req *req;    /* the guest's request */

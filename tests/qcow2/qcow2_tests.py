@@ -961,6 +961,34 @@ def test_crash_kill_during_writes():
                        bytes(size), opts=opts)
 
 
+def test_freed_clusters_reused():
+    # Discarded clusters go back to the filesystem (holes) and are
+    # allocated again: filling, discarding and refilling a disk must not
+    # grow the image by the refilled amount.  qemu-img checks every step.
+    need_qcow2()
+    size, half = 32 * MiB, 16 * MiB
+    for cfg, opts in (((), ()), (("cluster_size=4096",), ()), ((), ("--cache", "none"))):
+        what = f"freed clusters reused {cfg} {opts}"
+        with tmpdir() as d:
+            img = make_qcow2(os.path.join(d, "r.qcow2"), size, *cfg)
+            fill = [("w", off, 256 * KiB, 500 + off // (256 * KiB)) for off in range(0, half, 256 * KiB)]
+            data = write_and_verify(img, fill + [("f",)], what + ": fill", bytes(size), opts=opts)
+            st1 = os.stat(img)
+            data = write_and_verify(img, [("d", 0, half), ("f",)], what + ": discard", data,
+                                    opts=opts)
+            st2 = os.stat(img)
+            check(st2.st_blocks * 512 <= st1.st_blocks * 512 - half * 3 // 4,
+                  f"{what}: discarding {half} bytes freed only "
+                  f"{(st1.st_blocks - st2.st_blocks) * 512} bytes on the host")
+            refill = [("w", half + off, 256 * KiB, 900 + off // (256 * KiB))
+                      for off in range(0, half, 256 * KiB)]
+            write_and_verify(img, refill + [("f",)], what + ": refill", data, opts=opts)
+            st3 = os.stat(img)
+            check(st3.st_size <= st1.st_size + half // 8,
+                  f"{what}: the image grew from {st1.st_size} to {st3.st_size} bytes: freed "
+                  "clusters were not allocated again")
+
+
 def dirty_image(path, size, cfg, cmds):
     """A lazy_refcounts image that qemu-io wrote to and then killed itself
     in (QEMU's own iotest 039 recipe): the dirty bit is set and qemu-img
