@@ -183,9 +183,15 @@ struct virtio_device_ops {
 	void (*config_write)(struct virtio_device *dev, uint32_t offset, const void *data,
 			     unsigned size);
 	/* DRIVER_OK was set: features are final (dev->driver_features), the
-	 * ready queues are enabled.  Returns 0, or -errno to fail the device
-	 * (the transport then sets NEEDS_RESET). */
+	 * ready queues are enabled.  Runs on the vCPU thread that wrote the
+	 * status, under @lock, like reset and queue_disable.  Returns 0, or
+	 * -errno to fail the device (the transport then sets NEEDS_RESET). */
 	int (*activate)(struct virtio_device *dev);
+	/* Optional: the driver wrote 0 to queue @q's ready register.  The
+	 * device lets go of every chain of @q it holds and does not touch the
+	 * queue until it is ready again (its rings may move meanwhile);
+	 * requests in flight complete without a used entry. */
+	void (*queue_disable)(struct virtio_device *dev, unsigned q);
 	/* The driver notified queue @q.  Always on the event loop thread
 	 * (an ioeventfd, or the MMIO exit path forwarding to it). */
 	void (*queue_notify)(struct virtio_device *dev, unsigned q);

@@ -123,6 +123,8 @@ static void mmio_write_queue_ready(struct virtio_mmio *m, struct virtq *vq, uint
 	struct virtio_device *dev = m->dev;
 
 	if (!val) {
+		if (vq->ready && dev->ops->queue_disable)
+			dev->ops->queue_disable(dev, (unsigned)(vq - dev->vqs));
 		vq->ready = false;
 		return;
 	}

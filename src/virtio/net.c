@@ -537,6 +537,25 @@ static int net_activate(struct virtio_device *dev)
 
 /* dev.lock held; nothing is in flight outside it (every tap access is
  * synchronous), so forgetting the held chains is all it takes. */
+/* The driver took queue @q out of service: the chains held from it
+ * belong to rings that may move; forget them (a frame read and not
+ * delivered stays in the bounce buffer for the queue's return). */
+static void net_queue_disable(struct virtio_device *dev, unsigned q)
+{
+	struct virtio_net *n = dev->opaque;
+	struct net_priv *p = n->priv;
+
+	if (q == RXQ) {
+		rx_drop_chains(p);
+		watch(p, p->watching & ~(uint32_t)EPOLLIN);
+	} else if (q == TXQ) {
+		free(p->tx_held);
+		p->tx_held = NULL;
+		p->tx_blocked = false;
+		watch(p, p->watching & ~(uint32_t)EPOLLOUT);
+	}
+}
+
 static void net_reset(struct virtio_device *dev)
 {
 	struct virtio_net *n = dev->opaque;
@@ -573,6 +592,7 @@ static const struct virtio_device_ops net_ops = {
 	.activate = net_activate,
 	.queue_notify = net_queue_notify,
 	.reset = net_reset,
+	.queue_disable = net_queue_disable,
 };
 
 static const struct virtio_feature_dep net_deps[] = {

@@ -664,6 +664,34 @@ static void test_tap_gone_before_start(void **state)
 	assert_int_equal(rd(r, VIRTIO_MMIO_CONFIG + 4) >> 16, 0);
 }
 
+/* The driver takes the RX queue out of service (QueueReady 0) while the
+ * device holds a chain from it, rebuilds the ring and enables it again:
+ * the next frame goes into the new ring's chain, never the stale one. */
+static void test_rx_queue_disabled(void **state)
+{
+	struct rig *r = *state;
+	uint32_t id, len;
+	uint64_t g;
+
+	start(r, 0);
+	post_rx(r, 1, 2048, true); /* head 0, held: the tap is empty */
+	pump(r);
+	wr(r, VIRTIO_MMIO_QUEUE_SEL, 0);
+	wr(r, VIRTIO_MMIO_QUEUE_READY, 0);
+	memset(gp(r, RING(0), 0x3000), 0, 0x3000);
+	memset(&r->q[0], 0, sizeof(r->q[0]));
+	r->q[0].next_desc = 5;
+	wr(r, VIRTIO_MMIO_QUEUE_READY, 1);
+	g = post_rx(r, 1, 2048, true); /* head 5 */
+	tap_send(r, 80, 0x33);
+	pump(r);
+	assert_true(used(r, 0, &id, &len));
+	assert_int_equal(id, 5);
+	assert_int_equal(len, HDR + 80);
+	check_frame(gb(r, g, 2048) + HDR, 80, 0x33);
+	assert_false(used(r, 0, &id, &len));
+}
+
 /* A device reset while frames wait: nothing crashes, the device works
  * again after the driver sets it up anew. */
 static void test_reset(void **state)
@@ -700,6 +728,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_mergeable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rx_queue_disabled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_gone_before_start, setup, teardown),
 	};
