@@ -11,7 +11,6 @@ Expected values come from the guests' documented contract
 (tests/guest/README.md) and from independent computations here, never from
 vmrun's own output.
 """
-import argparse
 import json
 import os
 import pty
@@ -26,20 +25,14 @@ import tempfile
 import termios
 import time
 
-SKIP = 77
 VMRUN = None
 GUESTS = None
 # Generous guard against hangs only; never a performance assertion.
 HANG_GUARD_S = 120
 
 
-class TestFailure(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise TestFailure(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from testkit import SKIP, TestFailure, check, run_main  # noqa: E402
 
 
 def guest(name):
@@ -1248,37 +1241,19 @@ def test_example_script():
 
 
 def main():
-    global VMRUN, GUESTS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--vmrun")
-    ap.add_argument("--guests")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("tests", nargs="*")
-    a = ap.parse_args()
-    names = sorted(n[5:] for n in globals() if n.startswith("test_"))
-    if a.list:
-        print("\n".join(names))
-        return 0
-    VMRUN, GUESTS = os.path.abspath(a.vmrun), os.path.abspath(a.guests)
-    if not os.path.exists("/dev/kvm"):
-        print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
-        return SKIP
-    failed = 0
-    skipped = 0
-    for n in a.tests or names:
-        try:
-            r = globals()["test_" + n]()
-            if r == SKIP:
-                skipped += 1
-                print(f"SKIP {n}")
-            else:
-                print(f"PASS {n}")
-        except (TestFailure, subprocess.TimeoutExpired) as e:
-            failed += 1
-            print(f"FAIL {n}: {e}")
-    if failed:
-        return 1
-    return SKIP if skipped and skipped == len(a.tests or names) else 0
+    def add_args(ap):
+        ap.add_argument("--vmrun")
+        ap.add_argument("--guests")
+
+    def setup(a):
+        global VMRUN, GUESTS
+        VMRUN, GUESTS = os.path.abspath(a.vmrun), os.path.abspath(a.guests)
+        if not os.path.exists("/dev/kvm"):
+            print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
+            return SKIP
+        return None
+
+    return run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":

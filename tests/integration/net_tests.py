@@ -18,7 +18,6 @@ wait is on a guest output line or a socket, with a timeout.  Expected values
 come from the guest's contract (tests/guest/README.md, "net") and from
 computations here (checksums, payloads), never from vmrun's output.
 """
-import argparse
 import ctypes
 import os
 import random
@@ -32,7 +31,6 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
 VMRUN = None
 GUESTS = None
 # Generous guard against hangs only; never a performance assertion.
@@ -44,17 +42,8 @@ ECHO_PORT = 7
 CTL_PORT = 9
 
 
-class TestFailure(Exception):
-    pass
-
-
-class Skip(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise TestFailure(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from testkit import SKIP, Skip, TestFailure, check, run_main  # noqa: E402
 
 
 def guest(name):
@@ -691,42 +680,25 @@ def on_sigterm(signum, frame):
 
 
 def main():
-    global VMRUN, GUESTS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--vmrun")
-    ap.add_argument("--guests")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("tests", nargs="*")
-    a = ap.parse_args()
-    names = sorted(n[5:] for n in globals() if n.startswith("test_"))
-    if a.list:
-        print("\n".join(names))
-        return 0
-    VMRUN, GUESTS = os.path.abspath(a.vmrun), os.path.abspath(a.guests)
-    if not os.path.exists("/dev/kvm"):
-        print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
-        return SKIP
-    signal.signal(signal.SIGTERM, on_sigterm)
-    if os.geteuid() == 0:
-        try:
-            remove_stale_namespaces()
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    failed = skipped = 0
-    for n in a.tests or names:
-        t0 = time.monotonic()
-        try:
-            globals()["test_" + n]()
-            print(f"PASS {n} ({time.monotonic() - t0:.1f} s)")
-        except Skip as e:
-            skipped += 1
-            print(f"SKIP {n}: {e}")
-        except (TestFailure, subprocess.TimeoutExpired) as e:
-            failed += 1
-            print(f"FAIL {n}: {e}")
-    if failed:
-        return 1
-    return SKIP if skipped and skipped == len(a.tests or names) else 0
+    def add_args(ap):
+        ap.add_argument("--vmrun")
+        ap.add_argument("--guests")
+
+    def setup(a):
+        global VMRUN, GUESTS
+        VMRUN, GUESTS = os.path.abspath(a.vmrun), os.path.abspath(a.guests)
+        if not os.path.exists("/dev/kvm"):
+            print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
+            return SKIP
+        signal.signal(signal.SIGTERM, on_sigterm)
+        if os.geteuid() == 0:
+            try:
+                remove_stale_namespaces()
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        return None
+
+    return run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":

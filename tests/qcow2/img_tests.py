@@ -12,7 +12,6 @@ qcow2_tests.py, imported.  Nothing expected comes from vmrun: images made by
 `vmrun img` are read and checked by qemu-img, data is written and verified
 with qemu-io.
 """
-import argparse
 import fcntl
 import json
 import os
@@ -449,38 +448,19 @@ def test_commit_faults():
 
 
 def main():
-    global VMRUN
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--vmrun")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("tests", nargs="*")
-    a = ap.parse_args()
-    names = sorted(n[5:] for n in globals() if n.startswith("test_"))
-    if a.list:
-        print("\n".join(names))
-        return 0
-    if not a.vmrun:
-        ap.error("--vmrun is required")
-    VMRUN = os.path.abspath(a.vmrun)
-    why = q.ensure_qemu_tools()
-    if why:
-        print(f"SKIP: {why}")
-        return q.SKIP
-    failed = skipped = 0
-    for n in a.tests or names:
-        t0 = time.monotonic()
-        try:
-            globals()["test_" + n]()
-            print(f"PASS {n} ({time.monotonic() - t0:.1f}s)")
-        except q.Skip as e:
-            skipped += 1
-            print(f"SKIP {n}: {e}")
-        except (q.TestFailure, subprocess.TimeoutExpired) as e:
-            failed += 1
-            print(f"FAIL {n}: {e}")
-    if failed:
-        return 1
-    return q.SKIP if skipped and skipped == len(a.tests or names) else 0
+    def add_args(ap):
+        ap.add_argument("--vmrun", required=True)
+
+    def setup(a):
+        global VMRUN
+        VMRUN = os.path.abspath(a.vmrun)
+        why = q.ensure_qemu_tools()
+        if why:
+            print(f"SKIP: {why}")
+            return q.SKIP
+        return None
+
+    return q.run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ blktool's write pattern (tests/qcow2/blktool.c, pattern_fill()) is made
 again here by pattern(): per 512-byte sector the seed and the sector index
 (little-endian u64 each), then bytes that depend on the seed and position.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -34,7 +33,6 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
 BLKTOOL = None
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECTOR = 512
@@ -45,17 +43,8 @@ HANG_GUARD_S = 240
 IMG_DIR = "/var/tmp" if os.access("/var/tmp", os.W_OK) else None
 
 
-class TestFailure(Exception):
-    pass
-
-
-class Skip(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise TestFailure(msg)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from testkit import SKIP, Skip, TestFailure, check, run_main  # noqa: E402
 
 
 def note(msg):
@@ -1067,38 +1056,19 @@ def test_crash_backing_discard_small_clusters():
 
 
 def main():
-    global BLKTOOL
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--blktool")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("tests", nargs="*")
-    a = ap.parse_args()
-    names = sorted(n[5:] for n in globals() if n.startswith("test_"))
-    if a.list:
-        print("\n".join(names))
-        return 0
-    if not a.blktool:
-        ap.error("--blktool is required")
-    BLKTOOL = os.path.abspath(a.blktool)
-    why = ensure_qemu_tools()
-    if why:
-        print(f"SKIP: {why}")
-        return SKIP
-    failed = skipped = 0
-    for n in a.tests or names:
-        t0 = time.monotonic()
-        try:
-            globals()["test_" + n]()
-            print(f"PASS {n} ({time.monotonic() - t0:.1f}s)")
-        except Skip as e:
-            skipped += 1
-            print(f"SKIP {n}: {e}")
-        except (TestFailure, subprocess.TimeoutExpired) as e:
-            failed += 1
-            print(f"FAIL {n}: {e}")
-    if failed:
-        return 1
-    return SKIP if skipped and skipped == len(a.tests or names) else 0
+    def add_args(ap):
+        ap.add_argument("--blktool", required=True)
+
+    def setup(a):
+        global BLKTOOL
+        BLKTOOL = os.path.abspath(a.blktool)
+        why = ensure_qemu_tools()
+        if why:
+            print(f"SKIP: {why}")
+            return SKIP
+        return None
+
+    return run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":
