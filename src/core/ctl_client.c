@@ -84,7 +84,8 @@ int ctl_main(int argc, char *const argv[])
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: vmrun ctl SOCKET COMMAND [KEY=VALUE ...]\n"
-				"commands: query-status, pause, resume, quit, wait-exit\n");
+				"commands: query-status, pause, resume, quit, wait-exit,\n"
+				"          snapshot disk=N|PATH (a live overlay snapshot of a disk)\n");
 		return CTL_USAGE;
 	}
 	args = parse_args(argc - 3, argv + 3);
