@@ -76,6 +76,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "vmrun/fdio.h"
 #include "vmrun/log.h"
 
 #define QCOW2_MAX_CHAIN 16                /* backing files below an overlay */
@@ -256,50 +257,27 @@ __attribute__((format(printf, 2, 3))) static void q_corrupt(struct qcow2 *q, con
 }
 
 /* Read @len bytes at @off of an image through @fd (its q->fd, or the
- * O_DIRECT data descriptor); what lies past the end of the file reads as zeroes.
- * 0 or -errno. */
+ * O_DIRECT data descriptor); what lies past the end of the file reads as
+ * zeroes.  0 or -errno. */
 static int q_pread_fd(int fd, void *buf, uint64_t len, uint64_t off)
 {
-	uint8_t *p = buf;
+	ssize_t n = fd_pread_full(fd, buf, len, off);
 
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0) {
-			memset(p, 0, len);
-			return 0;
-		}
-		p += n;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
+	if (n < 0)
+		return (int)n;
+	memset((uint8_t *)buf + n, 0, len - (uint64_t)n);
 	return 0;
 }
 
 /* Write @len bytes at @off through @fd, all of them.  0 or -errno. */
 static int q_pwrite_fd(struct qcow2 *q, int fd, const void *buf, uint64_t len, uint64_t off)
 {
-	const uint8_t *p = buf;
+	int r = fd_pwrite_full(fd, buf, len, off);
 
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		p += n;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	if (off > q->file_size)
-		q->file_size = off;
+	if (r)
+		return r;
+	if (off + len > q->file_size)
+		q->file_size = off + len;
 	q->dirty = true;
 	return 0;
 }

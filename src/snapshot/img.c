@@ -57,6 +57,7 @@
 
 #include "vmrun/block.h"
 #include "vmrun/cli.h"
+#include "vmrun/fdio.h"
 
 #define IMG_CLUSTER_BITS 16u
 #define IMG_CLUSTER ((uint64_t)1 << IMG_CLUSTER_BITS)
@@ -137,42 +138,12 @@ static void put_be64(uint8_t *p, uint64_t v)
 	memcpy(p, &v, 8);
 }
 
+/* The whole of [@off, @off + @len): callers checked the file size first. */
 static int full_pread(int fd, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *p = buf;
+	ssize_t n = fd_pread_full(fd, buf, len, off);
 
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO; /* callers checked the file size first */
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return n < 0 ? (int)n : (size_t)n == len ? 0 : -EIO;
 }
 
 static const char *format_name(enum blk_format f)
@@ -419,20 +390,20 @@ static int qcow2_write_new(int fd, uint64_t size, const char *backing, const cha
 		put_be32(c + 16, (uint32_t)blen);
 		memcpy(c + off, backing, blen);
 	}
-	r = full_pwrite(fd, c, IMG_CLUSTER, 0);
+	r = fd_pwrite_full(fd, c, IMG_CLUSTER, 0);
 	if (r)
 		goto out;
 	/* Refcount table: one block, at cluster 2. */
 	memset(c, 0, IMG_CLUSTER);
 	put_be64(c, 2 * IMG_CLUSTER);
-	r = full_pwrite(fd, c, IMG_CLUSTER, IMG_CLUSTER);
+	r = fd_pwrite_full(fd, c, IMG_CLUSTER, IMG_CLUSTER);
 	if (r)
 		goto out;
 	/* Refcount block: every cluster of the file counted once. */
 	memset(c, 0, IMG_CLUSTER);
 	for (uint64_t i = 0; i < total; i++)
 		put_be16(c + 2 * i, 1);
-	r = full_pwrite(fd, c, IMG_CLUSTER, 2 * IMG_CLUSTER);
+	r = fd_pwrite_full(fd, c, IMG_CLUSTER, 2 * IMG_CLUSTER);
 	if (r)
 		goto out;
 	/* L1 table: empty. */
