@@ -122,6 +122,13 @@ int virtq_pop(struct virtq *vq, struct virtq_req *req) __attribute__((warn_unuse
  * virtq_req_write()).  Returns 0, or -EINVAL when the queue is not ready. */
 int virtq_push(struct virtq *vq, uint16_t head, uint32_t written);
 
+/* virtq_push() for @n chains at once (@heads[i] with @written[i] bytes):
+ * the elements, then one used->idx store and one dirty mark for the lot, so
+ * the driver sees them together (a mergeable RX frame's buffers).  Returns
+ * 0, or -EINVAL when the queue is not ready or a head is out of range
+ * (nothing is pushed then). */
+int virtq_push_n(struct virtq *vq, const uint16_t *heads, const uint32_t *written, unsigned n);
+
 /* After one or more virtq_push(): whether the driver wants an interrupt now
  * (VIRTQ_AVAIL_F_NO_INTERRUPT clear, or with EVENT_IDX, used_event crossed
  * since the last interrupt, section 2.7.10).  Records the interrupt as sent

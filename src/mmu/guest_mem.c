@@ -74,9 +74,15 @@ void guest_mem_mark_dirty(const struct guest_mem *gm, uint64_t gpa, uint64_t len
 
 		if (lo > hi)
 			continue;
-		for (uint64_t p = (lo - r->gpa) >> GUEST_PAGE_SHIFT;
-		     p <= (hi - r->gpa) >> GUEST_PAGE_SHIFT; p++)
-			__atomic_fetch_or(&r->dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+		/* One atomic OR per bitmap word, whatever the range's length. */
+		for (uint64_t p = (lo - r->gpa) >> GUEST_PAGE_SHIFT,
+			      last = (hi - r->gpa) >> GUEST_PAGE_SHIFT; p <= last;) {
+			uint64_t n = last - p + 1 < 64 - p % 64 ? last - p + 1 : 64 - p % 64;
+			uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << (p % 64);
+
+			__atomic_fetch_or(&r->dirty[p / 64], mask, __ATOMIC_RELEASE);
+			p += n;
+		}
 	}
 }
 

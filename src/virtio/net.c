@@ -76,6 +76,9 @@ struct net_priv {
 	size_t bounce_len;        /* 0: empty */
 	struct iovec *iov;        /* VIRTQ_MAX_SIZE entries, for writev */
 	unsigned warned;          /* rate limit for guest-caused warnings */
+	uint64_t mark_gpa, mark_len; /* rx_copy()'s dirty run not yet marked */
+	uint16_t push_heads[VIRTQ_MAX_SIZE]; /* a frame's chains, for virtq_push_n() */
+	uint32_t push_lens[VIRTQ_MAX_SIZE];
 };
 
 static void put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
@@ -291,11 +294,28 @@ static void rx_copy(struct net_priv *p, const struct rx_chain *c, uint64_t off, 
 		}
 		k = s->len - off < len ? s->len - off : len;
 		memcpy((uint8_t *)s->host + off, src, k);
-		guest_mem_mark_dirty(p->n->mem, s->gpa + off, k);
+		/* Extends the pending run when contiguous (rx_mark_flush()). */
+		if (p->mark_len && p->mark_gpa + p->mark_len == s->gpa + off) {
+			p->mark_len += k;
+		} else {
+			if (p->mark_len)
+				guest_mem_mark_dirty(p->n->mem, p->mark_gpa, p->mark_len);
+			p->mark_gpa = s->gpa + off;
+			p->mark_len = k;
+		}
 		src += k;
 		len -= k;
 		off = 0;
 	}
+}
+
+/* Mark dirty what rx_copy() wrote since the last call, as few runs as the
+ * guest addresses allow; before the chains are pushed. */
+static void rx_mark_flush(struct net_priv *p)
+{
+	if (p->mark_len)
+		guest_mem_mark_dirty(p->n->mem, p->mark_gpa, p->mark_len);
+	p->mark_len = 0;
 }
 
 /* Forget the first @k held chains (they were pushed). */
@@ -346,6 +366,7 @@ static int rx_deliver(struct virtio_net *n, bool *pushed)
 		}
 		put_le16(p->bounce + 10, 1); /* num_buffers */
 		rx_copy(p, &p->chains[0], 0, p->bounce, need);
+		rx_mark_flush(p);
 		(void)virtq_push(vq, p->chains[0].head, (uint32_t)need);
 		rx_consume(p, 1);
 		*pushed = true;
@@ -377,9 +398,20 @@ static int rx_deliver(struct virtio_net *n, bool *pushed)
 			uint64_t len = need - off < p->chains[i].bytes ? need - off : p->chains[i].bytes;
 
 			rx_copy(p, &p->chains[i], 0, p->bounce + off, len);
-			(void)virtq_push(vq, p->chains[i].head, (uint32_t)len);
 			off += len;
 		}
+		/* The whole frame marked (one run when the buffers are
+		 * contiguous), then handed over. */
+		rx_mark_flush(p);
+		off = 0;
+		for (unsigned i = 0; i < k; i++) {
+			uint64_t len = need - off < p->chains[i].bytes ? need - off : p->chains[i].bytes;
+
+			p->push_heads[i] = p->chains[i].head;
+			p->push_lens[i] = (uint32_t)len;
+			off += len;
+		}
+		(void)virtq_push_n(vq, p->push_heads, p->push_lens, k);
 	}
 	rx_consume(p, k);
 	*pushed = true;

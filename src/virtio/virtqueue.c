@@ -351,8 +351,37 @@ int virtq_push(struct virtq *vq, uint16_t head, uint32_t written)
 	 * data the caller wrote into the buffers before this call. */
 	vq_store16(used + VQ_RING_IDX, vq->used_idx, __ATOMIC_RELEASE);
 	/* After the bytes are in place (guest_mem_mark_dirty()'s contract). */
-	guest_mem_mark_dirty(vq->mem, vq->used_gpa + elem_off, VQ_USED_ENTRY_BYTES);
-	guest_mem_mark_dirty(vq->mem, vq->used_gpa + VQ_RING_IDX, 2);
+	/* idx and the element in one call: one atomic while they share a
+	 * bitmap word (a used ring of up to 256 entries is one page). */
+	guest_mem_mark_dirty(vq->mem, vq->used_gpa + VQ_RING_IDX,
+			     elem_off + VQ_USED_ENTRY_BYTES - VQ_RING_IDX);
+	return 0;
+}
+
+int virtq_push_n(struct virtq *vq, const uint16_t *heads, const uint32_t *written, unsigned n)
+{
+	uint8_t *used;
+
+	if (!vq->ready || n > vq->size)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++)
+		if (heads[i] >= vq->size)
+			return -EINVAL;
+	used = vq_used(vq);
+	if (!used)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t off = VQ_RING_ENTRIES +
+			       VQ_USED_ENTRY_BYTES * (uint64_t)((vq->used_idx + i) & (vq->size - 1));
+
+		vq_store32(used + off, heads[i]);
+		vq_store32(used + off + 4, written[i]);
+	}
+	vq->used_idx = (uint16_t)(vq->used_idx + n);
+	vq_store16(used + VQ_RING_IDX, vq->used_idx, __ATOMIC_RELEASE);
+	/* idx and every element: the whole ring is at most a few pages. */
+	guest_mem_mark_dirty(vq->mem, vq->used_gpa + VQ_RING_IDX,
+			     VQ_RING_ENTRIES + VQ_USED_ENTRY_BYTES * (uint64_t)vq->size - VQ_RING_IDX);
 	return 0;
 }
 

@@ -222,6 +222,21 @@ static void test_dirty_log(void **state)
 	assert_int_equal(guest_mem_dirty_take(&gm, 2, 0), 0);
 	assert_int_equal(guest_mem_dirty_take(&gm, 0, gm.regions[0].dirty_words), 0);
 	assert_int_equal(dirty_count(&gm), 1); /* the page below the hole */
+
+	/* Long runs, whole bitmap words and their edges: exactly the pages
+	 * touched, counted against a page-by-page model. */
+	for (uint64_t first = 60; first < 200; first += 37) {
+		for (uint64_t pages = 1; pages < 200; pages += 23) {
+			uint64_t start = 16 * 1024 * 4096ull, base = start >> 12;
+
+			for (size_t w = 0; w < gm.regions[0].dirty_words; w++)
+				(void)guest_mem_dirty_take(&gm, 0, w);
+			guest_mem_mark_dirty(&gm, start + first * 4096 + 5, pages * 4096 - 10);
+			for (uint64_t pg = base; pg < base + 500; pg++)
+				assert_int_equal(dirty(&gm, 0, pg),
+						 pg >= base + first && pg < base + first + pages);
+		}
+	}
 	guest_mem_exit(&gm);
 }
 

@@ -381,7 +381,7 @@ static void test_tx(void **state)
 {
 	struct rig *r = *state;
 	uint8_t buf[HDR + 2000];
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 	uint16_t h1, h2;
 
 	start(r, VIRTIO_BIT(VIRTIO_NET_F_CSUM) | VIRTIO_BIT(VIRTIO_NET_F_HOST_TSO4));
@@ -415,7 +415,7 @@ static void test_tx_malformed(void **state)
 	struct rig *r = *state;
 	uint8_t buf[HDR + 100];
 	uint64_t g = alloc_buf(r, 70000);
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 	bool ro[2] = { false, false }, rw[2] = { false, true };
 
 	start(r, 0);
@@ -456,7 +456,7 @@ static void test_tx_backpressure(void **state)
 	struct rig *r = *state;
 	uint8_t *buf = malloc(HDR + 40000);
 	unsigned n = 0, frames = 20; /* 3 descriptors each: within QSIZE */
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 
 	assert_non_null(buf);
 	start(r, 0);
@@ -486,7 +486,7 @@ static void test_tx_backpressure(void **state)
 static void test_rx_simple(void **state)
 {
 	struct rig *r = *state;
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 	uint64_t g;
 	uint8_t *p;
 
@@ -524,7 +524,7 @@ static void test_rx_simple(void **state)
 static void test_rx_flags_without_guest_csum(void **state)
 {
 	struct rig *r = *state;
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 	uint64_t g;
 	uint8_t *p;
 
@@ -545,7 +545,7 @@ static void test_rx_mergeable(void **state)
 {
 	struct rig *r = *state;
 	uint8_t got[HDR + 3000];
-	uint32_t id, len, off = 0;
+	uint32_t id = 0, len = 0, off = 0;
 	uint64_t g;
 
 	start(r, VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF));
@@ -579,7 +579,7 @@ static void test_rx_mergeable(void **state)
 static void test_rx_backpressure(void **state)
 {
 	struct rig *r = *state;
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 	uint64_t g;
 
 	start(r, VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF));
@@ -670,7 +670,7 @@ static void test_tap_gone_before_start(void **state)
 static void test_rx_queue_disabled(void **state)
 {
 	struct rig *r = *state;
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 	uint64_t g;
 
 	start(r, 0);
@@ -697,7 +697,7 @@ static void test_rx_queue_disabled(void **state)
 static void test_reset(void **state)
 {
 	struct rig *r = *state;
-	uint32_t id, len;
+	uint32_t id = 0, len = 0;
 
 	start(r, VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF));
 	post_rx(r, 1, 1024, true);
