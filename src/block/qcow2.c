@@ -90,7 +90,7 @@
 #define QCOW2_MAX_PENDING 4096u           /* entry writes held before a commit */
 #define QCOW2_DIO_ALIGN 4096u             /* data buffers: any O_DIRECT alignment */
 #define QCOW2_ASYNC_EXTENTS 16u           /* host extents of one asynchronous request */
-#define QCOW2_REPAIR_MAX_CLUSTERS (1ull << 28) /* counters a refcount rebuild may hold */
+#define QCOW2_REPAIR_MAX_CLUSTERS (1ull << 26) /* 16-bit counters a refcount rebuild may hold */
 
 /* Header fields: byte offsets. */
 enum {
@@ -1673,7 +1673,7 @@ static void feature_name(const uint8_t *hdr, uint64_t ext, uint64_t end, unsigne
  * the refcount table; open the backing chain. */
 /* Count one more reference on every host cluster that [@off, @off + @len)
  * touches; false when one lies past the end of the file. */
-static bool repair_count(const struct qcow2 *q, uint32_t *cnt, uint64_t n, uint64_t off,
+static bool repair_count(const struct qcow2 *q, uint16_t *cnt, uint64_t n, uint64_t off,
 			 uint64_t len)
 {
 	uint64_t first = off >> q->cluster_bits, last = (off + len - 1) >> q->cluster_bits;
@@ -1681,7 +1681,7 @@ static bool repair_count(const struct qcow2 *q, uint32_t *cnt, uint64_t n, uint6
 	if (!len || off + len < off || last >= n)
 		return false;
 	for (uint64_t ci = first; ci <= last; ci++)
-		if (cnt[ci] < UINT32_MAX)
+		if (cnt[ci] < UINT16_MAX)
 			cnt[ci]++;
 	return true;
 }
@@ -1704,7 +1704,7 @@ static int qcow2_repair(struct qcow2 *q, char *err, size_t errlen)
 	uint64_t maxrc = q->refcount_order == 6 ? UINT64_MAX :
 			 (1ull << (1u << q->refcount_order)) - 1;
 	const char *bad = NULL;
-	uint32_t *cnt;
+	uint16_t *cnt;
 	uint8_t be[8];
 	int r = 0;
 
@@ -1756,7 +1756,7 @@ static int qcow2_repair(struct qcow2 *q, char *err, size_t errlen)
 		r = rc_get(q, ci, &v);
 		if (r || v == cnt[ci])
 			continue;
-		if (cnt[ci] > maxrc || cnt[ci] == UINT32_MAX) {
+		if (cnt[ci] > maxrc || cnt[ci] == UINT16_MAX) {
 			bad = "a cluster has more references than the refcount width holds";
 			break;
 		}
