@@ -17,7 +17,7 @@
  *  - the transport has no KVM (vm_fd -1): a QueueNotify write reaches the
  *    device through the notify eventfd on the event loop, exactly the path
  *    an ioeventfd takes.  The interrupt, a no-op without KVM, is caught by
- *    chaining dev.interrupt_used (see on_interrupt()): it ends evloop_run()
+ *    chaining dev.interrupt_used (bench/drv.c): it ends evloop_run()
  *    the way an irqfd would wake a vCPU, so the driver only looks at the used
  *    ring when the device asked for it (used_event honoured with EVENT_IDX).
  *
@@ -49,46 +49,28 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/timerfd.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "drv.h"
 #include "vmrun/block.h"
-#include "vmrun/evloop.h"
-#include "vmrun/guest_mem.h"
-#include "vmrun/virtio.h"
 #include "vmrun/virtio_blk.h"
-#include "vmrun/virtio_mmio.h"
 
-#define QUEUE_SIZE 256u
 #define DESCS_PER_REQ 3u /* header, data, status */
-#define MAX_QD 64u       /* 3 descriptors each must fit QUEUE_SIZE */
+#define MAX_QD 64u       /* 3 descriptors each must fit DRV_QUEUE_SIZE */
 #define MAX_BS (1u << 20) /* the device's size_max: one data descriptor */
 #define SECTOR 512u
 
 /* Fake guest-physical layout. */
-#define GPA_DESC 0x10000ull
-#define GPA_AVAIL 0x11000ull
-#define GPA_USED 0x12000ull
+#define GPA_QUEUE 0x10000ull  /* desc, avail, used: DRV_VQ_BYTES */
 #define GPA_HDRS 0x13000ull   /* 16 bytes per slot */
 #define GPA_STATUS 0x14000ull /* 1 byte per slot */
 #define GPA_DATA 0x100000ull  /* slot i at GPA_DATA + i * bs */
-#define MMIO_BASE 0xd0000000ull
-#define MMIO_IRQ 5
 
-#define WATCHDOG_MS 250
-#define HANG_S 10.0 /* no completion for this long with requests in flight */
-#define MAX_REPORTED_ERRORS 10
 #define STAMP_KEY UINT64_C(0x766d72756e626c6b) /* "vmrunblk" */
 
 enum rw_kind { RW_RANDREAD, RW_RANDWRITE, RW_READ, RW_WRITE };
@@ -103,63 +85,33 @@ struct point {
 
 /* What one point measured. */
 struct result {
-	uint64_t ios, bytes, errors;
-	uint64_t kicks, interrupts;
+	uint64_t ios, bytes;
+	struct drv_counts c; /* errors, kicks, interrupts, hung, needs_reset */
 	double seconds, cpu_seconds;
-	bool hung, needs_reset;
 };
 
 /* The fake guest: its RAM, the device under test and the driver's state. */
 struct drv {
-	struct guest_mem gm;
-	struct evloop loop;
+	struct drv_kit k;
 	struct blk *backend;
 	struct virtio_blk blk;
-	struct virtio_mmio mmio;
-	bool mmio_up;
-	void (*transport_interrupt_used)(struct virtio_device *dev, unsigned q);
-	void (*transport_interrupt_config)(struct virtio_device *dev);
-	struct ev_source watchdog;
 
 	/* Options. */
-	bool want_event_idx, verify;
+	struct drv_opts opt;
 	uint64_t disk_bytes;
 
 	/* Driver state for the running point. */
-	bool event_idx; /* negotiated */
-	uint8_t *desc, *avail, *used;
-	uint16_t avail_idx;    /* next avail ring slot to fill */
-	uint16_t kicked_idx;   /* avail_idx at the last kick decision */
-	uint16_t last_used;    /* next used ring slot to read */
+	struct drv_vq vq;
 	bool in_flight[MAX_QD];
 	unsigned n_in_flight;
 	uint64_t req_off[MAX_QD]; /* disk byte offset of each slot's request */
 	const struct point *pt;
 	uint64_t seq_next, rng;
-	bool config_irq;
-	double last_progress;
 	struct result *res;
 };
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
 
 static uint64_t xorshift64(uint64_t *s)
 {
@@ -179,173 +131,29 @@ static uint64_t stamp_of(uint64_t sector)
 
 static void *gpa_ptr(struct drv *d, uint64_t gpa, uint64_t len)
 {
-	return guest_mem_ptr(&d->gm, gpa, len);
-}
-
-static void put16(uint8_t *p, uint16_t v, int order)
-{
-	__atomic_store_n((uint16_t *)p, v, order);
-}
-
-static uint16_t get16(const uint8_t *p, int order)
-{
-	return __atomic_load_n((const uint16_t *)p, order);
-}
-
-/* ------------------------------------------------------------------ */
-/* The register window, as the guest sees it                           */
-
-static uint32_t reg_read(struct drv *d, uint64_t off)
-{
-	uint32_t v = 0;
-
-	if (d->mmio.region.ops->read(&d->mmio.region, off, &v, 4) < 0)
-		v = UINT32_MAX;
-	return v;
-}
-
-static void reg_write(struct drv *d, uint64_t off, uint32_t v)
-{
-	(void)d->mmio.region.ops->write(&d->mmio.region, off, &v, 4);
-}
-
-/* A 64-bit configuration field, read as two 32-bit halves inside one
- * configuration generation (what Linux's virtio_cread64() does). */
-static uint64_t config_read64(struct drv *d, uint32_t off)
-{
-	uint32_t gen, lo, hi;
-
-	do {
-		gen = reg_read(d, VIRTIO_MMIO_CONFIG_GENERATION);
-		lo = reg_read(d, VIRTIO_MMIO_CONFIG + off);
-		hi = reg_read(d, VIRTIO_MMIO_CONFIG + off + 4);
-	} while (gen != reg_read(d, VIRTIO_MMIO_CONFIG_GENERATION));
-	return ((uint64_t)hi << 32) | lo;
-}
-
-/* The transport raised the used-buffer interrupt: wake the driver the way
- * an irqfd wakes a vCPU.  Runs on the loop thread with dev.lock held. */
-static void on_interrupt(struct virtio_device *dev, unsigned q)
-{
-	struct drv *d = (struct drv *)((char *)dev - offsetof(struct drv, blk.dev));
-
-	d->transport_interrupt_used(dev, q);
-	if (d->res)
-		d->res->interrupts++;
-	d->loop.stop = true;
-}
-
-static void on_config_interrupt(struct virtio_device *dev)
-{
-	struct drv *d = (struct drv *)((char *)dev - offsetof(struct drv, blk.dev));
-
-	d->transport_interrupt_config(dev);
-	d->config_irq = true;
-	d->loop.stop = true;
-}
-
-static void on_watchdog(struct ev_source *src, uint32_t events)
-{
-	struct drv *d = src->opaque;
-	uint64_t ticks;
-
-	(void)events;
-	if (read(src->fd, &ticks, sizeof(ticks)) < 0)
-		return;
-	if (d->n_in_flight && now_s() - d->last_progress > HANG_S) {
-		if (d->res)
-			d->res->hung = true;
-		d->loop.stop = true;
-	}
+	return drv_ptr(&d->k, gpa, len);
 }
 
 /* Reset the device and bring it up again as a driver does (virtio 1.2,
- * sections 3.1.1 and 4.2.3): returns 0, or -1 with the reason printed. */
+ * sections 3.1.1 and 4.2.3): VERSION_1, EVENT_IDX unless --no-event-idx,
+ * the capacity checked against the file, queue 0 on fresh rings.  Returns
+ * 0 or -errno (reason printed). */
 static int drv_probe(struct drv *d)
 {
-	uint64_t features, want, capacity;
-	uint32_t status;
+	uint64_t capacity;
+	int r;
 
-	if (reg_read(d, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC ||
-	    reg_read(d, VIRTIO_MMIO_VERSION) != 2 ||
-	    reg_read(d, VIRTIO_MMIO_DEVICE_ID) != VIRTIO_ID_BLOCK) {
-		fprintf(stderr, "bench_blk: not a virtio-mmio v2 block device (magic %#x, "
-			"version %u, device id %u)\n", reg_read(d, VIRTIO_MMIO_MAGIC_VALUE),
-			reg_read(d, VIRTIO_MMIO_VERSION), reg_read(d, VIRTIO_MMIO_DEVICE_ID));
-		return -1;
-	}
-	reg_write(d, VIRTIO_MMIO_STATUS, 0);
-	if (reg_read(d, VIRTIO_MMIO_STATUS) != 0) {
-		fprintf(stderr, "bench_blk: the device did not reset (status %#x)\n",
-			reg_read(d, VIRTIO_MMIO_STATUS));
-		return -1;
-	}
-	reg_write(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
-	reg_write(d, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-
-	reg_write(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-	features = reg_read(d, VIRTIO_MMIO_DEVICE_FEATURES);
-	reg_write(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-	features |= (uint64_t)reg_read(d, VIRTIO_MMIO_DEVICE_FEATURES) << 32;
-	if (!(features & VIRTIO_BIT(VIRTIO_F_VERSION_1))) {
-		fprintf(stderr, "bench_blk: the device does not offer VERSION_1 (%#" PRIx64 ")\n",
-			features);
-		return -1;
-	}
-	want = VIRTIO_BIT(VIRTIO_F_VERSION_1);
-	if (d->want_event_idx && (features & VIRTIO_BIT(VIRTIO_F_EVENT_IDX)))
-		want |= VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
-	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)want);
-	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-	reg_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(want >> 32));
-	status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
-	reg_write(d, VIRTIO_MMIO_STATUS, status);
-	if (!(reg_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
-		fprintf(stderr, "bench_blk: the device refused features %#" PRIx64 "\n", want);
-		return -1;
-	}
-	d->event_idx = want & VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
-
-	capacity = config_read64(d, 0);
+	r = drv_start(&d->k, VIRTIO_ID_BLOCK, VIRTIO_BIT(VIRTIO_F_VERSION_1), !d->opt.no_event_idx);
+	if (r < 0)
+		return r;
+	capacity = drv_config_read64(&d->k, 0);
 	if (capacity * SECTOR != d->disk_bytes) {
 		fprintf(stderr, "bench_blk: capacity %" PRIu64 " sectors, the file has %" PRIu64
 			" bytes\n", capacity, d->disk_bytes);
-		return -1;
+		return -EINVAL;
 	}
-
-	/* Queue 0: fresh rings in guest RAM. */
-	memset(d->desc, 0, 16 * QUEUE_SIZE);
-	memset(d->avail, 0, 6 + 2 * QUEUE_SIZE);
-	memset(d->used, 0, 6 + 8 * QUEUE_SIZE);
-	reg_write(d, VIRTIO_MMIO_QUEUE_SEL, 0);
-	if (reg_read(d, VIRTIO_MMIO_QUEUE_READY) != 0 ||
-	    reg_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX) < QUEUE_SIZE) {
-		fprintf(stderr, "bench_blk: queue 0 is ready before set-up or shorter than %u "
-			"(QueueNumMax %u)\n", QUEUE_SIZE, reg_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX));
-		return -1;
-	}
-	reg_write(d, VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE);
-	reg_write(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)GPA_DESC);
-	reg_write(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(GPA_DESC >> 32));
-	reg_write(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, (uint32_t)GPA_AVAIL);
-	reg_write(d, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, (uint32_t)(GPA_AVAIL >> 32));
-	reg_write(d, VIRTIO_MMIO_QUEUE_DEVICE_LOW, (uint32_t)GPA_USED);
-	reg_write(d, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, (uint32_t)(GPA_USED >> 32));
-	reg_write(d, VIRTIO_MMIO_QUEUE_READY, 1);
-	if (reg_read(d, VIRTIO_MMIO_QUEUE_READY) != 1) {
-		fprintf(stderr, "bench_blk: queue 0 did not become ready\n");
-		return -1;
-	}
-	reg_write(d, VIRTIO_MMIO_STATUS, status | VIRTIO_STATUS_DRIVER_OK);
-	status = reg_read(d, VIRTIO_MMIO_STATUS);
-	if (!(status & VIRTIO_STATUS_DRIVER_OK) ||
-	    (status & (VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED))) {
-		fprintf(stderr, "bench_blk: the device did not start (status %#x)\n", status);
-		return -1;
-	}
-	d->avail_idx = d->kicked_idx = d->last_used = 0;
-	return 0;
+	r = drv_vq_setup(&d->k, &d->vq);
+	return r < 0 ? r : drv_driver_ok(&d->k);
 }
 
 /* ------------------------------------------------------------------ */
@@ -365,22 +173,13 @@ static bool pt_writes(const struct point *pt)
  * is the same for every request of the point; only the header changes. */
 static void slot_chain(struct drv *d, unsigned slot)
 {
-	bool write = pt_writes(d->pt);
-	struct {
-		uint64_t addr;
-		uint32_t len;
-		uint16_t flags, next;
-	} desc[DESCS_PER_REQ] = {
-		{ GPA_HDRS + 16ull * slot, 16, VIRTQ_DESC_F_NEXT, 0 },
-		{ slot_data_gpa(d, slot), d->pt->bs,
-		  VIRTQ_DESC_F_NEXT | (write ? 0 : VIRTQ_DESC_F_WRITE), 0 },
-		{ GPA_STATUS + slot, 1, VIRTQ_DESC_F_WRITE, 0 },
-	};
-	unsigned head = slot * DESCS_PER_REQ;
+	uint16_t head = (uint16_t)(slot * DESCS_PER_REQ);
+	uint16_t data_flags = pt_writes(d->pt) ? 0 : VIRTQ_DESC_F_WRITE;
 
-	desc[0].next = (uint16_t)(head + 1);
-	desc[1].next = (uint16_t)(head + 2);
-	memcpy(d->desc + 16 * head, desc, sizeof(desc));
+	drv_desc_set(&d->vq, head, GPA_HDRS + 16ull * slot, 16, VIRTQ_DESC_F_NEXT, head + 1);
+	drv_desc_set(&d->vq, head + 1u, slot_data_gpa(d, slot), d->pt->bs,
+		     VIRTQ_DESC_F_NEXT | data_flags, head + 2);
+	drv_desc_set(&d->vq, head + 2u, GPA_STATUS + slot, 1, VIRTQ_DESC_F_WRITE, 0);
 }
 
 /* Where the next request goes (bytes). */
@@ -396,20 +195,19 @@ static uint64_t next_offset(struct drv *d)
 }
 
 /* Fill slot @slot with a new request and put it on the avail ring (not yet
- * published: see publish()). */
+ * published: see drv_publish()). */
 static void slot_post(struct drv *d, unsigned slot)
 {
 	uint8_t *hdr = gpa_ptr(d, GPA_HDRS + 16ull * slot, 16);
 	uint8_t *status = gpa_ptr(d, GPA_STATUS + slot, 1);
 	uint32_t type = pt_writes(d->pt) ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;
 	uint64_t off = next_offset(d), sector = off / SECTOR, zero = 0;
-	uint16_t head = (uint16_t)(slot * DESCS_PER_REQ);
 
 	memcpy(hdr, &type, 4);
 	memcpy(hdr + 4, &zero, 4);
 	memcpy(hdr + 8, &sector, 8);
 	*status = 0xff; /* the device must overwrite it */
-	if (d->verify && pt_writes(d->pt)) {
+	if (d->opt.verify && pt_writes(d->pt)) {
 		uint8_t *data = gpa_ptr(d, slot_data_gpa(d, slot), d->pt->bs);
 
 		for (uint32_t s = 0; s < d->pt->bs / SECTOR; s++) {
@@ -421,51 +219,7 @@ static void slot_post(struct drv *d, unsigned slot)
 	d->req_off[slot] = off;
 	d->in_flight[slot] = true;
 	d->n_in_flight++;
-	put16(d->avail + 4 + 2 * (d->avail_idx & (QUEUE_SIZE - 1)), head, __ATOMIC_RELAXED);
-	d->avail_idx++;
-}
-
-/* Publish the chains posted since the last call and kick the device when
- * it asks for it (section 2.7.13). */
-static void publish(struct drv *d)
-{
-	uint16_t old = d->kicked_idx, new = d->avail_idx;
-	bool kick;
-
-	if (old == new)
-		return;
-	/* Release: the device that sees the index sees the ring entries. */
-	put16(d->avail + 2, new, __ATOMIC_RELEASE);
-	d->kicked_idx = new;
-	/* Store avail->idx, then load the device's wish: a full fence, like
-	 * virtio_ring.c's virtio_mb() before the kick check. */
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (d->event_idx) {
-		uint16_t avail_event = get16(d->used + 4 + 8 * QUEUE_SIZE, __ATOMIC_RELAXED);
-
-		kick = (uint16_t)(new - avail_event - 1) < (uint16_t)(new - old);
-	} else {
-		kick = !(get16(d->used, __ATOMIC_RELAXED) & VIRTQ_USED_F_NO_NOTIFY);
-	}
-	if (kick) {
-		reg_write(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-		d->res->kicks++;
-	}
-}
-
-static void report_error(struct drv *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void report_error(struct drv *d, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (d->res->errors++ >= MAX_REPORTED_ERRORS)
-		return;
-	fprintf(stderr, "bench_blk: %s:%u:qd%u: ", rw_names[d->pt->rw], d->pt->bs, d->pt->qd);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
+	drv_post(&d->vq, (uint16_t)(slot * DESCS_PER_REQ));
 }
 
 /* Check a completed read's data against the stamps. */
@@ -479,110 +233,82 @@ static void verify_read(struct drv *d, unsigned slot)
 
 		memcpy(&got, data + (uint64_t)s * SECTOR, 8);
 		if (got != stamp_of(sector + s)) {
-			report_error(d, "read at byte %" PRIu64 ": sector %" PRIu64 " holds the stamp "
-				     "of sector %" PRIu64, d->req_off[slot], sector + s,
-				     got ^ STAMP_KEY);
+			drv_error(&d->k, "read at byte %" PRIu64 ": sector %" PRIu64 " holds the "
+				  "stamp of sector %" PRIu64, d->req_off[slot], sector + s,
+				  got ^ STAMP_KEY);
 			return;
 		}
 	}
+}
+
+/* Check used element @idx (chain @id, length @len) and free its slot.
+ * Returns the slot, or -1 when @id is no chain in flight. */
+static int complete(struct drv *d, uint16_t idx, uint32_t id, uint32_t len)
+{
+	unsigned slot = id / DESCS_PER_REQ;
+	uint32_t want_len = pt_writes(d->pt) ? 1 : d->pt->bs + 1;
+	uint8_t status;
+
+	if (id % DESCS_PER_REQ || slot >= d->pt->qd || !d->in_flight[slot]) {
+		drv_error(&d->k, "used element %u names chain %u, not one in flight", idx, id);
+		return -1;
+	}
+	d->in_flight[slot] = false;
+	d->n_in_flight--;
+	status = *(const uint8_t *)gpa_ptr(d, GPA_STATUS + slot, 1);
+	if (status != VIRTIO_BLK_S_OK)
+		drv_error(&d->k, "request at byte %" PRIu64 ": status %u", d->req_off[slot],
+			  status);
+	else if (len != want_len)
+		drv_error(&d->k, "request at byte %" PRIu64 ": used length %u, want %u",
+			  d->req_off[slot], len, want_len);
+	else if (d->opt.verify && !pt_writes(d->pt))
+		verify_read(d, slot);
+	d->res->ios++;
+	d->res->bytes += d->pt->bs;
+	return (int)slot;
 }
 
 /* Take every new used element; refill each slot while @refill.  Returns
  * the number taken. */
 static unsigned reap(struct drv *d, bool refill)
 {
+	struct drv_vq *vq = &d->vq;
 	unsigned n = 0;
 
-	for (;;) {
-		/* Acquire: the element and the data are read after the index. */
-		uint16_t used_idx = get16(d->used + 2, __ATOMIC_ACQUIRE);
+	do {
+		uint16_t used_idx = drv_used_idx(vq);
 
-		while (d->last_used != used_idx) {
-			const uint8_t *elem = d->used + 4 + 8 * (d->last_used & (QUEUE_SIZE - 1));
-			uint32_t id, len, want_len;
-			unsigned slot;
-			uint8_t status;
+		while (vq->last_used != used_idx) {
+			uint32_t id, len;
+			int slot;
 
-			memcpy(&id, elem, 4);
-			memcpy(&len, elem + 4, 4);
-			d->last_used++;
-			slot = id / DESCS_PER_REQ;
-			if (id % DESCS_PER_REQ || slot >= d->pt->qd || !d->in_flight[slot]) {
-				report_error(d, "used element %u names chain %u, not one in flight",
-					     (uint16_t)(d->last_used - 1), id);
+			drv_used_elem(vq, vq->last_used, &id, &len);
+			slot = complete(d, vq->last_used++, id, len);
+			if (slot < 0)
 				continue;
-			}
-			d->in_flight[slot] = false;
-			d->n_in_flight--;
 			n++;
-			status = *(const uint8_t *)gpa_ptr(d, GPA_STATUS + slot, 1);
-			want_len = pt_writes(d->pt) ? 1 : d->pt->bs + 1;
-			if (status != VIRTIO_BLK_S_OK)
-				report_error(d, "request at byte %" PRIu64 ": status %u", d->req_off[slot],
-					     status);
-			else if (len != want_len)
-				report_error(d, "request at byte %" PRIu64 ": used length %u, want %u",
-					     d->req_off[slot], len, want_len);
-			else if (d->verify && !pt_writes(d->pt))
-				verify_read(d, slot);
-			d->res->ios++;
-			d->res->bytes += d->pt->bs;
 			if (refill)
-				slot_post(d, slot);
+				slot_post(d, (unsigned)slot);
 		}
-		/* Ask for an interrupt at the next completion, then look again:
-		 * one may have landed before the request was visible (Linux's
-		 * virtqueue_enable_cb()). */
-		if (d->event_idx)
-			put16(d->avail + 4 + 2 * QUEUE_SIZE, d->last_used, __ATOMIC_RELAXED);
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		if (get16(d->used + 2, __ATOMIC_ACQUIRE) == d->last_used)
-			return n;
-	}
-}
-
-/* Sleep in the event loop until the device interrupts (or the watchdog
- * gives up), then acknowledge the interrupt like an ISR.  Returns -1 when
- * the point must stop. */
-static int wait_interrupt(struct drv *d)
-{
-	uint32_t isr;
-	int r;
-
-	d->loop.stop = false;
-	r = evloop_run(&d->loop);
-	d->loop.stop = false;
-	if (r < 0) {
-		fprintf(stderr, "bench_blk: event loop: %s\n", strerror(-r));
-		d->res->errors++;
-		return -1;
-	}
-	if (d->res->hung)
-		return -1;
-	isr = reg_read(d, VIRTIO_MMIO_INTERRUPT_STATUS);
-	if (isr)
-		reg_write(d, VIRTIO_MMIO_INTERRUPT_ACK, isr);
-	if ((isr & VIRTIO_MMIO_INT_CONFIG) || d->config_irq) {
-		d->config_irq = false;
-		if (reg_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET) {
-			d->res->needs_reset = true;
-			return -1;
-		}
-	}
-	return 0;
+	} while (drv_rearm(&d->k, vq));
+	return n;
 }
 
 static void print_hang(struct drv *d)
 {
-	fprintf(stderr, "bench_blk: %s:%u:qd%u: HANG: no completion for %.0f s with %u requests "
+	const uint8_t *used = d->vq.used;
+
+	fprintf(stderr, "bench_blk: %s: HANG: no completion for %.0f s with %u requests "
 		"in flight; driver avail idx %u, used idx seen %u, used->idx %u, avail_event %u, "
 		"used->flags %#x; device last_avail_idx %u used_idx %u, virtio-blk inflight %u, "
 		"backend inflight %u, status %#x\n",
-		rw_names[d->pt->rw], d->pt->bs, d->pt->qd, HANG_S, d->n_in_flight, d->avail_idx,
-		d->last_used, get16(d->used + 2, __ATOMIC_ACQUIRE),
-		get16(d->used + 4 + 8 * QUEUE_SIZE, __ATOMIC_RELAXED),
-		get16(d->used, __ATOMIC_RELAXED), d->blk.vq.last_avail_idx, d->blk.vq.used_idx,
-		d->blk.inflight, blk_inflight(d->backend), reg_read(d, VIRTIO_MMIO_STATUS));
+		d->k.where, DRV_HANG_S, d->n_in_flight, d->vq.avail_idx, d->vq.last_used,
+		drv_used_idx(&d->vq),
+		__atomic_load_n((const uint16_t *)(used + 4 + 8 * DRV_QUEUE_SIZE), __ATOMIC_RELAXED),
+		__atomic_load_n((const uint16_t *)used, __ATOMIC_RELAXED),
+		d->blk.vq.last_avail_idx, d->blk.vq.used_idx, d->blk.inflight,
+		blk_inflight(d->backend), drv_read32(&d->k, VIRTIO_MMIO_STATUS));
 }
 
 /* Run one point for @seconds.  Returns 0, or -1 when it failed. */
@@ -591,15 +317,17 @@ static int run_point(struct drv *d, const struct point *pt, double seconds, stru
 	double t0, deadline, cpu0;
 
 	memset(res, 0, sizeof(*res));
+	drv_begin(&d->k, &res->c, "%s:%u:qd%u", rw_names[pt->rw], pt->bs, pt->qd);
 	d->res = res;
 	d->pt = pt;
 	d->seq_next = 0;
 	d->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)pt->rw << 32) ^ pt->bs ^ pt->qd;
 	d->n_in_flight = 0;
-	d->config_irq = false;
 	memset(d->in_flight, 0, sizeof(d->in_flight));
 	if (drv_probe(d) < 0) {
-		res->errors++;
+		drv_end(&d->k);
+		d->res = NULL;
+		res->c.errors++;
 		return -1;
 	}
 	for (unsigned s = 0; s < pt->qd; s++) {
@@ -611,123 +339,81 @@ static int run_point(struct drv *d, const struct point *pt, double seconds, stru
 	cpu0 = cpu_s();
 	t0 = now_s();
 	deadline = t0 + seconds;
-	d->last_progress = t0;
+	d->k.last_progress = t0;
 	for (unsigned s = 0; s < pt->qd; s++)
 		slot_post(d, s);
-	publish(d);
+	drv_publish(&d->k, &d->vq);
 	while (d->n_in_flight) {
 		bool more;
 
-		if (wait_interrupt(d) < 0)
+		if (drv_wait_interrupt(&d->k) < 0)
 			break;
 		more = now_s() < deadline;
 		if (reap(d, more))
-			d->last_progress = now_s();
+			d->k.last_progress = now_s();
 		if (more)
-			publish(d);
+			drv_publish(&d->k, &d->vq);
 	}
 	res->seconds = now_s() - t0;
 	res->cpu_seconds = cpu_s() - cpu0;
+	drv_end(&d->k);
 	d->res = NULL;
-	if (res->hung)
+	if (res->c.hung)
 		print_hang(d);
-	if (res->needs_reset)
-		fprintf(stderr, "bench_blk: %s:%u:qd%u: the device set NEEDS_RESET (status %#x)\n",
-			rw_names[pt->rw], pt->bs, pt->qd, reg_read(d, VIRTIO_MMIO_STATUS));
-	if (res->hung || res->needs_reset) {
-		res->errors++;
+	if (res->c.needs_reset)
+		fprintf(stderr, "bench_blk: %s: the device set NEEDS_RESET (status %#x)\n",
+			d->k.where, drv_read32(&d->k, VIRTIO_MMIO_STATUS));
+	if (res->c.hung || res->c.needs_reset) {
+		res->c.errors++;
 		/* Requests may still be in flight: the reset below would wait
 		 * for them forever on a hung backend, so leave the device as it
 		 * is and let the caller give up. */
 		return -1;
 	}
-	return res->errors ? -1 : 0;
+	return res->c.errors ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Set-up                                                              */
 
-static int drv_init(struct drv *d, const char *path, enum blk_cache cache, unsigned max_qd,
-		    uint32_t max_bs)
+/* The fake guest with RAM for @max_qd slots of @max_bs bytes and the raw
+ * or qcow2 file @path behind virtio-blk.  Returns 0 or -errno (reason
+ * printed); on failure too, teardown() must follow. */
+static int setup(struct drv *d, const char *path, enum blk_cache cache, unsigned max_qd,
+			uint32_t max_bs)
 {
 	struct blk_open_opts opts = { .readonly = false, .cache = cache };
-	struct virtio_mmio_host host;
-	struct itimerspec its = { .it_interval = { 0, WATCHDOG_MS * 1000000L },
-				  .it_value = { 0, WATCHDOG_MS * 1000000L } };
-	uint64_t ram = GPA_DATA + (uint64_t)max_qd * max_bs;
 	char err[256];
 	int r;
 
-	d->watchdog.fd = -1;
-	d->loop.epfd = -1;
-	ram = (ram + (2ull << 20) - 1) & ~((2ull << 20) - 1);
-	r = guest_mem_init(&d->gm, ram);
-	if (r < 0) {
-		fprintf(stderr, "bench_blk: guest RAM (%" PRIu64 " bytes): %s\n", ram, strerror(-r));
+	r = drv_init(&d->k, "bench_blk", GPA_DATA + (uint64_t)max_qd * max_bs);
+	if (r < 0)
 		return r;
-	}
-	d->desc = gpa_ptr(d, GPA_DESC, 16 * QUEUE_SIZE);
-	d->avail = gpa_ptr(d, GPA_AVAIL, 6 + 2 * QUEUE_SIZE);
-	d->used = gpa_ptr(d, GPA_USED, 6 + 8 * QUEUE_SIZE);
-	r = evloop_init(&d->loop);
-	if (r < 0) {
-		fprintf(stderr, "bench_blk: event loop: %s\n", strerror(-r));
-		return r;
-	}
-	r = blk_open(path, &opts, &d->loop, &d->backend, err, sizeof(err));
+	drv_vq_init(&d->k, &d->vq, 0, GPA_QUEUE);
+	r = blk_open(path, &opts, &d->k.loop, &d->backend, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "bench_blk: %s\n", err);
 		return r;
 	}
 	d->disk_bytes = blk_size(d->backend);
-	r = virtio_blk_init(&d->blk, &d->gm, d->backend, 0, NULL, false);
+	r = virtio_blk_init(&d->blk, &d->k.gm, d->backend, 0, NULL, false);
 	if (r < 0) {
 		fprintf(stderr, "bench_blk: virtio_blk_init: %s\n", strerror(-r));
 		blk_close(d->backend);
 		d->backend = NULL;
 		return r;
 	}
-	host = (struct virtio_mmio_host){ .vm_fd = -1, .loop = &d->loop };
-	r = virtio_mmio_init(&d->mmio, &d->blk.dev, MMIO_BASE, MMIO_IRQ, &host, err, sizeof(err));
-	if (r < 0) {
-		fprintf(stderr, "bench_blk: %s\n", err);
-		return r;
-	}
-	d->mmio_up = true;
-	d->transport_interrupt_used = d->blk.dev.interrupt_used;
-	d->transport_interrupt_config = d->blk.dev.interrupt_config;
-	d->blk.dev.interrupt_used = on_interrupt;
-	d->blk.dev.interrupt_config = on_config_interrupt;
-
-	d->watchdog = (struct ev_source){ .handler = on_watchdog, .opaque = d };
-	d->watchdog.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (d->watchdog.fd < 0 || timerfd_settime(d->watchdog.fd, 0, &its, NULL) < 0) {
-		fprintf(stderr, "bench_blk: timerfd: %s\n", strerror(errno));
-		return -errno;
-	}
-	r = evloop_add(&d->loop, &d->watchdog, EPOLLIN);
-	if (r < 0) {
-		fprintf(stderr, "bench_blk: epoll: %s\n", strerror(-r));
-		close(d->watchdog.fd);
-		d->watchdog.fd = -1;
-	}
-	return r;
+	return drv_attach(&d->k, &d->blk.dev);
 }
 
-static void drv_exit(struct drv *d)
+static void teardown(struct drv *d)
 {
-	if (d->watchdog.fd >= 0) {
-		evloop_remove(&d->loop, &d->watchdog);
-		close(d->watchdog.fd);
-	}
-	if (d->mmio_up)
-		virtio_mmio_exit(&d->mmio);
+	drv_detach(&d->k);
 	if (d->blk.scratch)
 		virtio_blk_exit(&d->blk); /* closes the backend */
 	else
 		blk_close(d->backend);
-	evloop_exit(&d->loop);
-	guest_mem_exit(&d->gm);
+	drv_exit(&d->k);
 }
 
 /* ------------------------------------------------------------------ */
@@ -874,12 +560,11 @@ int main(int argc, char **argv)
 	enum blk_cache cache = BLK_CACHE_NONE;
 	double seconds = 3.0;
 	uint64_t create_mib = 0;
-	bool json = false, direct;
+	bool direct;
 	unsigned max_qd = 1;
 	uint32_t max_bs = SECTOR;
 	int n_points = -1, status = 0;
 
-	d->want_event_idx = true;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		bool has_value = true;
@@ -919,16 +604,10 @@ int main(int argc, char **argv)
 			}
 		} else {
 			has_value = false;
-			if (!strcmp(a, "--no-event-idx")) {
-				d->want_event_idx = false;
-			} else if (!strcmp(a, "--verify")) {
-				d->verify = true;
-			} else if (!strcmp(a, "--json")) {
-				json = true;
-			} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 				usage(stdout);
 				return 0;
-			} else {
+			} else if (!drv_opt_flag(&d->opt, a)) {
 				usage(stderr);
 				return 2;
 			}
@@ -982,7 +661,7 @@ int main(int argc, char **argv)
 			max_bs = pts[i].bs;
 	}
 	direct = cache == BLK_CACHE_NONE && file_takes_direct(path);
-	if (drv_init(d, path, cache, max_qd, max_bs) < 0) {
+	if (setup(d, path, cache, max_qd, max_bs) < 0) {
 		status = 2;
 		goto out;
 	}
@@ -994,7 +673,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (!json)
+	if (!d->opt.json)
 		printf("%-22s %10s %10s %8s %10s %8s %8s\n", "point", "IOPS", "MB/s", "errors",
 		       "requests", "kicks/rq", "irqs/rq");
 	for (int i = 0; i < n_points; i++) {
@@ -1011,7 +690,7 @@ int main(int argc, char **argv)
 			snprintf(name, sizeof(name), "%s-%uk-qd%u", rw_names[pt->rw], pt->bs >> 10, pt->qd);
 		else
 			snprintf(name, sizeof(name), "%s-%u-qd%u", rw_names[pt->rw], pt->bs, pt->qd);
-		if (json)
+		if (d->opt.json)
 			printf("{\"point\": \"%s\", \"rw\": \"%s\", \"bs\": %u, \"qd\": %u, "
 			       "\"seconds\": %.6f, \"ios\": %" PRIu64 ", \"bytes\": %" PRIu64 ", "
 			       "\"iops\": %.1f, \"mbps\": %.2f, \"errors\": %" PRIu64 ", "
@@ -1019,21 +698,22 @@ int main(int argc, char **argv)
 			       "\"cpu_seconds\": %.4f, \"hung\": %s, \"needs_reset\": %s, "
 			       "\"event_idx\": %s, \"direct\": %s, \"aio\": %s, \"cache\": \"%s\"}\n",
 			       name, rw_names[pt->rw], pt->bs, pt->qd, res.seconds, res.ios, res.bytes,
-			       iops, mbps, res.errors, res.kicks, res.interrupts, res.cpu_seconds,
-			       res.hung ? "true" : "false", res.needs_reset ? "true" : "false",
-			       d->event_idx ? "true" : "false", direct ? "true" : "false",
+			       iops, mbps, res.c.errors, res.c.kicks, res.c.interrupts,
+			       res.cpu_seconds, res.c.hung ? "true" : "false",
+			       res.c.needs_reset ? "true" : "false", d->k.event_idx ? "true" : "false",
+			       direct ? "true" : "false",
 			       blk_uses_aio(d->backend) ? "true" : "false",
 			       cache == BLK_CACHE_NONE ? "none" :
 			       cache == BLK_CACHE_WRITEBACK ? "writeback" : "unsafe");
 		else
 			printf("%-22s %10.0f %10.1f %8" PRIu64 " %10" PRIu64 " %8.3f %8.3f\n", name, iops,
-			       mbps, res.errors, res.ios,
-			       res.ios ? (double)res.kicks / (double)res.ios : 0.0,
-			       res.ios ? (double)res.interrupts / (double)res.ios : 0.0);
+			       mbps, res.c.errors, res.ios,
+			       res.ios ? (double)res.c.kicks / (double)res.ios : 0.0,
+			       res.ios ? (double)res.c.interrupts / (double)res.ios : 0.0);
 		fflush(stdout);
 		if (r < 0) {
 			status = 1;
-			if (res.hung || res.needs_reset) {
+			if (res.c.hung || res.c.needs_reset) {
 				/* The device cannot be reset safely with requests
 				 * stuck in it: stop here, without tearing down. */
 				if (scratch)
@@ -1043,7 +723,7 @@ int main(int argc, char **argv)
 		}
 	}
 out:
-	drv_exit(d);
+	teardown(d);
 out_unlink:
 	if (scratch)
 		unlink(scratch_path);
