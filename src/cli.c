@@ -34,7 +34,9 @@ static const char usage_text[] =
 	"  --disk PATH[,OPTS]     virtio-blk disk (raw image or block device), repeatable;\n"
 	"                         OPTS: readonly, cache=writeback|none|unsafe, serial=ID,\n"
 	"                         format=raw|qcow2 (default: probed)\n"
-	"  --net tap=NAME[,mac=MAC]  virtio-net interface on a tap device, repeatable\n"
+	"  --net tap=NAME[,mac=MAC][,queues=N]\n"
+	"                         virtio-net interface on a tap device, repeatable;\n"
+	"                         queues=N: N queue pairs on a multi-queue tap\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
 	"  --help                 print this help and exit\n"
@@ -170,7 +172,7 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 }
 
 
-/* --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX] */
+/* --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,queues=N] */
 static int parse_net(const char *spec, struct net_config *n, char *err, size_t errlen)
 {
 	const char *p = spec;
@@ -202,10 +204,24 @@ static int parse_net(const char *spec, struct net_config *n, char *err, size_t e
 				return errmsg(-EINVAL, err, errlen, "--net: mac %.*s is a multicast address",
 					      (int)len - 4, p + 4);
 			n->mac_given = true;
+		} else if (len > 7 && !memcmp(p, "queues=", 7)) {
+			char num[8] = "";
+			char *rest;
+			unsigned long q;
+
+			if (len - 7 < sizeof(num))
+				memcpy(num, p + 7, len - 7);
+			q = strtoul(num, &rest, 10);
+			if (!num[0] || *rest || num[0] < '0' || num[0] > '9' || q < 1 ||
+			    q > VMRUN_MAX_NET_QUEUES)
+				return errmsg(-EINVAL, err, errlen,
+					      "--net: queues=%.*s: a number of queue pairs, 1 to %d",
+					      (int)len - 7, p + 7, VMRUN_MAX_NET_QUEUES);
+			n->queues = (unsigned)q;
 		} else {
 			return errmsg(-EINVAL, err, errlen,
-				      "--net: unknown option '%.*s' (tap=NAME, mac=XX:XX:XX:XX:XX:XX)",
-				      (int)len, p);
+				      "--net: unknown option '%.*s' (tap=NAME, mac=XX:XX:XX:XX:XX:XX,"
+				      " queues=N)", (int)len, p);
 		}
 		p += len + (end ? 1 : 0);
 	}

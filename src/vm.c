@@ -323,7 +323,7 @@ static int vm_build_nets(struct vm *vm, char *err, size_t errlen)
 	for (unsigned j = 0; j < cfg->n_nics; j++) {
 		const struct net_config *nc = &cfg->nics[j];
 		struct virtio_net_config_opts opts = { .tap = nc->tap, .mac_given = nc->mac_given,
-						       .index = j };
+						       .index = j, .queues = nc->queues };
 		char what[48];
 		int r;
 
@@ -440,7 +440,7 @@ static double vm_uptime(struct vm *vm)
 static json_t *ctl_query_status(void *opaque)
 {
 	struct vm *vm = opaque;
-	json_t *vcpus = json_array(), *disks = json_array();
+	json_t *vcpus = json_array(), *disks = json_array(), *nets = json_array();
 	bool paused = vcpus_paused(vm);
 
 	pthread_mutex_lock(&vm->state_lock);
@@ -459,9 +459,23 @@ static json_t *ctl_query_status(void *opaque)
 						       blk_format(b) == BLK_FORMAT_QCOW2 ? "qcow2" : "raw",
 						       "readonly", blk_readonly(b)));
 	}
-	return json_pack("{s:s,s:o,s:o,s:f}", "status",
+	for (unsigned i = 0; i < vm->n_nets; i++) {
+		struct virtio_net *n = &vm->nets[i];
+
+		pthread_mutex_lock(&n->dev.lock);
+		json_array_append_new(nets, json_pack("{s:i,s:s,s:b,s:i,s:i,s:I,s:I,s:I,s:I}", "nic",
+						      (int)i, "tap", vm->cfg->nics[i].tap, "link_up",
+						      n->link_up, "queue_pairs", (int)n->queue_pairs,
+						      "queue_pairs_active", (int)n->queue_pairs_active,
+						      "rx_frames", (json_int_t)n->stats.rx_frames,
+						      "tx_frames", (json_int_t)n->stats.tx_frames,
+						      "rx_dropped", (json_int_t)n->stats.rx_dropped,
+						      "tx_dropped", (json_int_t)n->stats.tx_dropped));
+		pthread_mutex_unlock(&n->dev.lock);
+	}
+	return json_pack("{s:s,s:o,s:o,s:o,s:f}", "status",
 			 atomic_load(&vm->exiting) ? "shutting-down" : paused ? "paused" : "running",
-			 "vcpus", vcpus, "disks", disks, "uptime_s", vm_uptime(vm));
+			 "vcpus", vcpus, "disks", disks, "nets", nets, "uptime_s", vm_uptime(vm));
 }
 
 static int ctl_pause(void *opaque)

@@ -61,12 +61,14 @@ struct disk_config {
 	char serial[VMRUN_DISK_SERIAL_MAX + 1]; /* "" when not given */
 };
 
-/* --net tap=NAME[,mac=MAC] */
+/* --net tap=NAME[,mac=MAC][,queues=N] */
+#define VMRUN_MAX_NET_QUEUES 8 /* queue pairs per NIC (VIRTIO_NET_MAX_PAIRS) */
 struct net_config {
 	const char *spec;  /* as given (points into argv) */
 	char tap[16];      /* IFNAMSIZ */
 	uint8_t mac[6];
 	bool mac_given;
+	unsigned queues;   /* 0: one pair */
 };
 
 struct vm_config {

@@ -34,6 +34,21 @@ struct tap {
 int tap_open(struct tap *t, const char *name, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 
+/* tap_open() for one queue of a multi-queue tap (@multi_queue:
+ * IFF_MULTI_QUEUE): each call opens (the first may create) one more queue
+ * of the same interface, up to the kernel's limit.  An existing tap made
+ * without multi_queue refuses it (-EINVAL, said in @err). */
+int tap_open_queue(struct tap *t, const char *name, bool multi_queue, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Multi-queue taps: attach (@enabled) or detach this queue (TUNSETQUEUE);
+ * the kernel steers no frames to a detached queue, whose descriptor then
+ * polls as EPOLLERR (keep it out of epoll until it is attached again).
+ * Idempotent; a no-op on an adopted fd.  Returns 0 or -errno with a
+ * reason in @err. */
+int tap_set_queue_enabled(struct tap *t, bool enabled, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
 /* Use @fd, already open, as the tap: each datagram a vnet header and a
  * frame, as on a tap (unit tests pass one end of a SOCK_SEQPACKET
  * socketpair).  Makes it non-blocking; @t then owns @fd.  Offload requests

@@ -17,7 +17,7 @@
 #include "vmrun/virtio.h"
 
 #define VIRTIO_MMIO_WINDOW 0x200
-#define VIRTIO_MMIO_MAX_QUEUES 4
+#define VIRTIO_MMIO_MAX_QUEUES 17 /* virtio-net: 8 queue pairs and a control queue */
 
 /* Register offsets (section 4.2.2). */
 #define VIRTIO_MMIO_MAGIC_VALUE 0x000 /* "virt" */

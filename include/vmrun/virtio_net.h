@@ -1,10 +1,11 @@
 /* virtio-net device model over a tap interface (virtio 1.2, section 5.1),
  * src/virtio/net.c with the tap backend in src/net/tap.c.
  *
- * RX and TX queues on the virtio core; frames move between the guest's
- * buffers and the tap on the event loop thread, with backpressure both
- * ways (no RX buffers: stop reading the tap; tap full: wait for it to be
- * writable).  The device knows nothing of its transport (vmrun/virtio.h). */
+ * RX and TX queue pairs on the virtio core (more than one: MQ, a control
+ * queue and a multi-queue tap); frames move between the guest's buffers
+ * and the tap on the event loop thread, with backpressure both ways (no RX
+ * buffers: stop reading the tap; tap full: wait for it to be writable).
+ * The device knows nothing of its transport (vmrun/virtio.h). */
 #ifndef VMRUN_VIRTIO_NET_H
 #define VMRUN_VIRTIO_NET_H
 
@@ -15,18 +16,23 @@
 #include "vmrun/virtio.h"
 
 #define VIRTIO_ID_NET 1
-#define VIRTIO_NET_MAX_QUEUES 2 /* RX 0, TX 1 (multiqueue: not yet) */
+#define VIRTIO_NET_MAX_PAIRS 8  /* queue pairs (--net ...,queues=N): VMRUN_MAX_NET_QUEUES */
+/* RX 2k and TX 2k+1 for pair k, then the control queue (with MQ). */
+#define VIRTIO_NET_MAX_QUEUES (2 * VIRTIO_NET_MAX_PAIRS + 1)
 
 struct virtio_net_config_opts {
 	const char *tap;     /* interface name: opened if it exists, else created */
 	uint8_t mac[6];
 	bool mac_given;      /* false: a stable locally administered MAC is derived */
 	unsigned index;      /* for names and the derived MAC */
+	unsigned queues;     /* queue pairs, 1 to VIRTIO_NET_MAX_PAIRS (0: 1); more than one
+			      * opens a multi-queue tap and offers MQ and a control queue */
 	/* Tests: use this open fd as the tap instead of opening @tap (a
 	 * SOCK_SEQPACKET socket, one datagram per vnet header + frame); the
 	 * device then owns it. */
 	bool tap_fd_given;
 	int tap_fd;
+	int tap_fds_more[VIRTIO_NET_MAX_PAIRS - 1]; /* pairs 1.. with tap_fd_given */
 };
 
 /* Feature bits (virtio 1.2, section 5.1.3). */
@@ -40,6 +46,14 @@ struct virtio_net_config_opts {
 #define VIRTIO_NET_F_HOST_TSO6 12
 #define VIRTIO_NET_F_MRG_RXBUF 15
 #define VIRTIO_NET_F_STATUS 16
+#define VIRTIO_NET_F_CTRL_VQ 17
+#define VIRTIO_NET_F_MQ 22
+
+/* Control queue commands (section 5.1.6.5): only MQ's is known. */
+#define VIRTIO_NET_CTRL_MQ 4
+#define VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET 0
+#define VIRTIO_NET_OK 0
+#define VIRTIO_NET_ERR 1
 
 #define VIRTIO_NET_S_LINK_UP 1
 #define VIRTIO_NET_MTU 1500
@@ -64,6 +78,9 @@ struct virtio_net {
 	uint8_t mac[6];
 	uint8_t config[12];  /* struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu */
 	struct virtio_net_stats stats;
+	unsigned queue_pairs;        /* configured (tap queues) */
+	unsigned queue_pairs_active; /* in use: 1, or what the driver set (MQ); under dev.lock */
+	bool link_up;                /* under dev.lock */
 	void *priv;          /* the model's own state (src/virtio/net.c) */
 };
 

@@ -33,6 +33,11 @@ static int set_nonblock(int fd)
 
 int tap_open(struct tap *t, const char *name, char *err, size_t errlen)
 {
+	return tap_open_queue(t, name, false, err, errlen);
+}
+
+int tap_open_queue(struct tap *t, const char *name, bool multi_queue, char *err, size_t errlen)
+{
 	struct ifreq ifr;
 	int hdr = TAP_VNET_HDR_BYTES, r;
 
@@ -50,7 +55,7 @@ int tap_open(struct tap *t, const char *name, char *err, size_t errlen)
 					     "/dev/net/tun c 10 200)" : "");
 	}
 	memset(&ifr, 0, sizeof(ifr));
-	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0);
 	memcpy(ifr.ifr_name, name, strlen(name));
 	if (ioctl(t->fd, TUNSETIFF, &ifr) < 0) {
 		r = -errno;
@@ -60,7 +65,11 @@ int tap_open(struct tap *t, const char *name, char *err, size_t errlen)
 				     "NAME mode tap user $USER`)" :
 		       r == -EBUSY ? " (the interface is in use by another process, or is not "
 				     "a single-queue tap)" :
-		       r == -EINVAL ? " (is it a tun rather than a tap interface?)" : "");
+		       r == -EINVAL && multi_queue ?
+				" (queues=N needs a multi-queue tap: `ip tuntap add NAME mode tap "
+				"multi_queue`, or let vmrun create it)" :
+		       r == -EINVAL ? " (is it a tun rather than a tap interface, or a multi-queue "
+				      "one? then give queues=N)" : "");
 		goto fail;
 	}
 	if (ioctl(t->fd, TUNSETVNETHDRSZ, &hdr) < 0) {
@@ -94,6 +103,22 @@ int tap_open_fd(struct tap *t, int fd, const char *name)
 		t->fd = -1;
 		return r;
 	}
+	return 0;
+}
+
+int tap_set_queue_enabled(struct tap *t, bool enabled, char *err, size_t errlen)
+{
+	struct ifreq ifr;
+
+	if (!t->is_tap)
+		return 0;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = enabled ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE;
+	/* EINVAL: already in that state (or a single-queue tap, which has
+	 * only the one queue, always attached). */
+	if (ioctl(t->fd, TUNSETQUEUE, &ifr) < 0 && errno != EINVAL)
+		return errmsg(-errno, err, errlen, "tap %s: TUNSETQUEUE %s: %s", t->name,
+			      enabled ? "attach" : "detach", strerror(errno));
 	return 0;
 }
 

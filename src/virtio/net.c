@@ -2,9 +2,15 @@
 /*
  * virtio-net (virtio 1.2, section 5.1) over a tap (src/net/tap.c).
  *
- * Queue 0 is RX, queue 1 TX.  Everything runs on the event loop thread
- * under dev.lock: queue notifications (the transport holds the lock around
- * ops->queue_notify) and the tap's readiness (on_tap(), which takes it).
+ * Queue pairs: RX queue 2k and TX queue 2k+1 move frames through tap queue
+ * k.  With more than one pair (--net ...,queues=N) the tap is a multi-queue
+ * tap (IFF_MULTI_QUEUE, one descriptor per pair) and the device offers MQ
+ * and a control queue (index 2N); the driver starts with one pair and asks
+ * for more with VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET; the tap queues of the
+ * pairs not in use are detached, so the kernel steers no frames to them.
+ * Everything runs on the event loop thread under dev.lock: queue
+ * notifications (the transport holds the lock around ops->queue_notify)
+ * and the taps' readiness (on_tap(), which takes it).
  *
  * TX: each chain is a 12-byte virtio_net_hdr_v1 and a frame; it goes to the
  * tap with one writev() straight from guest memory, the guest's header
@@ -36,8 +42,6 @@
 #include "vmrun/tap.h"
 #include "vmrun/virtio_net.h"
 
-#define RXQ 0
-#define TXQ 1
 #define BOUNCE_BYTES (VIRTIO_NET_HDR_BYTES + VIRTIO_NET_MAX_FRAME)
 /* Frames moved per tap wake-up before other sources get their turn (the
  * tap is level-triggered: what is left fires again). */
@@ -46,24 +50,23 @@
 _Static_assert(VIRTIO_NET_HDR_BYTES == TAP_VNET_HDR_BYTES, "the tap carries the guest's header");
 
 /* An RX chain taken from the avail ring and not yet used: its writable
- * segments live in net_priv.segs[first .. first + n). */
+ * segments live in net_pair.segs[first .. first + n). */
 struct rx_chain {
 	uint16_t head;
 	unsigned first, n;
 	uint64_t bytes;
 };
 
-struct net_priv {
+/* One queue pair and its tap queue. */
+struct net_pair {
 	struct virtio_net *n;
+	unsigned rxq, txq;        /* queue indices: 2k, 2k + 1 */
 	struct tap tap;
-	struct ev_source src;     /* the tap on the event loop */
+	struct ev_source src;     /* the tap queue on the event loop */
 	uint32_t watching;        /* events src is registered for */
-	bool mrg_rxbuf;
-	bool guest_csum;          /* GUEST_CSUM negotiated: RX flags pass through */
-	bool active;              /* activate() ran, no reset since */
 	bool eof;                 /* the tap is gone (deleted, or a test's socket closed):
 				   * no longer watched, link down */
-	struct virtq_req *scratch;
+	bool in_loop;             /* src is in the event loop (attached, not gone) */
 	/* TX: a chain the tap refused with EAGAIN, to send first. */
 	struct virtq_req *tx_held;
 	bool tx_blocked;
@@ -75,19 +78,34 @@ struct net_priv {
 	uint8_t *bounce;          /* header + frame read from the tap */
 	size_t bounce_len;        /* 0: empty */
 	struct iovec *iov;        /* VIRTQ_MAX_SIZE entries, for writev */
-	unsigned warned;          /* rate limit for guest-caused warnings */
 	uint64_t mark_gpa, mark_len; /* rx_copy()'s dirty run not yet marked */
 	uint16_t push_heads[VIRTQ_MAX_SIZE]; /* a frame's chains, for virtq_push_n() */
 	uint32_t push_lens[VIRTQ_MAX_SIZE];
 };
 
+struct net_priv {
+	struct virtio_net *n;
+	struct net_pair pairs[VIRTIO_NET_MAX_PAIRS];
+	unsigned n_pairs;         /* configured (tap queues opened) */
+	unsigned active_pairs;    /* in use: 1, or what VQ_PAIRS_SET asked for */
+	unsigned ctrl_q;          /* the control queue's index; n_pairs * 2 + 1 when none */
+	bool mrg_rxbuf;
+	bool guest_csum;          /* GUEST_CSUM negotiated: RX flags pass through */
+	bool active;              /* activate() ran, no reset since */
+	bool link_lost;           /* a tap queue went away: link down for good */
+	struct virtq_req *scratch;
+	unsigned warned;          /* rate limit for guest-caused warnings */
+};
+
 static void put_le16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 
 /* A warning the guest can cause: the first few only. */
-static void net_warn(struct net_priv *p, const char *what)
+static void net_warn(struct virtio_net *n, const char *what)
 {
+	struct net_priv *p = n->priv;
+
 	if (p->warned < 8)
-		log_warn("%s: %s%s", p->n->name, what, ++p->warned == 8 ? " (no more such warnings)" : "");
+		log_warn("%s: %s%s", n->name, what, ++p->warned == 8 ? " (no more such warnings)" : "");
 }
 
 static bool running(const struct virtio_net *n)
@@ -98,15 +116,15 @@ static bool running(const struct virtio_net *n)
 	       !(n->dev.status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
-/* Watch the tap for @events (EPOLLIN: frames to read; EPOLLOUT: room to
- * write).  dev.lock held. */
-static void watch(struct net_priv *p, uint32_t events)
+/* Watch pair @q's tap queue for @events (EPOLLIN: frames to read;
+ * EPOLLOUT: room to write).  dev.lock held. */
+static void watch(struct net_pair *q, uint32_t events)
 {
-	if (events == p->watching || !p->n->loop || p->eof)
+	if (events == q->watching || !q->n->loop || q->eof)
 		return;
-	if (evloop_modify(p->n->loop, &p->src, events) < 0)
-		log_warn("%s: epoll on tap %s: %s", p->n->name, p->tap.name, strerror(errno));
-	p->watching = events;
+	if (evloop_modify(q->n->loop, &q->src, events) < 0)
+		log_warn("%s: epoll on tap %s: %s", q->n->name, q->tap.name, strerror(errno));
+	q->watching = events;
 }
 
 static void interrupt(struct virtio_net *n, unsigned q)
@@ -119,27 +137,28 @@ static void interrupt(struct virtio_net *n, unsigned q)
 
 /* Send @req's frame.  Returns 1 when the chain is done with (sent or
  * dropped: the caller pushes it), 0 when the tap is full (EAGAIN). */
-static int tx_one(struct virtio_net *n, const struct virtq_req *req)
+static int tx_one(struct net_pair *q, const struct virtq_req *req)
 {
+	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
 	ssize_t w;
 	int cnt;
 
 	if (req->n_in || req->out_bytes < VIRTIO_NET_HDR_BYTES ||
 	    req->out_bytes > VIRTIO_NET_HDR_BYTES + VIRTIO_NET_MAX_FRAME) {
-		net_warn(p, req->n_in ? "TX chain with device-writable buffers dropped" :
+		net_warn(n, req->n_in ? "TX chain with device-writable buffers dropped" :
 			    req->out_bytes < VIRTIO_NET_HDR_BYTES ? "TX chain shorter than the header dropped" :
 								     "TX frame too long dropped");
 		n->stats.tx_dropped++;
 		return 1;
 	}
-	cnt = virtq_req_iov(req, false, 0, req->out_bytes, p->iov, VIRTQ_MAX_SIZE);
+	cnt = virtq_req_iov(req, false, 0, req->out_bytes, q->iov, VIRTQ_MAX_SIZE);
 	if (cnt < 0) { /* cannot happen: n_out <= VIRTQ_MAX_SIZE */
 		n->stats.tx_dropped++;
 		return 1;
 	}
 	do
-		w = writev(p->tap.fd, p->iov, cnt);
+		w = writev(q->tap.fd, q->iov, cnt);
 	while (w < 0 && errno == EINTR);
 	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return 0;
@@ -148,57 +167,59 @@ static int tx_one(struct virtio_net *n, const struct virtq_req *req)
 		if (p->warned < 8) {
 			char why[128];
 
-			snprintf(why, sizeof(why), "tap %s refused a frame: %s", p->tap.name,
+			snprintf(why, sizeof(why), "tap %s refused a frame: %s", q->tap.name,
 				 strerror(errno));
-			net_warn(p, why);
+			net_warn(n, why);
 		}
 		n->stats.tx_dropped++;
 		return 1;
 	}
 	n->stats.tx_frames++;
 	n->stats.tx_bytes += req->out_bytes - VIRTIO_NET_HDR_BYTES;
-	if (p->iov[0].iov_len >= 2 && ((const uint8_t *)p->iov[0].iov_base)[1])
+	if (q->iov[0].iov_len >= 2 && ((const uint8_t *)q->iov[0].iov_base)[1])
 		n->stats.tx_gso++; /* gso_type, byte 1 of the header */
 	return 1;
 }
 
-/* Send what the TX queue holds, the held chain first.  dev.lock held. */
-static void tx_run(struct virtio_net *n)
+/* Send what pair @q's TX queue holds, the held chain first.  dev.lock
+ * held. */
+static void tx_run(struct net_pair *q)
 {
+	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
-	struct virtq *vq = &n->vqs[TXQ];
+	struct virtq *vq = &n->vqs[q->txq];
 	bool pushed = false;
 	int r;
 
 	if (!vq->ready)
 		return;
-	if (p->tx_held) {
-		if (!tx_one(n, p->tx_held))
+	if (q->tx_held) {
+		if (!tx_one(q, q->tx_held))
 			return; /* still full: EPOLLOUT stays on */
-		(void)virtq_push(vq, p->tx_held->head, 0);
+		(void)virtq_push(vq, q->tx_held->head, 0);
 		pushed = true;
-		free(p->tx_held);
-		p->tx_held = NULL;
+		free(q->tx_held);
+		q->tx_held = NULL;
 	}
-	p->tx_blocked = false;
-	watch(p, p->watching & ~(uint32_t)EPOLLOUT);
+	q->tx_blocked = false;
+	watch(q, q->watching & ~(uint32_t)EPOLLOUT);
 	do {
 		virtq_notify_disable(vq);
 		while ((r = virtq_pop(vq, p->scratch)) == 1) {
-			if (!tx_one(n, p->scratch)) {
+			if (!tx_one(q, p->scratch)) {
 				/* Keep the chain; notifications stay off until the tap drains. */
-				p->tx_held = p->scratch;
+				q->tx_held = p->scratch;
 				p->scratch = malloc(sizeof(*p->scratch));
 				if (!p->scratch) {
-					p->scratch = p->tx_held;
-					p->tx_held = NULL;
+					p->scratch = q->tx_held;
+					q->tx_held = NULL;
 					(void)virtq_push(vq, p->scratch->head, 0);
 					n->stats.tx_dropped++;
-					net_warn(p, "out of memory: TX frame dropped");
+					net_warn(n, "out of memory: TX frame dropped");
 					continue;
 				}
-				p->tx_blocked = true;
-				watch(p, p->watching | EPOLLOUT);
+				q->tx_blocked = true;
+				watch(q, q->watching | EPOLLOUT);
 				goto out;
 			}
 			(void)virtq_push(vq, p->scratch->head, 0);
@@ -211,7 +232,7 @@ static void tx_run(struct virtio_net *n)
 	} while (virtq_notify_enable(vq));
 out:
 	if (pushed)
-		interrupt(n, TXQ);
+		interrupt(n, q->txq);
 }
 
 /* ---- RX ---- */
@@ -220,72 +241,79 @@ out:
  * EBADFD and epoll reports EPOLLERR whatever we ask for), or the socket a
  * test stands in for it was closed.  Stop watching it, or the loop would
  * spin on its error, and tell the driver the link is down.  dev.lock held. */
-static void tap_lost(struct virtio_net *n, const char *why)
+static void tap_lost(struct net_pair *q, const char *why)
 {
+	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
 
-	if (p->eof)
+	if (q->eof)
 		return;
-	log_warn("%s: tap %s %s; the link is down", n->name, p->tap.name, why);
-	if (n->loop)
-		evloop_remove(n->loop, &p->src);
-	p->eof = true;
-	p->watching = 0;
+	if (n->loop && q->in_loop)
+		evloop_remove(n->loop, &q->src);
+	q->in_loop = false;
+	q->eof = true;
+	q->watching = 0;
+	if (p->link_lost)
+		return; /* said once, for the first queue of the tap */
+	log_warn("%s: tap %s %s; the link is down", n->name, q->tap.name, why);
+	p->link_lost = true;
+	n->link_up = false;
 	put_le16(n->config + 6, 0);
 	n->dev.config_generation++;
 	if (n->dev.status & VIRTIO_STATUS_DRIVER_OK)
 		n->dev.interrupt_config(&n->dev);
 }
 
-static void rx_drop_chains(struct net_priv *p)
+static void rx_drop_chains(struct net_pair *q)
 {
-	p->n_chains = 0;
-	p->n_segs = 0;
+	q->n_chains = 0;
+	q->n_segs = 0;
 }
 
-/* Take one more RX chain from the avail ring into p->chains.  Returns 1,
- * 0 when there is none, -EINVAL for a malformed ring or chain (the device
- * then needs a reset). */
-static int rx_take_chain(struct virtio_net *n)
+/* Take one more RX chain from pair @q's avail ring into q->chains.
+ * Returns 1, 0 when there is none, -EINVAL for a malformed ring or chain
+ * (the device then needs a reset). */
+static int rx_take_chain(struct net_pair *q)
 {
+	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
 	struct virtq_req *req = p->scratch;
 	struct rx_chain *c;
 	int r;
 
-	if (p->n_chains >= n->vqs[RXQ].size)
+	if (q->n_chains >= n->vqs[q->rxq].size)
 		return 0;
-	r = virtq_pop(&n->vqs[RXQ], req);
+	r = virtq_pop(&n->vqs[q->rxq], req);
 	if (r <= 0)
 		return r;
 	if (req->n_out || req->in_bytes < VIRTIO_NET_HDR_BYTES)
 		return -EINVAL; /* no driver posts these: RX chains are writable, header included */
-	if (p->n_segs + req->n_in > p->segs_cap) {
-		unsigned cap = p->segs_cap * 2 > p->n_segs + req->n_in ? p->segs_cap * 2 :
-									    p->n_segs + req->n_in;
-		struct virtq_seg *s = realloc(p->segs, cap * sizeof(*s));
+	if (q->n_segs + req->n_in > q->segs_cap) {
+		unsigned cap = q->segs_cap * 2 > q->n_segs + req->n_in ? q->segs_cap * 2 :
+									    q->n_segs + req->n_in;
+		struct virtq_seg *s = realloc(q->segs, cap * sizeof(*s));
 
 		if (!s)
 			return -ENOMEM;
-		p->segs = s;
-		p->segs_cap = cap;
+		q->segs = s;
+		q->segs_cap = cap;
 	}
-	c = &p->chains[p->n_chains++];
+	c = &q->chains[q->n_chains++];
 	c->head = req->head;
-	c->first = p->n_segs;
+	c->first = q->n_segs;
 	c->n = req->n_in;
 	c->bytes = req->in_bytes;
-	memcpy(p->segs + p->n_segs, req->in, req->n_in * sizeof(*req->in));
-	p->n_segs += req->n_in;
+	memcpy(q->segs + q->n_segs, req->in, req->n_in * sizeof(*req->in));
+	q->n_segs += req->n_in;
 	return 1;
 }
 
 /* Copy @len bytes of @src to offset @off of chain @c; mark them dirty. */
-static void rx_copy(struct net_priv *p, const struct rx_chain *c, uint64_t off, const uint8_t *src,
+static void rx_copy(struct net_pair *q, const struct rx_chain *c, uint64_t off, const uint8_t *src,
 		    uint64_t len)
 {
 	for (unsigned i = 0; i < c->n && len; i++) {
-		const struct virtq_seg *s = &p->segs[c->first + i];
+		const struct virtq_seg *s = &q->segs[c->first + i];
 		uint64_t k;
 
 		if (off >= s->len) {
@@ -295,13 +323,13 @@ static void rx_copy(struct net_priv *p, const struct rx_chain *c, uint64_t off, 
 		k = s->len - off < len ? s->len - off : len;
 		memcpy((uint8_t *)s->host + off, src, k);
 		/* Extends the pending run when contiguous (rx_mark_flush()). */
-		if (p->mark_len && p->mark_gpa + p->mark_len == s->gpa + off) {
-			p->mark_len += k;
+		if (q->mark_len && q->mark_gpa + q->mark_len == s->gpa + off) {
+			q->mark_len += k;
 		} else {
-			if (p->mark_len)
-				guest_mem_mark_dirty(p->n->mem, p->mark_gpa, p->mark_len);
-			p->mark_gpa = s->gpa + off;
-			p->mark_len = k;
+			if (q->mark_len)
+				guest_mem_mark_dirty(q->n->mem, q->mark_gpa, q->mark_len);
+			q->mark_gpa = s->gpa + off;
+			q->mark_len = k;
 		}
 		src += k;
 		len -= k;
@@ -311,40 +339,41 @@ static void rx_copy(struct net_priv *p, const struct rx_chain *c, uint64_t off, 
 
 /* Mark dirty what rx_copy() wrote since the last call, as few runs as the
  * guest addresses allow; before the chains are pushed. */
-static void rx_mark_flush(struct net_priv *p)
+static void rx_mark_flush(struct net_pair *q)
 {
-	if (p->mark_len)
-		guest_mem_mark_dirty(p->n->mem, p->mark_gpa, p->mark_len);
-	p->mark_len = 0;
+	if (q->mark_len)
+		guest_mem_mark_dirty(q->n->mem, q->mark_gpa, q->mark_len);
+	q->mark_len = 0;
 }
 
 /* Forget the first @k held chains (they were pushed). */
-static void rx_consume(struct net_priv *p, unsigned k)
+static void rx_consume(struct net_pair *q, unsigned k)
 {
 	unsigned segs = 0;
 
-	if (k == p->n_chains) {
-		rx_drop_chains(p);
+	if (k == q->n_chains) {
+		rx_drop_chains(q);
 		return;
 	}
 	for (unsigned i = 0; i < k; i++)
-		segs += p->chains[i].n;
-	memmove(p->chains, p->chains + k, (p->n_chains - k) * sizeof(p->chains[0]));
-	p->n_chains -= k;
-	memmove(p->segs, p->segs + segs, (p->n_segs - segs) * sizeof(p->segs[0]));
-	p->n_segs -= segs;
-	for (unsigned i = 0; i < p->n_chains; i++)
-		p->chains[i].first -= segs;
+		segs += q->chains[i].n;
+	memmove(q->chains, q->chains + k, (q->n_chains - k) * sizeof(q->chains[0]));
+	q->n_chains -= k;
+	memmove(q->segs, q->segs + segs, (q->n_segs - segs) * sizeof(q->segs[0]));
+	q->n_segs -= segs;
+	for (unsigned i = 0; i < q->n_chains; i++)
+		q->chains[i].first -= segs;
 }
 
 /* Deliver the frame in the bounce buffer.  Returns 1 when it is gone
  * (delivered or dropped), 0 when more chains are needed, -EINVAL for a
  * malformed RX chain. */
-static int rx_deliver(struct virtio_net *n, bool *pushed)
+static int rx_deliver(struct net_pair *q, bool *pushed)
 {
+	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
-	struct virtq *vq = &n->vqs[RXQ];
-	uint64_t need = p->bounce_len, have = 0;
+	struct virtq *vq = &n->vqs[q->rxq];
+	uint64_t need = q->bounce_len, have = 0;
 	unsigned k = 0;
 	int r;
 
@@ -353,98 +382,98 @@ static int rx_deliver(struct virtio_net *n, bool *pushed)
 	 * its offloads (e.g. from a NIC that verifies checksums), so clear
 	 * them here; NEEDS_CSUM and GSO it sends only with the offloads. */
 	if (!p->guest_csum)
-		p->bounce[0] = 0;
+		q->bounce[0] = 0;
 
 	if (!p->mrg_rxbuf) {
-		if (!p->n_chains && (r = rx_take_chain(n)) <= 0)
+		if (!q->n_chains && (r = rx_take_chain(q)) <= 0)
 			return r;
-		if (p->chains[0].bytes < need) {
+		if (q->chains[0].bytes < need) {
 			/* Without MRG_RXBUF a chain holds a whole frame: this one never fits. */
 			n->stats.rx_dropped++;
-			net_warn(p, "RX chain too small for a frame (no MRG_RXBUF): frame dropped");
+			net_warn(n, "RX chain too small for a frame (no MRG_RXBUF): frame dropped");
 			return 1;
 		}
-		put_le16(p->bounce + 10, 1); /* num_buffers */
-		rx_copy(p, &p->chains[0], 0, p->bounce, need);
-		rx_mark_flush(p);
-		(void)virtq_push(vq, p->chains[0].head, (uint32_t)need);
-		rx_consume(p, 1);
+		put_le16(q->bounce + 10, 1); /* num_buffers */
+		rx_copy(q, &q->chains[0], 0, q->bounce, need);
+		rx_mark_flush(q);
+		(void)virtq_push(vq, q->chains[0].head, (uint32_t)need);
+		rx_consume(q, 1);
 		*pushed = true;
 		goto done;
 	}
 	for (;;) {
-		for (; k < p->n_chains && have < need; k++)
-			have += p->chains[k].bytes;
+		for (; k < q->n_chains && have < need; k++)
+			have += q->chains[k].bytes;
 		if (have >= need)
 			break;
-		r = rx_take_chain(n);
+		r = rx_take_chain(q);
 		if (r < 0)
 			return r;
 		if (r == 0) {
-			if (p->n_chains >= vq->size) {
+			if (q->n_chains >= vq->size) {
 				/* Every buffer of the queue is held and still too few. */
 				n->stats.rx_dropped++;
-				net_warn(p, "RX queue too small for a frame: frame dropped");
+				net_warn(n, "RX queue too small for a frame: frame dropped");
 				return 1;
 			}
 			return 0;
 		}
 	}
-	put_le16(p->bounce + 10, (uint16_t)k);
+	put_le16(q->bounce + 10, (uint16_t)k);
 	{
 		uint64_t off = 0;
 
 		for (unsigned i = 0; i < k; i++) {
-			uint64_t len = need - off < p->chains[i].bytes ? need - off : p->chains[i].bytes;
+			uint64_t len = need - off < q->chains[i].bytes ? need - off : q->chains[i].bytes;
 
-			rx_copy(p, &p->chains[i], 0, p->bounce + off, len);
+			rx_copy(q, &q->chains[i], 0, q->bounce + off, len);
 			off += len;
 		}
 		/* The whole frame marked (one run when the buffers are
 		 * contiguous), then handed over. */
-		rx_mark_flush(p);
+		rx_mark_flush(q);
 		off = 0;
 		for (unsigned i = 0; i < k; i++) {
-			uint64_t len = need - off < p->chains[i].bytes ? need - off : p->chains[i].bytes;
+			uint64_t len = need - off < q->chains[i].bytes ? need - off : q->chains[i].bytes;
 
-			p->push_heads[i] = p->chains[i].head;
-			p->push_lens[i] = (uint32_t)len;
+			q->push_heads[i] = q->chains[i].head;
+			q->push_lens[i] = (uint32_t)len;
 			off += len;
 		}
-		(void)virtq_push_n(vq, p->push_heads, p->push_lens, k);
+		(void)virtq_push_n(vq, q->push_heads, q->push_lens, k);
 	}
-	rx_consume(p, k);
+	rx_consume(q, k);
 	*pushed = true;
 done:
 	n->stats.rx_frames++;
 	n->stats.rx_bytes += need - VIRTIO_NET_HDR_BYTES;
-	if (p->bounce[1])
+	if (q->bounce[1])
 		n->stats.rx_gso++;
 	return 1;
 }
 
 /* Move frames from the tap into the guest while both have some; decide
  * whether to keep watching the tap for EPOLLIN.  dev.lock held. */
-static void rx_run(struct virtio_net *n)
+static void rx_run(struct net_pair *q)
 {
-	struct net_priv *p = n->priv;
-	struct virtq *vq = &n->vqs[RXQ];
+	struct virtio_net *n = q->n;
+	struct virtq *vq = &n->vqs[q->rxq];
 	bool pushed = false, want_in = true;
 	int r = 0;
 
 	if (!vq->ready) {
-		watch(p, p->watching & ~(uint32_t)EPOLLIN);
+		watch(q, q->watching & ~(uint32_t)EPOLLIN);
 		return;
 	}
 	for (unsigned done = 0; done < RX_BATCH;) {
-		if (!p->bounce_len) {
+		if (!q->bounce_len) {
 			ssize_t got;
 
-			if (!p->n_chains) {
+			if (!q->n_chains) {
 				virtq_notify_disable(vq);
-				r = rx_take_chain(n);
+				r = rx_take_chain(q);
 				if (r == 0 && virtq_notify_enable(vq))
-					r = rx_take_chain(n); /* posted meanwhile */
+					r = rx_take_chain(q); /* posted meanwhile */
 				if (r < 0)
 					goto bad;
 				if (r == 0) {
@@ -453,7 +482,7 @@ static void rx_run(struct virtio_net *n)
 				}
 			}
 			do
-				got = read(p->tap.fd, p->bounce, BOUNCE_BYTES);
+				got = read(q->tap.fd, q->bounce, BOUNCE_BYTES);
 			while (got < 0 && errno == EINTR);
 			if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				break; /* tap empty: EPOLLIN stays on */
@@ -462,7 +491,7 @@ static void rx_run(struct virtio_net *n)
 
 				snprintf(why, sizeof(why), "cannot be read (%s)",
 					 got ? strerror(errno) : "end of file");
-				tap_lost(n, why);
+				tap_lost(q, why);
 				return;
 			}
 			if (got < VIRTIO_NET_HDR_BYTES) {
@@ -470,9 +499,9 @@ static void rx_run(struct virtio_net *n)
 				done++;
 				continue;
 			}
-			p->bounce_len = (size_t)got;
+			q->bounce_len = (size_t)got;
 		}
-		r = rx_deliver(n, &pushed);
+		r = rx_deliver(q, &pushed);
 		if (r < 0)
 			goto bad;
 		if (r == 0) {
@@ -483,59 +512,168 @@ static void rx_run(struct virtio_net *n)
 			want_in = false;
 			break;
 		}
-		p->bounce_len = 0;
+		q->bounce_len = 0;
 		done++;
 	}
 	if (pushed)
-		interrupt(n, RXQ);
-	watch(p, want_in ? p->watching | EPOLLIN : p->watching & ~(uint32_t)EPOLLIN);
+		interrupt(n, q->rxq);
+	watch(q, want_in ? q->watching | EPOLLIN : q->watching & ~(uint32_t)EPOLLIN);
 	return;
 bad:
 	if (pushed)
-		interrupt(n, RXQ);
-	watch(p, p->watching & ~(uint32_t)EPOLLIN);
+		interrupt(n, q->rxq);
+	watch(q, q->watching & ~(uint32_t)EPOLLIN);
 	n->dev.needs_reset(&n->dev, r == -ENOMEM ? "out of memory for RX chains" :
 				     "malformed RX descriptor chain");
+}
+
+/* ---- control queue (MQ) ---- */
+
+/* Attach the tap queues of pairs [0, @pairs) and detach the others, so the
+ * kernel steers frames only to queues the driver uses; a detached queue
+ * leaves the event loop (it would poll as EPOLLERR).  dev.lock held. */
+static int set_active_pairs(struct virtio_net *n, unsigned pairs)
+{
+	struct net_priv *p = n->priv;
+	char why[200];
+	int r = 0;
+
+	for (unsigned k = 0; k < p->n_pairs && p->n_pairs > 1; k++) {
+		struct net_pair *q = &p->pairs[k];
+		bool on = k < pairs;
+
+		if (q->eof)
+			continue;
+		if (!on && q->in_loop) {
+			if (n->loop)
+				evloop_remove(n->loop, &q->src);
+			q->in_loop = false;
+			q->watching = 0;
+		}
+		if (tap_set_queue_enabled(&q->tap, on, why, sizeof(why)) < 0) {
+			log_warn("%s: %s", n->name, why);
+			r = -EIO;
+			continue;
+		}
+		if (on && !q->in_loop) {
+			if (n->loop && evloop_add(n->loop, &q->src, 0) < 0) {
+				log_warn("%s: epoll on tap %s queue %u: %s", n->name, q->tap.name, k,
+					 strerror(errno));
+				r = -EIO;
+				continue;
+			}
+			q->in_loop = true;
+			q->watching = 0;
+		}
+	}
+	if (!r)
+		p->active_pairs = n->queue_pairs_active = pairs;
+	return r;
+}
+
+/* One control command (section 5.1.6.5): class and command, their data,
+ * and a writable ack byte.  Only MQ's VQ_PAIRS_SET is known; anything else
+ * gets VIRTIO_NET_ERR.  Returns the bytes written (1), or 0 for a chain no
+ * driver would send (no room for the header or the ack). */
+static uint32_t ctrl_one(struct virtio_net *n, const struct virtq_req *req)
+{
+	struct net_priv *p = n->priv;
+	uint8_t hdr[2], ack = VIRTIO_NET_ERR, le[2];
+	unsigned pairs;
+
+	if (!req->n_in || req->out_bytes < sizeof(hdr) ||
+	    virtq_req_read(req, 0, hdr, sizeof(hdr)) != sizeof(hdr))
+		return 0;
+	if (hdr[0] == VIRTIO_NET_CTRL_MQ && hdr[1] == VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET &&
+	    (n->dev.driver_features & VIRTIO_BIT(VIRTIO_NET_F_MQ)) &&
+	    req->out_bytes >= sizeof(hdr) + 2 &&
+	    virtq_req_read(req, sizeof(hdr), le, 2) == 2) {
+		pairs = le[0] | (unsigned)le[1] << 8;
+		if (pairs >= 1 && pairs <= p->n_pairs && set_active_pairs(n, pairs) == 0) {
+			ack = VIRTIO_NET_OK;
+			/* Frames may already wait on the queues just attached. */
+			for (unsigned k = 0; k < pairs; k++)
+				watch(&p->pairs[k], p->pairs[k].watching | EPOLLIN);
+		}
+	}
+	if (virtq_req_write(n->mem, req, req->in_bytes - 1, &ack, 1) != 1)
+		return 0;
+	return 1;
+}
+
+static void ctrl_run(struct virtio_net *n)
+{
+	struct net_priv *p = n->priv;
+	struct virtq *vq = &n->vqs[p->ctrl_q];
+	bool pushed = false;
+	int r;
+
+	if (!vq->ready)
+		return;
+	while ((r = virtq_pop(vq, p->scratch)) == 1) {
+		uint32_t w = ctrl_one(n, p->scratch);
+
+		(void)virtq_push(vq, p->scratch->head, w);
+		pushed = true;
+		if (!w) {
+			n->dev.needs_reset(&n->dev, "malformed control command chain");
+			break;
+		}
+	}
+	if (r < 0)
+		n->dev.needs_reset(&n->dev, "malformed control queue");
+	if (pushed)
+		interrupt(n, p->ctrl_q);
 }
 
 /* ---- event loop and ops ---- */
 
 static void on_tap(struct ev_source *src, uint32_t events)
 {
-	struct net_priv *p = src->opaque;
-	struct virtio_net *n = p->n;
+	struct net_pair *q = src->opaque;
+	struct virtio_net *n = q->n;
+	struct net_priv *p = n->priv;
 
 	pthread_mutex_lock(&n->dev.lock);
-	if (p->eof) {
+	if (q->eof || !q->in_loop) {
 		/* Removed from the loop already: a wake-up in flight. */
 	} else if (events & EPOLLERR) {
-		/* A tap reports an error only once it is detached (deleted). */
-		tap_lost(n, "was deleted");
+		/* An attached tap queue reports an error only once the tap is
+		 * deleted. */
+		tap_lost(q, "was deleted");
 	} else if ((events & EPOLLHUP) && !running(n)) {
 		/* A test's socket closed while nothing may read it. */
-		tap_lost(n, "was closed");
-	} else if (!running(n)) {
-		watch(p, 0);
+		tap_lost(q, "was closed");
+	} else if (!running(n) || (unsigned)(q - p->pairs) >= p->active_pairs) {
+		watch(q, 0);
 	} else {
-		if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && p->tx_blocked)
-			tx_run(n);
+		if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && q->tx_blocked)
+			tx_run(q);
 		if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-			rx_run(n);
+			rx_run(q);
 	}
 	pthread_mutex_unlock(&n->dev.lock);
 }
 
-static void net_queue_notify(struct virtio_device *dev, unsigned q)
+static void net_queue_notify(struct virtio_device *dev, unsigned vq)
 {
 	struct virtio_net *n = dev->opaque;
 	struct net_priv *p = n->priv;
+	struct net_pair *q;
 
 	if (!p->active)
 		return;
-	if (q == RXQ)
-		rx_run(n); /* buffers posted: resumes a stopped RX */
-	else if (q == TXQ && !p->tx_blocked)
-		tx_run(n);
+	if (vq == p->ctrl_q) {
+		ctrl_run(n);
+		return;
+	}
+	if (vq / 2 >= p->active_pairs)
+		return; /* a queue of a pair not in use: nothing to do until it is */
+	q = &p->pairs[vq / 2];
+	if (vq == q->rxq)
+		rx_run(q); /* buffers posted: resumes a stopped RX */
+	else if (!q->tx_blocked)
+		tx_run(q);
 }
 
 static int net_activate(struct virtio_device *dev)
@@ -552,57 +690,73 @@ static int net_activate(struct virtio_device *dev)
 		off |= TAP_OFFLOAD_TSO4;
 	if (f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO6))
 		off |= TAP_OFFLOAD_TSO6;
-	if (tap_set_offload(&p->tap, off, why, sizeof(why)) < 0) {
+	/* Offloads belong to the interface: any one of its queues sets them. */
+	if (tap_set_offload(&p->pairs[0].tap, off, why, sizeof(why)) < 0) {
 		log_warn("%s: %s", n->name, why);
 		return -EIO;
 	}
 	p->mrg_rxbuf = f & VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF);
 	p->guest_csum = f & VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM);
+	/* Section 5.1.2: the control queue follows the pairs there are, which
+	 * is one unless MQ was negotiated. */
+	p->ctrl_q = !(f & VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ)) ? VIRTIO_NET_MAX_QUEUES :
+		    (f & VIRTIO_BIT(VIRTIO_NET_F_MQ)) ? 2 * p->n_pairs : 2;
+	/* One pair until the driver asks for more (section 5.1.6.5.5). */
+	if (set_active_pairs(n, 1) < 0)
+		return -EIO;
 	p->active = true;
 	log_debug("%s: driver features 0x%llx, tap offloads 0x%x", n->name, (unsigned long long)f,
 		  off);
 	/* Frames may be waiting already: rx_run() stops watching if the guest
 	 * has posted no buffers yet. */
-	watch(p, EPOLLIN);
+	watch(&p->pairs[0], EPOLLIN);
 	return 0;
+}
+
+/* The driver took queue @vq out of service: the chains held from it
+ * belong to rings that may move; forget them (a frame read and not
+ * delivered stays in the bounce buffer for the queue's return). */
+static void net_queue_disable(struct virtio_device *dev, unsigned vq)
+{
+	struct virtio_net *n = dev->opaque;
+	struct net_priv *p = n->priv;
+	struct net_pair *q;
+
+	if (vq / 2 >= p->n_pairs)
+		return; /* the control queue holds nothing between notifications */
+	q = &p->pairs[vq / 2];
+	if (vq == q->rxq) {
+		rx_drop_chains(q);
+		watch(q, q->watching & ~(uint32_t)EPOLLIN);
+	} else {
+		free(q->tx_held);
+		q->tx_held = NULL;
+		q->tx_blocked = false;
+		watch(q, q->watching & ~(uint32_t)EPOLLOUT);
+	}
 }
 
 /* dev.lock held; nothing is in flight outside it (every tap access is
  * synchronous), so forgetting the held chains is all it takes. */
-/* The driver took queue @q out of service: the chains held from it
- * belong to rings that may move; forget them (a frame read and not
- * delivered stays in the bounce buffer for the queue's return). */
-static void net_queue_disable(struct virtio_device *dev, unsigned q)
-{
-	struct virtio_net *n = dev->opaque;
-	struct net_priv *p = n->priv;
-
-	if (q == RXQ) {
-		rx_drop_chains(p);
-		watch(p, p->watching & ~(uint32_t)EPOLLIN);
-	} else if (q == TXQ) {
-		free(p->tx_held);
-		p->tx_held = NULL;
-		p->tx_blocked = false;
-		watch(p, p->watching & ~(uint32_t)EPOLLOUT);
-	}
-}
-
 static void net_reset(struct virtio_device *dev)
 {
 	struct virtio_net *n = dev->opaque;
 	struct net_priv *p = n->priv;
 
 	p->active = false;
-	watch(p, 0);
-	free(p->tx_held);
-	p->tx_held = NULL;
-	p->tx_blocked = false;
-	rx_drop_chains(p);
-	/* A frame read but not delivered is lost with the link's reset. */
-	if (p->bounce_len)
-		n->stats.rx_dropped++;
-	p->bounce_len = 0;
+	for (unsigned k = 0; k < p->n_pairs; k++) {
+		struct net_pair *q = &p->pairs[k];
+
+		watch(q, 0);
+		free(q->tx_held);
+		q->tx_held = NULL;
+		q->tx_blocked = false;
+		rx_drop_chains(q);
+		/* A frame read but not delivered is lost with the link's reset. */
+		if (q->bounce_len)
+			n->stats.rx_dropped++;
+		q->bounce_len = 0;
+	}
 }
 
 static void net_config_read(struct virtio_device *dev, uint32_t off, void *data, unsigned size)
@@ -632,6 +786,7 @@ static const struct virtio_feature_dep net_deps[] = {
 	{ VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_CSUM },
 	{ VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_CSUM },
 	{ VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_GUEST_CSUM },
+	{ VIRTIO_NET_F_MQ, VIRTIO_NET_F_CTRL_VQ },
 };
 
 /* A stable locally administered unicast MAC: 02 then 5 bytes of an FNV-1a
@@ -654,13 +809,62 @@ static void net_free_priv(struct virtio_net *n)
 
 	if (!p)
 		return;
+	for (unsigned k = 0; k < VIRTIO_NET_MAX_PAIRS; k++) {
+		struct net_pair *q = &p->pairs[k];
+
+		if (q->in_loop && n->loop)
+			evloop_remove(n->loop, &q->src);
+		tap_close(&q->tap);
+		free(q->tx_held);
+		free(q->segs);
+		free(q->bounce);
+		free(q->iov);
+	}
 	free(p->scratch);
-	free(p->tx_held);
-	free(p->segs);
-	free(p->bounce);
-	free(p->iov);
 	free(p);
 	n->priv = NULL;
+}
+
+/* Open pair @k's tap queue (or adopt the test's fd) and its buffers. */
+static int pair_init(struct virtio_net *n, unsigned k, const struct virtio_net_config_opts *opts,
+		     char *err, size_t errlen)
+{
+	struct net_priv *p = n->priv;
+	struct net_pair *q = &p->pairs[k];
+	int r;
+
+	q->n = n;
+	q->rxq = 2 * k;
+	q->txq = 2 * k + 1;
+	q->bounce = malloc(BOUNCE_BYTES);
+	q->iov = calloc(VIRTQ_MAX_SIZE, sizeof(*q->iov));
+	q->segs_cap = VIRTQ_MAX_SIZE;
+	q->segs = calloc(q->segs_cap, sizeof(*q->segs));
+	if (!q->bounce || !q->iov || !q->segs)
+		return errmsg(-ENOMEM, err, errlen, "--net tap=%s: out of memory", opts->tap);
+	if (opts->tap_fd_given) {
+		int fd = k ? opts->tap_fds_more[k - 1] : opts->tap_fd;
+
+		r = tap_open_fd(&q->tap, fd, opts->tap);
+		if (r)
+			return errmsg(r, err, errlen, "--net tap=%s: fd %d: %s", opts->tap, fd,
+				      strerror(-r));
+	} else {
+		char why[300];
+
+		r = tap_open_queue(&q->tap, opts->tap, p->n_pairs > 1, why, sizeof(why));
+		if (r)
+			return errmsg(r, err, errlen, "--net tap=%s: %s", opts->tap, why);
+	}
+	q->src = (struct ev_source){ .fd = q->tap.fd, .handler = on_tap, .opaque = q };
+	if (n->loop) {
+		r = evloop_add(n->loop, &q->src, 0);
+		if (r < 0)
+			return errmsg(r, err, errlen, "--net tap=%s: epoll: %s", opts->tap,
+				      strerror(-r));
+	}
+	q->in_loop = true;
+	return 0;
 }
 
 int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct evloop *loop,
@@ -673,6 +877,7 @@ int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct ev
 			    VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM) | VIRTIO_BIT(VIRTIO_NET_F_HOST_TSO4) |
 			    VIRTIO_BIT(VIRTIO_NET_F_HOST_TSO6) | VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO4) |
 			    VIRTIO_BIT(VIRTIO_NET_F_GUEST_TSO6);
+	unsigned pairs = opts->queues ? opts->queues : 1;
 	struct net_priv *p;
 	int r;
 
@@ -680,42 +885,32 @@ int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct ev
 	n->mem = mem;
 	n->loop = loop;
 	snprintf(n->name, sizeof(n->name), "virtio-net%u", opts->index);
+	if (pairs > VIRTIO_NET_MAX_PAIRS)
+		return errmsg(-EINVAL, err, errlen, "--net tap=%s: queues=%u: at most %u", opts->tap,
+			      pairs, VIRTIO_NET_MAX_PAIRS);
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return errmsg(-ENOMEM, err, errlen, "--net tap=%s: out of memory", opts->tap);
 	n->priv = p;
 	p->n = n;
-	p->tap.fd = -1;
+	p->n_pairs = n->queue_pairs = pairs;
+	p->active_pairs = n->queue_pairs_active = 1;
+	n->link_up = true;
+	p->ctrl_q = VIRTIO_NET_MAX_QUEUES;
+	for (unsigned k = 0; k < VIRTIO_NET_MAX_PAIRS; k++)
+		p->pairs[k].tap.fd = -1;
 	p->scratch = malloc(sizeof(*p->scratch));
-	p->bounce = malloc(BOUNCE_BYTES);
-	p->iov = calloc(VIRTQ_MAX_SIZE, sizeof(*p->iov));
-	p->segs_cap = VIRTQ_MAX_SIZE;
-	p->segs = calloc(p->segs_cap, sizeof(*p->segs));
-	if (!p->scratch || !p->bounce || !p->iov || !p->segs) {
+	if (!p->scratch) {
 		r = errmsg(-ENOMEM, err, errlen, "--net tap=%s: out of memory", opts->tap);
 		goto fail;
 	}
-	if (opts->tap_fd_given) {
-		r = tap_open_fd(&p->tap, opts->tap_fd, opts->tap);
-		if (r) {
-			errmsg(r, err, errlen, "--net tap=%s: fd %d: %s", opts->tap, opts->tap_fd,
-			       strerror(-r));
+	for (unsigned k = 0; k < pairs; k++) {
+		r = pair_init(n, k, opts, err, errlen);
+		if (r)
 			goto fail;
-		}
-	} else {
-		char why[300];
-
-		r = tap_open(&p->tap, opts->tap, why, sizeof(why));
-		if (r) {
-			errmsg(r, err, errlen, "--net tap=%s: %s", opts->tap, why);
-			goto fail;
-		}
 	}
-	p->src = (struct ev_source){ .fd = p->tap.fd, .handler = on_tap, .opaque = p };
-	if (loop && (r = evloop_add(loop, &p->src, 0)) < 0) {
-		errmsg(r, err, errlen, "--net tap=%s: epoll: %s", opts->tap, strerror(-r));
-		goto fail;
-	}
+	if (pairs > 1)
+		features |= VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ) | VIRTIO_BIT(VIRTIO_NET_F_MQ);
 
 	if (opts->mac_given)
 		memcpy(n->mac, opts->mac, 6);
@@ -723,7 +918,7 @@ int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct ev
 		derive_mac(n->mac, opts->tap, opts->index);
 	memcpy(n->config, n->mac, 6);
 	put_le16(n->config + 6, VIRTIO_NET_S_LINK_UP);
-	put_le16(n->config + 8, 1);  /* max_virtqueue_pairs (meaningful with MQ only) */
+	put_le16(n->config + 8, (uint16_t)pairs); /* max_virtqueue_pairs (read with MQ) */
 	put_le16(n->config + 10, VIRTIO_NET_MTU);
 
 	for (unsigned q = 0; q < VIRTIO_NET_MAX_QUEUES; q++)
@@ -735,7 +930,8 @@ int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct ev
 		.deps = net_deps,
 		.n_deps = sizeof(net_deps) / sizeof(net_deps[0]),
 		.config_size = sizeof(n->config),
-		.num_queues = VIRTIO_NET_MAX_QUEUES,
+		/* The pairs and, with more than one, the control queue. */
+		.num_queues = pairs > 1 ? 2 * pairs + 1 : 2,
 		.vqs = n->vqs,
 		.ops = &net_ops,
 		.opaque = n,
@@ -743,7 +939,6 @@ int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct ev
 	pthread_mutex_init(&n->dev.lock, NULL);
 	return 0;
 fail:
-	tap_close(&p->tap);
 	net_free_priv(n);
 	return r;
 }
@@ -755,14 +950,11 @@ void virtio_net_exit(struct virtio_net *n)
 	if (!p)
 		return;
 	log_debug("%s: tap %s: tx %llu frames (%llu GSO) %llu bytes %llu dropped, rx %llu frames "
-		  "(%llu GSO) %llu bytes %llu dropped", n->name, p->tap.name,
+		  "(%llu GSO) %llu bytes %llu dropped", n->name, p->pairs[0].tap.name,
 		  (unsigned long long)n->stats.tx_frames, (unsigned long long)n->stats.tx_gso,
 		  (unsigned long long)n->stats.tx_bytes, (unsigned long long)n->stats.tx_dropped,
 		  (unsigned long long)n->stats.rx_frames, (unsigned long long)n->stats.rx_gso,
 		  (unsigned long long)n->stats.rx_bytes, (unsigned long long)n->stats.rx_dropped);
-	if (n->loop)
-		evloop_remove(n->loop, &p->src);
-	tap_close(&p->tap);
 	net_free_priv(n);
 	pthread_mutex_destroy(&n->dev.lock);
 }

@@ -18,7 +18,8 @@ usage:
       is a qcow2 overlay over a qcow2 base, and once the guest has read its
       file the test takes a live snapshot through the control socket while
       the guest goes on writing: see run_live_snapshot().
-      --net-test (root only, else skipped) runs vmrun in a fresh network
+      --net-test (root only, else skipped; --net-queues N for N queue pairs
+      on a multi-queue tap) runs vmrun in a fresh network
       namespace with --net tap=... on a tap at 10.0.2.1/24 there; the
       guest kernel's virtio-net driver takes 10.0.2.2/24 and pings the host
       while the host pings the guest (raw ICMP from this script), then the
@@ -250,20 +251,26 @@ def ip_cmd(*args):
         raise HostToolError(f"ip {' '.join(args)}: status {p.returncode}: {p.stdout.strip()}")
 
 
-def run_net(args, token):
+def run_net(args, token, queues, tmp):
     """Run vmrun (args) with --net in a new network namespace holding a tap
-    at NET_HOST_IP/24; once the guest listens, run net_host() in the
-    namespace.  Return (status, console, stderr, host output); the
-    namespace and its tap are removed whatever happens."""
+    at NET_HOST_IP/24 (multi-queue, with @queues pairs, when @queues > 1);
+    once the guest listens, ask vmrun's control socket for the NIC's state
+    (query-status), then run net_host() in the namespace.  Return (status,
+    console, stderr, host output, the NIC's query-status entry or None);
+    the namespace and its tap are removed whatever happens."""
     ns = f"vmrun-net-{os.getpid()}"
     tap = "vmrtap0"
-    host_out = ""
+    sock = os.path.join(tmp, "api.sock")
+    host_out, nic = "", None
     ip_cmd("netns", "add", ns)
     try:
-        ip_cmd("-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+        ip_cmd("-n", ns, "tuntap", "add", "dev", tap, "mode", "tap",
+               *(["multi_queue"] if queues > 1 else []))
         ip_cmd("-n", ns, "addr", "add", f"{NET_HOST_IP}/24", "dev", tap)
         ip_cmd("-n", ns, "link", "set", tap, "up")
-        p = subprocess.Popen(["ip", "netns", "exec", ns] + args + ["--net", f"tap={tap}"],
+        net = f"tap={tap}" + (f",queues={queues}" if queues > 1 else "")
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + args +
+                             ["--net", net, "--api-sock", sock],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         lines, listening, heard = [], threading.Event(), []
@@ -287,6 +294,11 @@ def run_net(args, token):
         try:
             listening.wait(BOOT_TIMEOUT_S)
             if heard:
+                c = subprocess.run([args[0], "ctl", sock, "query-status"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   timeout=60)
+                if c.returncode == 0:
+                    nic = (json.loads(c.stdout).get("nets") or [None])[0]
                 h = subprocess.run(["ip", "netns", "exec", ns, sys.executable,
                                     os.path.abspath(__file__), "net-host", "--guest",
                                     NET_GUEST_IP, "--count", str(NET_PINGS), "--token", token],
@@ -300,7 +312,7 @@ def run_net(args, token):
                 p.wait()
             for t in readers:
                 t.join()
-        return p.returncode, "".join(lines), "".join(errbuf), host_out
+        return p.returncode, "".join(lines), "".join(errbuf), host_out, nic
     finally:
         subprocess.run(["ip", "-n", ns, "link", "del", tap], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
@@ -444,7 +456,7 @@ def boot_in(a, tmp):
     host_out = ""
     if a.net_test:
         try:
-            status, out, err, host_out = run_net(args, net_token)
+            status, out, err, host_out, nic = run_net(args, net_token, a.net_queues, tmp)
         except HostToolError as e:
             print(f"FAIL: setting up the network namespace: {e}")
             return 1
@@ -550,7 +562,16 @@ def boot_in(a, tmp):
                             f"the host sent {hm.group(1) if hm else None}")
         if not re.search(r"^host: got back \d+ bytes intact", host_out, re.M):
             failures.append("the host did not get the data back intact from the guest")
-        net_summary = (f", virtio-net: {NET_PINGS} pings each way, "
+        # The guest kernel's driver set the queue pairs it wants (one per
+        # vCPU, at most what the device offers) by the time it listens.
+        want_pairs = min(a.net_queues, a.cpus)
+        if (not nic or nic.get("queue_pairs") != a.net_queues or
+                nic.get("queue_pairs_active") != want_pairs or not nic.get("link_up")):
+            failures.append(f"query-status while the guest listened: NIC {nic}, wanted "
+                            f"{a.net_queues} queue pairs, {want_pairs} in use, link up")
+        net_summary = (f", virtio-net ({a.net_queues} queue pair(s), "
+                       f"{nic.get('queue_pairs_active') if nic else '?'} in use): "
+                       f"{NET_PINGS} pings each way, "
                        f"{NET_BULK_BYTES >> 10} KiB over TCP each way")
     if status != STATUS[a.end]:
         failures.append(f"exit status {status}, wanted {STATUS[a.end]} ({a.end})")
@@ -586,6 +607,8 @@ def main():
                     help="with --disk-test: the disk is a qcow2 overlay over a qcow2 base, "
                          "snapshotted live while the guest runs")
     bp.add_argument("--net-test", action="store_true")
+    bp.add_argument("--net-queues", type=int, default=1,
+                    help="with --net-test: queue pairs (a multi-queue tap when more than 1)")
     hp = sub.add_parser("net-host")
     hp.add_argument("--guest", required=True)
     hp.add_argument("--count", type=int, required=True)

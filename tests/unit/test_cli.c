@@ -405,6 +405,16 @@ static void test_net(void **state)
 	REJECT("bad mac", "--kernel", "k", "--net", "tap=a,mac=02:00:00:00:00:zz");
 	REJECT("multicast", "--kernel", "k", "--net", "tap=a,mac=01:00:5e:00:00:01");
 	REJECT("unknown option 'vhost=on'", "--kernel", "k", "--net", "tap=a,vhost=on");
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net", "tap=m"), CLI_OK);
+	assert_int_equal(cfg.nics[0].queues, 0); /* one pair unless asked */
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net", "tap=m,queues=8"), CLI_OK);
+	assert_int_equal(cfg.nics[0].queues, 8);
+	REJECT("queues=0: a number of queue pairs, 1 to 8", "--kernel", "k", "--net",
+	       "tap=a,queues=0");
+	REJECT("queues=9", "--kernel", "k", "--net", "tap=a,queues=9");
+	REJECT("queues=2x", "--kernel", "k", "--net", "tap=a,queues=2x");
+	REJECT("queues=-1", "--kernel", "k", "--net", "tap=a,queues=-1");
+	REJECT("queues=99999999999", "--kernel", "k", "--net", "tap=a,queues=99999999999");
 	REJECT("at most 2 interfaces", "--kernel", "k", "--net", "tap=a", "--net", "tap=b", "--net",
 	       "tap=c");
 }

@@ -33,7 +33,8 @@ struct rig {
 	struct virtio_net n;
 	struct virtio_mmio m;
 	int peer; /* the test's end of the "tap" */
-	struct dq q[2];
+	int peer2; /* pair 1's (setup_mq), else -1 */
+	struct dq q[5];
 	uint64_t next_buf;
 };
 
@@ -86,12 +87,13 @@ static unsigned pump(struct rig *r)
 	}
 }
 
-static int setup(void **state)
+/* The rig with @queues pairs, each "tap queue" a socketpair. */
+static int setup_queues(void **state, unsigned queues)
 {
 	struct rig *r = calloc(1, sizeof(*r));
 	struct virtio_net_config_opts opts = { .tap = "test0", .index = 0, .mac_given = true,
 					       .mac = { 0x02, 0x11, 0x22, 0x33, 0x44, 0x55 },
-					       .tap_fd_given = true };
+					       .tap_fd_given = true, .queues = queues };
 	struct virtio_mmio_host host;
 	char err[300];
 	int sv[2];
@@ -102,6 +104,12 @@ static int setup(void **state)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	opts.tap_fd = sv[0];
 	r->peer = sv[1];
+	r->peer2 = -1;
+	if (queues > 1) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+		opts.tap_fds_more[0] = sv[0];
+		r->peer2 = sv[1];
+	}
 	if (virtio_net_init(&r->n, &r->gm, &r->loop, &opts, err, sizeof(err)))
 		fail_msg("virtio_net_init: %s", err);
 	host = (struct virtio_mmio_host){ .vm_fd = -1, .loop = &r->loop };
@@ -112,6 +120,16 @@ static int setup(void **state)
 	return 0;
 }
 
+static int setup(void **state)
+{
+	return setup_queues(state, 1);
+}
+
+static int setup_mq(void **state)
+{
+	return setup_queues(state, 2);
+}
+
 static int teardown(void **state)
 {
 	struct rig *r = *state;
@@ -120,6 +138,8 @@ static int teardown(void **state)
 	virtio_mmio_exit(&r->m);
 	if (r->peer >= 0)
 		close(r->peer);
+	if (r->peer2 >= 0)
+		close(r->peer2);
 	evloop_exit(&r->loop);
 	guest_mem_exit(&r->gm);
 	free(r);
@@ -141,12 +161,12 @@ static uint32_t negotiate(struct rig *r, uint64_t features)
 	return rd(r, VIRTIO_MMIO_STATUS);
 }
 
-/* Negotiate, set up both queues, DRIVER_OK. */
-static void start(struct rig *r, uint64_t features)
+/* Negotiate, set up @nq queues, DRIVER_OK. */
+static void start_queues(struct rig *r, uint64_t features, unsigned nq)
 {
 	assert_true(negotiate(r, VIRTIO_BIT(VIRTIO_F_VERSION_1) | features) &
 		    VIRTIO_STATUS_FEATURES_OK);
-	for (unsigned q = 0; q < 2; q++) {
+	for (unsigned q = 0; q < nq; q++) {
 		uint64_t at = RING(q);
 
 		wr(r, VIRTIO_MMIO_QUEUE_SEL, q);
@@ -162,6 +182,12 @@ static void start(struct rig *r, uint64_t features)
 	}
 	wr(r, VIRTIO_MMIO_STATUS, rd(r, VIRTIO_MMIO_STATUS) | VIRTIO_STATUS_DRIVER_OK);
 	assert_int_equal(rd(r, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET, 0);
+}
+
+/* Negotiate, set up both queues, DRIVER_OK. */
+static void start(struct rig *r, uint64_t features)
+{
+	start_queues(r, features, 2);
 }
 
 static uint64_t alloc_buf(struct rig *r, uint64_t len)
@@ -692,6 +718,101 @@ static void test_rx_queue_disabled(void **state)
 	assert_false(used(r, 0, &id, &len));
 }
 
+/* Post one TX frame on queue @q: a zeroed header, then @len bytes of
+ * frame, byte i being @fill + i (check_frame()); notifies. */
+static uint16_t post_tx_q(struct rig *r, unsigned q, uint32_t len, uint8_t fill)
+{
+	uint64_t gpa[2] = { alloc_buf(r, HDR), alloc_buf(r, len) };
+	uint32_t lens[2] = { HDR, len };
+	bool w[2] = { false, false };
+	uint8_t *f = gp(r, gpa[1], len);
+
+	memset(gp(r, gpa[0], HDR), 0, HDR);
+	for (uint32_t i = 0; i < len; i++)
+		f[i] = (uint8_t)(fill + i);
+	return post(r, q, 2, gpa, lens, w, true);
+}
+
+/* Send a control command (class, cmd, @data) on queue @cq; returns the
+ * device's ack byte. */
+static uint8_t ctrl(struct rig *r, unsigned cq, uint8_t cls, uint8_t cmd, const void *data,
+		    uint32_t len)
+{
+	uint64_t g[2] = { alloc_buf(r, 64), alloc_buf(r, 1) };
+	uint32_t l[2] = { 2 + len, 1 }, id, ulen;
+	bool w[2] = { false, true };
+	uint8_t *out = gp(r, g[0], 2 + len), *ack = gp(r, g[1], 1);
+	uint16_t head;
+
+	out[0] = cls;
+	out[1] = cmd;
+	memcpy(out + 2, data, len);
+	*ack = 0xee;
+	head = post(r, cq, 2, g, l, w, true);
+	pump(r);
+	assert_true(used(r, cq, &id, &ulen));
+	assert_int_equal(id, head);
+	assert_int_equal(ulen, 1);
+	return *ack;
+}
+
+/* Multiqueue: MQ and CTRL_VQ offered with queues=2, max_virtqueue_pairs
+ * 2; pair 1 carries nothing until VQ_PAIRS_SET 2, then frames go through
+ * tap queue 1 both ways; bad pair counts and unknown commands get ERR and
+ * change nothing. */
+static void test_mq(void **state)
+{
+	struct rig *r = *state;
+	uint8_t two[2] = { 2, 0 }, three[2] = { 3, 0 }, zero[2] = { 0, 0 }, buf[2048];
+	uint32_t id = 0, len = 0;
+	uint64_t g;
+
+	wr(r, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	assert_true(rd(r, VIRTIO_MMIO_DEVICE_FEATURES) & VIRTIO_BIT(VIRTIO_NET_F_MQ));
+	assert_true(rd(r, VIRTIO_MMIO_DEVICE_FEATURES) & VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ));
+	assert_int_equal(rd(r, VIRTIO_MMIO_CONFIG + 8) & 0xffff, 2);
+	start_queues(r, VIRTIO_BIT(VIRTIO_NET_F_MQ) | VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ), 5);
+
+	/* Pair 1 not in use yet: its buffers and frames wait. */
+	g = alloc_buf(r, 2048);
+	{
+		uint32_t l = 2048;
+		bool w = true;
+
+		memset(gp(r, g, 2048), 0xee, 2048);
+		post(r, 2, 1, &g, &l, &w, true);
+	}
+	memset(buf, 0, sizeof(buf));
+	buf[HDR] = 0x5a;
+	assert_int_equal(send(r->peer2, buf, HDR + 100, 0), HDR + 100);
+	pump(r);
+	assert_false(used(r, 2, &id, &len));
+
+	assert_int_equal(ctrl(r, 4, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, three, 2),
+			 VIRTIO_NET_ERR);
+	assert_int_equal(ctrl(r, 4, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, zero, 2),
+			 VIRTIO_NET_ERR);
+	assert_int_equal(ctrl(r, 4, 0 /* RX mode */, 0, zero, 1), VIRTIO_NET_ERR);
+	pump(r);
+	assert_false(used(r, 2, &id, &len));
+
+	assert_int_equal(ctrl(r, 4, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, two, 2),
+			 VIRTIO_NET_OK);
+	pump(r);
+	assert_true(used(r, 2, &id, &len));
+	assert_int_equal(len, HDR + 100);
+	assert_int_equal(gb(r, g, 2048)[HDR], 0x5a);
+
+	/* TX on queue 3 leaves through tap queue 1, not 0. */
+	post_tx_q(r, 3, 300, 0x44);
+	pump(r);
+	assert_true(used(r, 3, &id, &len));
+	assert_int_equal(recv(r->peer2, buf, sizeof(buf), MSG_DONTWAIT), HDR + 300);
+	check_frame(buf + HDR, 300, 0x44);
+	assert_int_equal(recv(r->peer, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(rd(r, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET, 0);
+}
+
 /* A device reset while frames wait: nothing crashes, the device works
  * again after the driver sets it up anew. */
 static void test_reset(void **state)
@@ -729,6 +850,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_queue_disabled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mq, setup_mq, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tap_gone_before_start, setup, teardown),
 	};
