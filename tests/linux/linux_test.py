@@ -299,6 +299,13 @@ def run_net(args, token, queues, tmp):
                                    timeout=60)
                 if c.returncode == 0:
                     nic = (json.loads(c.stdout).get("nets") or [None])[0]
+                if nic is not None and queues > 1:
+                    # The kernel's view: tap queues attached and detached.
+                    d = subprocess.run(["ip", "-n", ns, "-d", "link", "show", tap],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, timeout=60).stdout
+                    m = re.search(r"numqueues (\d+) numdisabled (\d+)", d)
+                    nic["tap_queues"] = [int(m.group(1)), int(m.group(2))] if m else d
                 h = subprocess.run(["ip", "netns", "exec", ns, sys.executable,
                                     os.path.abspath(__file__), "net-host", "--guest",
                                     NET_GUEST_IP, "--count", str(NET_PINGS), "--token", token],
@@ -566,9 +573,12 @@ def boot_in(a, tmp):
         # vCPU, at most what the device offers) by the time it listens.
         want_pairs = min(a.net_queues, a.cpus)
         if (not nic or nic.get("queue_pairs") != a.net_queues or
-                nic.get("queue_pairs_active") != want_pairs or not nic.get("link_up")):
+                nic.get("queue_pairs_active") != want_pairs or not nic.get("link_up") or
+                (a.net_queues > 1 and
+                 nic.get("tap_queues") != [want_pairs, a.net_queues - want_pairs])):
             failures.append(f"query-status while the guest listened: NIC {nic}, wanted "
-                            f"{a.net_queues} queue pairs, {want_pairs} in use, link up")
+                            f"{a.net_queues} queue pairs, {want_pairs} in use (as many tap "
+                            f"queues attached), link up")
         net_summary = (f", virtio-net ({a.net_queues} queue pair(s), "
                        f"{nic.get('queue_pairs_active') if nic else '?'} in use): "
                        f"{NET_PINGS} pings each way, "
