@@ -1165,6 +1165,7 @@ def test_blk_live_snapshot():
                     check(res == {"disk": 0, "image": img, "base": base}, f"snapshot reply {res}")
                     bases.append(base)
                     rc, out, err = ctl(sock, "query-status")
+                    check(rc == 0, f"query-status after snapshot {k}: status {rc}, {err!r}")
                     disks = json.loads(out)["disks"]
                     check(disks[0]["format"] == "qcow2" and not disks[0]["readonly"] and
                           disks[1]["readonly"], f"query-status disks: {disks}")
