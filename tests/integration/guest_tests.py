@@ -32,13 +32,12 @@ HANG_GUARD_S = 120
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from testkit import SKIP, TestFailure, check, run_main  # noqa: E402
+from testkit import (SKIP, TestFailure, add_guest_args, check, guest_elf,  # noqa: E402
+                     guest_setup, run_main)
 
 
 def guest(name):
-    path = os.path.join(GUESTS, name + ".elf")
-    check(os.path.exists(path), f"guest {path} was not built")
-    return path
+    return guest_elf(GUESTS, name)
 
 
 def run_vmrun(args, stdin=subprocess.DEVNULL, input_bytes=None, timeout=HANG_GUARD_S):
@@ -1242,19 +1241,7 @@ def test_example_script():
 
 
 def main():
-    def add_args(ap):
-        ap.add_argument("--vmrun")
-        ap.add_argument("--guests")
-
-    def setup(a):
-        global VMRUN, GUESTS
-        VMRUN, GUESTS = os.path.abspath(a.vmrun), os.path.abspath(a.guests)
-        if not os.path.exists("/dev/kvm"):
-            print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
-            return SKIP
-        return None
-
-    return run_main(globals(), add_args, setup)
+    return run_main(globals(), add_guest_args, lambda a: guest_setup(a, globals()))
 
 
 if __name__ == "__main__":

@@ -43,13 +43,12 @@ CTL_PORT = 9
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from testkit import SKIP, Skip, TestFailure, check, run_main  # noqa: E402
+from testkit import (SKIP, Skip, TestFailure, add_guest_args, check,  # noqa: E402
+                     guest_elf, guest_setup, run_main)
 
 
 def guest(name):
-    path = os.path.join(GUESTS, name + ".elf")
-    check(os.path.exists(path), f"guest {path} was not built")
-    return path
+    return guest_elf(GUESTS, name)
 
 
 def sh(*args):
@@ -720,16 +719,10 @@ def on_sigterm(signum, frame):
 
 
 def main():
-    def add_args(ap):
-        ap.add_argument("--vmrun")
-        ap.add_argument("--guests")
-
     def setup(a):
-        global VMRUN, GUESTS
-        VMRUN, GUESTS = os.path.abspath(a.vmrun), os.path.abspath(a.guests)
-        if not os.path.exists("/dev/kvm"):
-            print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
-            return SKIP
+        status = guest_setup(a, globals())
+        if status is not None:
+            return status
         signal.signal(signal.SIGTERM, on_sigterm)
         if os.geteuid() == 0:
             try:
@@ -738,7 +731,7 @@ def main():
                 pass
         return None
 
-    return run_main(globals(), add_args, setup)
+    return run_main(globals(), add_guest_args, setup)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ when one failed, SKIP (ctest's skip code) when every test skipped or
 @setup said so.
 """
 import argparse
+import os
 import subprocess
 import time
 
@@ -66,3 +67,32 @@ def run_main(namespace, add_args=None, setup=None):
     if failed:
         return 1
     return SKIP if skipped and skipped == len(a.tests or names) else 0
+
+
+# ---- for the scripts that boot the test guests (tests/integration) ----
+
+def add_guest_args(ap):
+    """--vmrun (the binary) and --guests (the directory of the .elf guests)."""
+    ap.add_argument("--vmrun")
+    ap.add_argument("--guests")
+
+
+def guest_setup(a, namespace):
+    """Set the script's VMRUN and GUESTS globals from @a; 2 when one is
+    missing, SKIP (with a message) where /dev/kvm is, else None."""
+    if not a.vmrun or not a.guests:
+        print("usage: --vmrun PATH and --guests DIR are required to run tests")
+        return 2
+    namespace["VMRUN"] = os.path.abspath(a.vmrun)
+    namespace["GUESTS"] = os.path.abspath(a.guests)
+    if not os.path.exists("/dev/kvm"):
+        print("SKIP: /dev/kvm is missing on this machine: guest tests need KVM")
+        return SKIP
+    return None
+
+
+def guest_elf(guests, name):
+    """The path of test guest @name in directory @guests, which must exist."""
+    path = os.path.join(guests, name + ".elf")
+    check(os.path.exists(path), f"guest {path} was not built")
+    return path
