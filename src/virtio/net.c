@@ -46,6 +46,8 @@
 /* Frames moved per tap wake-up before other sources get their turn (the
  * tap is level-triggered: what is left fires again). */
 #define RX_BATCH 64
+/* rx_direct() only when a frame of any size fits this many buffers. */
+#define RX_DIRECT_MAX_SEGS 24
 
 _Static_assert(VIRTIO_NET_HDR_BYTES == TAP_VNET_HDR_BYTES, "the tap carries the guest's header");
 
@@ -452,6 +454,124 @@ done:
 	return 1;
 }
 
+/* Mark [@gpa, @gpa + @len) dirty, joined with the pending run when it
+ * continues it (flushed by rx_mark_flush()). */
+static void rx_mark(struct net_pair *q, uint64_t gpa, uint64_t len)
+{
+	if (q->mark_len && q->mark_gpa + q->mark_len == gpa) {
+		q->mark_len += len;
+		return;
+	}
+	rx_mark_flush(q);
+	q->mark_gpa = gpa;
+	q->mark_len = len;
+}
+
+/* With MRG_RXBUF: read the next frame straight into the held RX chains
+ * (one readv(), host-contiguous buffers joined into one iovec entry), with
+ * no bounce buffer and no second copy.  The chains held must be able to
+ * take a frame of any size first.  Returns 1 when a frame was handled
+ * (delivered, or dropped as shorter than the header), 0 when the guest has
+ * not posted enough buffers for that (the caller reads into the bounce
+ * buffer instead, which needs only what the frame takes), -EAGAIN when
+ * the tap is empty, -EPIPE when it is gone (errno says why), or -EINVAL /
+ * -ENOMEM from taking a chain. */
+static int rx_direct(struct net_pair *q, bool *pushed)
+{
+	struct virtio_net *n = q->n;
+	struct net_priv *p = n->priv;
+	struct virtq *vq = &n->vqs[q->rxq];
+	uint64_t have = 0, left;
+	unsigned k = 0, cnt = 0, used;
+	uint8_t le[2];
+	ssize_t got;
+	int r;
+
+	if (!p->mrg_rxbuf)
+		return 0;
+	/* Small buffers (what drivers post for small packets) would need a
+	 * long iovec for every frame, and cost more than the copy: judged by
+	 * the first chain, the bounce path takes them. */
+	if (q->n_chains &&
+	    q->chains[0].bytes * RX_DIRECT_MAX_SEGS < (uint64_t)BOUNCE_BYTES * q->chains[0].n)
+		return 0;
+	for (;;) {
+		for (; k < q->n_chains && have < BOUNCE_BYTES; k++)
+			have += q->chains[k].bytes;
+		if (have >= BOUNCE_BYTES)
+			break;
+		r = rx_take_chain(q);
+		if (r <= 0)
+			return r;
+	}
+	for (unsigned c = 0; c < k; c++) {
+		for (unsigned i = 0; i < q->chains[c].n; i++) {
+			const struct virtq_seg *sg = &q->segs[q->chains[c].first + i];
+
+			if (cnt && (uint8_t *)q->iov[cnt - 1].iov_base + q->iov[cnt - 1].iov_len ==
+					   (uint8_t *)sg->host) {
+				q->iov[cnt - 1].iov_len += sg->len;
+				continue;
+			}
+			if (cnt == VIRTQ_MAX_SIZE)
+				return 0; /* too scattered: the bounce path copes */
+			q->iov[cnt].iov_base = sg->host;
+			q->iov[cnt++].iov_len = sg->len;
+		}
+	}
+	do
+		got = readv(q->tap.fd, q->iov, (int)cnt);
+	while (got < 0 && errno == EINTR);
+	if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return -EAGAIN;
+	if (got <= 0) {
+		if (!got)
+			errno = 0;
+		return -EPIPE;
+	}
+	if (got < VIRTIO_NET_HDR_BYTES) {
+		n->stats.rx_dropped++; /* nothing used: the chains stay held */
+		return 1;
+	}
+	for (used = 0, have = 0; have < (uint64_t)got; used++)
+		have += q->chains[used].bytes;
+	/* The header as the driver must see it: flags cleared without
+	 * GUEST_CSUM (see rx_deliver()), num_buffers set. */
+	if (!p->guest_csum)
+		rx_copy(q, &q->chains[0], 0, (const uint8_t[]){ 0 }, 1);
+	le[0] = (uint8_t)used;
+	le[1] = (uint8_t)(used >> 8);
+	rx_copy(q, &q->chains[0], 10, le, 2);
+	{
+		const struct virtq_seg *s0 = &q->segs[q->chains[0].first];
+
+		if (s0->len >= 2 && ((const uint8_t *)s0->host)[1])
+			n->stats.rx_gso++; /* gso_type, header byte 1 */
+	}
+	left = (uint64_t)got;
+	for (unsigned c = 0; c < used; c++) {
+		uint64_t len = left < q->chains[c].bytes ? left : q->chains[c].bytes, m = len;
+
+		for (unsigned i = 0; i < q->chains[c].n && m; i++) {
+			const struct virtq_seg *sg = &q->segs[q->chains[c].first + i];
+			uint64_t part = sg->len < m ? sg->len : m;
+
+			rx_mark(q, sg->gpa, part);
+			m -= part;
+		}
+		q->push_heads[c] = q->chains[c].head;
+		q->push_lens[c] = (uint32_t)len;
+		left -= len;
+	}
+	rx_mark_flush(q);
+	(void)virtq_push_n(vq, q->push_heads, q->push_lens, used);
+	rx_consume(q, used);
+	*pushed = true;
+	n->stats.rx_frames++;
+	n->stats.rx_bytes += (uint64_t)got - VIRTIO_NET_HDR_BYTES;
+	return 1;
+}
+
 /* Move frames from the tap into the guest while both have some; decide
  * whether to keep watching the tap for EPOLLIN.  dev.lock held. */
 static void rx_run(struct net_pair *q)
@@ -481,6 +601,23 @@ static void rx_run(struct net_pair *q)
 					break;
 				}
 			}
+			r = rx_direct(q, &pushed);
+			if (r == 1) {
+				done++;
+				continue;
+			}
+			if (r == -EAGAIN)
+				break; /* tap empty: EPOLLIN stays on */
+			if (r == -EPIPE) {
+				char why[96];
+
+				snprintf(why, sizeof(why), "cannot be read (%s)",
+					 errno ? strerror(errno) : "end of file");
+				tap_lost(q, why);
+				return;
+			}
+			if (r < 0)
+				goto bad;
 			do
 				got = read(q->tap.fd, q->bounce, BOUNCE_BYTES);
 			while (got < 0 && errno == EINTR);

@@ -566,6 +566,74 @@ static void test_rx_flags_without_guest_csum(void **state)
 	check_frame(p + HDR, 64, 0x10);
 }
 
+/* MRG_RXBUF with page-sized buffers, enough for any frame: the device
+ * reads straight into them (one readv()).  What the driver sees must be
+ * the same as through the bounce buffer: num_buffers, lengths, the data,
+ * the flags (cleared without GUEST_CSUM), dirty pages; a runt is dropped
+ * without using a buffer; with too few buffers posted it still works. */
+static void test_rx_direct(void **state)
+{
+	struct rig *r = *state;
+	uint32_t id = 0, len = 0, off = 0;
+	uint8_t got[HDR + 10000];
+	uint64_t g;
+
+	start(r, VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF));
+	g = post_rx(r, 20, 4096, true); /* 80 KiB, contiguous: more than any frame */
+	pump(r);
+	clear_dirty(r);
+	assert_int_equal(send(r->peer, "runt", 4, 0), 4);
+	tap_send(r, 10000, 0x31);
+	tap_send(r, 60, 0x71);
+	pump(r);
+	assert_int_equal(r->n.stats.rx_dropped, 1);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_true(used(r, 0, &id, &len));
+		assert_int_equal(id, i);
+		assert_int_equal(len, i < 2 ? 4096 : HDR + 10000 - 8192);
+		memcpy(got + off, gb(r, g + 4096 * i, len), len);
+		assert_true(page_dirty(r, g + 4096 * i));
+		off += len;
+	}
+	assert_int_equal(got[0], 0); /* DATA_VALID from the tap, no GUEST_CSUM */
+	assert_int_equal(got[10] | got[11] << 8, 3);
+	check_frame(got + HDR, 10000, 0x31);
+	assert_true(used(r, 0, &id, &len));
+	assert_int_equal(id, 3);
+	assert_int_equal(len, HDR + 60);
+	assert_int_equal(gb(r, g + 4096 * 3, 12)[10], 1);
+	check_frame(gb(r, g + 4096 * 3, len) + HDR, 60, 0x71);
+	assert_false(page_dirty(r, g + 4096 * 4));
+	assert_false(used(r, 0, &id, &len));
+	assert_int_equal(r->n.stats.rx_frames, 2);
+}
+
+/* Page-sized buffers, but only 16 KiB of them: too few for the largest
+ * frame, so no direct read; a 5000-byte frame still arrives whole. */
+static void test_rx_direct_few_buffers(void **state)
+{
+	struct rig *r = *state;
+	uint32_t id = 0, len = 0;
+	uint8_t got[HDR + 5000];
+	uint64_t g;
+
+	start(r, VIRTIO_BIT(VIRTIO_NET_F_MRG_RXBUF) | VIRTIO_BIT(VIRTIO_NET_F_GUEST_CSUM));
+	g = post_rx(r, 4, 4096, true);
+	pump(r);
+	tap_send(r, 5000, 0x12);
+	pump(r);
+	assert_true(used(r, 0, &id, &len));
+	assert_int_equal(len, 4096);
+	memcpy(got, gb(r, g, 4096), 4096);
+	assert_true(used(r, 0, &id, &len));
+	assert_int_equal(len, HDR + 5000 - 4096);
+	memcpy(got + 4096, gb(r, g + 4096, len), len);
+	assert_int_equal(got[0], 2); /* DATA_VALID passes with GUEST_CSUM */
+	assert_int_equal(got[10] | got[11] << 8, 2);
+	check_frame(got + HDR, 5000, 0x12);
+	assert_false(used(r, 0, &id, &len));
+}
+
 /* MRG_RXBUF: a frame spans chains; num_buffers in the first says how many. */
 static void test_rx_mergeable(void **state)
 {
@@ -847,6 +915,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_simple, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_flags_without_guest_csum, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_mergeable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rx_direct, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rx_direct_few_buffers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_backpressure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_queue_disabled, setup, teardown),
