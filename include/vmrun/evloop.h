@@ -15,6 +15,11 @@ struct ev_source {
 struct evloop {
 	int epfd;
 	bool stop; /* set by a handler to make evloop_run() return */
+	/* The batch evloop_run() is dispatching: evloop_remove() clears the
+	 * entries of the source it removes, so that a handler may remove and
+	 * free another source whose event is still pending in the batch. */
+	struct epoll_event *batch;
+	int batch_n;
 };
 
 int evloop_init(struct evloop *loop) __attribute__((warn_unused_result));

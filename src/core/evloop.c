@@ -7,6 +7,8 @@
 int evloop_init(struct evloop *loop)
 {
 	loop->stop = false;
+	loop->batch = NULL;
+	loop->batch_n = 0;
 	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
 	return loop->epfd < 0 ? -errno : 0;
 }
@@ -35,11 +37,17 @@ int evloop_modify(struct evloop *loop, struct ev_source *src, uint32_t events)
 void evloop_remove(struct evloop *loop, struct ev_source *src)
 {
 	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, src->fd, NULL);
+	/* Its events already fetched must not reach it: the owner may free
+	 * it as soon as this returns. */
+	for (int i = 0; i < loop->batch_n; i++)
+		if (loop->batch[i].data.ptr == src)
+			loop->batch[i].data.ptr = NULL;
 }
 
 int evloop_run(struct evloop *loop)
 {
-	struct epoll_event events[16];
+	struct epoll_event events[16], *outer = loop->batch;
+	int outer_n = loop->batch_n, r = 0;
 
 	while (!loop->stop) {
 		int n = epoll_wait(loop->epfd, events, 16, -1);
@@ -47,17 +55,21 @@ int evloop_run(struct evloop *loop)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return -errno;
+			r = -errno;
+			break;
 		}
 		/* A handler may remove (and free) a later source in this
-		 * batch; sources are therefore never freed while the loop
-		 * runs: owners close them and mark them unused instead. */
+		 * batch: evloop_remove() clears its entries here. */
+		loop->batch = events;
+		loop->batch_n = n;
 		for (int i = 0; i < n && !loop->stop; i++) {
 			struct ev_source *src = events[i].data.ptr;
 
-			if (src->fd >= 0)
+			if (src && src->fd >= 0)
 				src->handler(src, events[i].events);
 		}
+		loop->batch = outer;
+		loop->batch_n = outer_n;
 	}
-	return 0;
+	return r;
 }
