@@ -367,6 +367,27 @@ static void rx_consume(struct net_pair *q, unsigned k)
 		q->chains[i].first -= segs;
 }
 
+/* Hand the first @k held chains to the driver, @total bytes of frame in
+ * them in order (the bytes in place and marked dirty), in one used-ring
+ * update; forget them and count the frame. */
+static void rx_push_frame(struct net_pair *q, unsigned k, uint64_t total)
+{
+	struct virtio_net *n = q->n;
+	uint64_t left = total;
+
+	for (unsigned i = 0; i < k; i++) {
+		uint64_t len = left < q->chains[i].bytes ? left : q->chains[i].bytes;
+
+		q->push_heads[i] = q->chains[i].head;
+		q->push_lens[i] = (uint32_t)len;
+		left -= len;
+	}
+	(void)virtq_push_n(&n->vqs[q->rxq], q->push_heads, q->push_lens, k);
+	rx_consume(q, k);
+	n->stats.rx_frames++;
+	n->stats.rx_bytes += total - VIRTIO_NET_HDR_BYTES;
+}
+
 /* Deliver the frame in the bounce buffer.  Returns 1 when it is gone
  * (delivered or dropped), 0 when more chains are needed, -EINVAL for a
  * malformed RX chain. */
@@ -375,7 +396,7 @@ static int rx_deliver(struct net_pair *q, bool *pushed)
 	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
 	struct virtq *vq = &n->vqs[q->rxq];
-	uint64_t need = q->bounce_len, have = 0;
+	uint64_t need = q->bounce_len, have = 0, off = 0;
 	unsigned k = 0;
 	int r;
 
@@ -397,11 +418,8 @@ static int rx_deliver(struct net_pair *q, bool *pushed)
 		}
 		put_le16(q->bounce + 10, 1); /* num_buffers */
 		rx_copy(q, &q->chains[0], 0, q->bounce, need);
-		rx_mark_flush(q);
-		(void)virtq_push(vq, q->chains[0].head, (uint32_t)need);
-		rx_consume(q, 1);
-		*pushed = true;
-		goto done;
+		k = 1;
+		goto push;
 	}
 	for (;;) {
 		for (; k < q->n_chains && have < need; k++)
@@ -422,33 +440,18 @@ static int rx_deliver(struct net_pair *q, bool *pushed)
 		}
 	}
 	put_le16(q->bounce + 10, (uint16_t)k);
-	{
-		uint64_t off = 0;
+	for (unsigned i = 0; i < k; i++) {
+		uint64_t len = need - off < q->chains[i].bytes ? need - off : q->chains[i].bytes;
 
-		for (unsigned i = 0; i < k; i++) {
-			uint64_t len = need - off < q->chains[i].bytes ? need - off : q->chains[i].bytes;
-
-			rx_copy(q, &q->chains[i], 0, q->bounce + off, len);
-			off += len;
-		}
-		/* The whole frame marked (one run when the buffers are
-		 * contiguous), then handed over. */
-		rx_mark_flush(q);
-		off = 0;
-		for (unsigned i = 0; i < k; i++) {
-			uint64_t len = need - off < q->chains[i].bytes ? need - off : q->chains[i].bytes;
-
-			q->push_heads[i] = q->chains[i].head;
-			q->push_lens[i] = (uint32_t)len;
-			off += len;
-		}
-		(void)virtq_push_n(vq, q->push_heads, q->push_lens, k);
+		rx_copy(q, &q->chains[i], 0, q->bounce + off, len);
+		off += len;
 	}
-	rx_consume(q, k);
+push:
+	/* The whole frame marked (one run when the buffers are contiguous),
+	 * then handed over. */
+	rx_mark_flush(q);
+	rx_push_frame(q, k, need);
 	*pushed = true;
-done:
-	n->stats.rx_frames++;
-	n->stats.rx_bytes += need - VIRTIO_NET_HDR_BYTES;
 	if (q->bounce[1])
 		n->stats.rx_gso++;
 	return 1;
@@ -480,7 +483,6 @@ static int rx_direct(struct net_pair *q, bool *pushed)
 {
 	struct virtio_net *n = q->n;
 	struct net_priv *p = n->priv;
-	struct virtq *vq = &n->vqs[q->rxq];
 	uint64_t have = 0, left;
 	unsigned k = 0, cnt = 0, used;
 	uint8_t le[2];
@@ -549,26 +551,18 @@ static int rx_direct(struct net_pair *q, bool *pushed)
 			n->stats.rx_gso++; /* gso_type, header byte 1 */
 	}
 	left = (uint64_t)got;
-	for (unsigned c = 0; c < used; c++) {
-		uint64_t len = left < q->chains[c].bytes ? left : q->chains[c].bytes, m = len;
-
-		for (unsigned i = 0; i < q->chains[c].n && m; i++) {
+	for (unsigned c = 0; c < used && left; c++) {
+		for (unsigned i = 0; i < q->chains[c].n && left; i++) {
 			const struct virtq_seg *sg = &q->segs[q->chains[c].first + i];
-			uint64_t part = sg->len < m ? sg->len : m;
+			uint64_t part = sg->len < left ? sg->len : left;
 
 			rx_mark(q, sg->gpa, part);
-			m -= part;
+			left -= part;
 		}
-		q->push_heads[c] = q->chains[c].head;
-		q->push_lens[c] = (uint32_t)len;
-		left -= len;
 	}
 	rx_mark_flush(q);
-	(void)virtq_push_n(vq, q->push_heads, q->push_lens, used);
-	rx_consume(q, used);
+	rx_push_frame(q, used, (uint64_t)got);
 	*pushed = true;
-	n->stats.rx_frames++;
-	n->stats.rx_bytes += (uint64_t)got - VIRTIO_NET_HDR_BYTES;
 	return 1;
 }
 

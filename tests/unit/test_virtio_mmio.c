@@ -3,6 +3,7 @@
  * asked of it.  No KVM: notifications travel through the transport's
  * eventfds and a real event loop. */
 #include "unit.h"
+#include "virtio_driver.h"
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -63,15 +64,12 @@ struct rig {
 
 static uint32_t rd(struct rig *r, uint64_t off)
 {
-	uint32_t v = 0xdeadbeef;
-
-	assert_int_equal(r->m.region.ops->read(&r->m.region, off, &v, 4), 0);
-	return v;
+	return mmio_rd(&r->m, off);
 }
 
 static void wr(struct rig *r, uint64_t off, uint32_t v)
 {
-	assert_int_equal(r->m.region.ops->write(&r->m.region, off, &v, 4), 0);
+	mmio_wr(&r->m, off, v);
 }
 
 static int setup(void **state)
@@ -115,15 +113,7 @@ static int teardown(void **state)
 /* The driver side of section 3.1.1 up to FEATURES_OK with @features. */
 static void negotiate(struct rig *r, uint64_t features)
 {
-	wr(r, VIRTIO_MMIO_STATUS, 0);
-	wr(r, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
-	wr(r, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	wr(r, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-				  VIRTIO_STATUS_FEATURES_OK);
+	(void)mmio_negotiate(&r->m, features);
 }
 
 /* Queue @q with 8 entries at valid, aligned addresses in RAM. */

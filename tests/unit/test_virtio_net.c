@@ -4,6 +4,7 @@
  * 12-byte vnet header + frame), the test holds the other end.  The event
  * loop is real; pump() dispatches what is ready without blocking. */
 #include "unit.h"
+#include "virtio_driver.h"
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -40,15 +41,12 @@ struct rig {
 
 static uint32_t rd(struct rig *r, uint64_t off)
 {
-	uint32_t v = 0xdeadbeef;
-
-	assert_int_equal(r->m.region.ops->read(&r->m.region, off, &v, 4), 0);
-	return v;
+	return mmio_rd(&r->m, off);
 }
 
 static void wr(struct rig *r, uint64_t off, uint32_t v)
 {
-	assert_int_equal(r->m.region.ops->write(&r->m.region, off, &v, 4), 0);
+	mmio_wr(&r->m, off, v);
 }
 
 static void *gp(struct rig *r, uint64_t gpa, uint64_t len)
@@ -149,16 +147,7 @@ static int teardown(void **state)
 /* Section 3.1.1 up to FEATURES_OK with @features; returns the status. */
 static uint32_t negotiate(struct rig *r, uint64_t features)
 {
-	wr(r, VIRTIO_MMIO_STATUS, 0);
-	wr(r, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
-	wr(r, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-	wr(r, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-	wr(r, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-				  VIRTIO_STATUS_FEATURES_OK);
-	return rd(r, VIRTIO_MMIO_STATUS);
+	return mmio_negotiate(&r->m, features);
 }
 
 /* Negotiate, set up @nq queues, DRIVER_OK. */
