@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(gcc make cmake pkg-config libc6-dev libjansson-dev libcmocka-dev python3
           util-linux binutils zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev
-          libaio-dev qemu-utils strace iproute2)
+          libaio-dev libfdt-dev device-tree-compiler qemu-utils strace iproute2)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,9 +13,11 @@
 #include <string.h>
 
 static const char usage_text[] =
-	"Usage: vmrun --kernel PATH [OPTIONS]\n"
+	"Usage: vmrun --kernel PATH [--disk PATH[,OPTS]] [--net tap=NAME] [OPTIONS]\n"
+	"       vmrun --restore DIR [--paused] [RUN-TIME OPTIONS]\n"
 	"       vmrun ctl SOCKET COMMAND [KEY=VALUE ...]\n"
 	"       vmrun img create|info|snapshot|commit ...  (disk images; vmrun img --help)\n"
+	"       vmrun snapshot show DIR [--json]           (whole-VM snapshots)\n"
 	"\n"
 	"Boot a guest kernel on /dev/kvm.\n"
 	"\n"
@@ -37,6 +39,12 @@ static const char usage_text[] =
 	"  --net tap=NAME[,mac=MAC][,queues=N]\n"
 	"                         virtio-net interface on a tap device, repeatable;\n"
 	"                         queues=N: N queue pairs on a multi-queue tap\n"
+	"  --paused               start with the vCPUs paused (until `vmrun ctl SOCK resume`)\n"
+	"  --restore DIR          continue the guest saved in DIR (`vmrun ctl SOCK save path=DIR`);\n"
+	"                         the machine comes from DIR: only --console, --api-sock,\n"
+	"                         --timeout, --paused and the two below may be given with it\n"
+	"  --restore-disk N=PATH  disk N's frozen image is PATH on this host\n"
+	"  --restore-tap N=NAME   NIC N uses tap NAME on this host\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
 	"  --help                 print this help and exit\n"
@@ -109,7 +117,8 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 /* Options that take a value; the others are flags. */
 static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
-	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", "net", NULL,
+	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", "net",
+	"restore", "restore-disk", "restore-tap", NULL,
 };
 
 static bool option_takes_value(const char *name, size_t len)
@@ -330,6 +339,31 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 		if (r)
 			return r;
 		cfg->n_nics++;
+	} else if (!strcmp(name, "restore")) {
+		if (!*val)
+			return errmsg(-EINVAL, err, errlen, "--restore: empty path");
+		cfg->restore_dir = val;
+	} else if (!strcmp(name, "restore-disk") || !strcmp(name, "restore-tap")) {
+		bool disk = !strcmp(name, "restore-disk");
+		unsigned max = disk ? VMRUN_MAX_DISKS : VMRUN_MAX_NICS;
+		const char *eq = strchr(val, '=');
+		char num[8] = "";
+		unsigned long k;
+
+		if (!eq || eq == val || (size_t)(eq - val) >= sizeof(num) || !eq[1])
+			return errmsg(-EINVAL, err, errlen, "--%s: '%s' is not N=%s", name, val,
+				      disk ? "PATH" : "NAME");
+		memcpy(num, val, (size_t)(eq - val));
+		if (parse_uint(num, max - 1, &k))
+			return errmsg(-EINVAL, err, errlen, "--%s: '%s': N is 0 to %u", name, num,
+				      max - 1);
+		if (disk)
+			cfg->restore_disk[k] = eq + 1;
+		else if (strlen(eq + 1) >= sizeof(cfg->nics[0].tap))
+			return errmsg(-EINVAL, err, errlen, "--restore-tap: name longer than %zu bytes",
+				      sizeof(cfg->nics[0].tap) - 1);
+		else
+			cfg->restore_tap[k] = eq + 1;
 	} else if (!strcmp(name, "disk")) {
 		if (cfg->n_disks == VMRUN_MAX_DISKS)
 			return errmsg(-EINVAL, err, errlen, "--disk: at most %d disks", VMRUN_MAX_DISKS);
@@ -343,8 +377,23 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 	return 0;
 }
 
+/* Options that shape the machine: a restore takes them from the snapshot. */
+static bool is_machine_option(const char *name)
+{
+	static const char *const machine[] = { "kernel", "initrd", "cmdline", "mem", "cpus", "boot",
+					       "kernel-decompress", "initrd-decompress", "disk",
+					       "net", NULL };
+
+	for (const char *const *m = machine; *m; m++)
+		if (!strcmp(*m, name))
+			return true;
+	return false;
+}
+
 int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, size_t errlen)
 {
+	char machine_name[32] = "";
+
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->mem_size = VMRUN_DEFAULT_MEM;
 	cfg->cpus = 1;
@@ -377,6 +426,12 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 				return CLI_HELP;
 			if (!strcmp(namebuf, "version"))
 				return CLI_VERSION;
+			if (!strcmp(namebuf, "paused")) {
+				if (eq)
+					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
+				cfg->start_paused = true;
+				continue;
+			}
 			if (!strcmp(namebuf, "no-nested-workarounds")) {
 				if (eq)
 					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
@@ -395,7 +450,22 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 		r = apply_option(cfg, namebuf, val, err, errlen);
 		if (r)
 			return r;
+		if (is_machine_option(namebuf) && !machine_name[0])
+			snprintf(machine_name, sizeof(machine_name), "%s", namebuf);
 	}
+	if (cfg->restore_dir) {
+		if (machine_name[0])
+			return errmsg(-EINVAL, err, errlen,
+				      "--%s cannot be given with --restore: the machine comes from the snapshot",
+				      machine_name);
+		return CLI_OK;
+	}
+	for (unsigned k = 0; k < VMRUN_MAX_DISKS; k++)
+		if (cfg->restore_disk[k])
+			return errmsg(-EINVAL, err, errlen, "--restore-disk needs --restore DIR");
+	for (unsigned k = 0; k < VMRUN_MAX_NICS; k++)
+		if (cfg->restore_tap[k])
+			return errmsg(-EINVAL, err, errlen, "--restore-tap needs --restore DIR");
 	if (!cfg->kernel_path)
 		return errmsg(-EINVAL, err, errlen, "--kernel PATH is required (see vmrun --help)");
 	return CLI_OK;

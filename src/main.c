@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmrun/cli.h"
@@ -13,6 +14,7 @@
 #include "vmrun/exit_status.h"
 #include "vmrun/img.h"
 #include "vmrun/log.h"
+#include "vmrun/snapshot.h"
 #include "vmrun/vm.h"
 
 #ifndef VMRUN_VERSION
@@ -38,17 +40,22 @@ static void ensure_std_fds(void)
 int main(int argc, char *argv[])
 {
 	struct vm_config cfg;
+	struct snapshot *snap;
+	struct timespec start;
 	struct vm *vm;
 	sigset_t sigs;
 	char err[512];
 	int r, status;
 
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	ensure_std_fds();
 	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1 && !strcmp(argv[1], "ctl"))
 		return ctl_main(argc - 1, argv + 1);
 	if (argc > 1 && !strcmp(argv[1], "img"))
 		return img_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "snapshot"))
+		return snapshot_main(argc - 1, argv + 1);
 
 	r = cli_parse(argc, argv, &cfg, err, sizeof(err));
 	if (r < 0) {
@@ -74,11 +81,29 @@ int main(int argc, char *argv[])
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
 	vm = calloc(1, sizeof(*vm));
-	if (!vm) {
+	snap = cfg.restore_dir ? calloc(1, sizeof(*snap)) : NULL;
+	if (!vm || (cfg.restore_dir && !snap)) {
 		log_error("out of memory");
+		free(vm);
 		return VMRUN_EXIT_SETUP;
 	}
-	r = vm_build(vm, &cfg, err, sizeof(err));
+	vm->process_start = start;
+	vm->start_paused = cfg.start_paused;
+	if (snap) {
+		struct snapshot_overrides ov;
+
+		memcpy(ov.disk_base, cfg.restore_disk, sizeof(ov.disk_base));
+		memcpy(ov.tap, cfg.restore_tap, sizeof(ov.tap));
+		r = snapshot_open(snap, cfg.restore_dir, &cfg, &ov, err, sizeof(err));
+		if (r) {
+			log_error("%s", err);
+			snapshot_close(snap, true);
+			free(snap);
+			free(vm);
+			return VMRUN_EXIT_SETUP;
+		}
+	}
+	r = vm_build(vm, snap ? &snap->cfg : &cfg, snap, err, sizeof(err));
 	if (r) {
 		log_error("%s", err);
 		status = VMRUN_EXIT_SETUP;
@@ -87,5 +112,10 @@ int main(int argc, char *argv[])
 	}
 	vm_destroy(vm);
 	free(vm);
+	if (snap) {
+		/* A restore that never ran leaves nothing behind. */
+		snapshot_close(snap, r != 0);
+		free(snap);
+	}
 	return status;
 }

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include "vmrun/disk_snapshot.h"
+#include "vmrun/snapshot.h"
+#include "vmrun/state.h"
+#include "vmrun/x86_state.h"
 #include "vmrun/exit_status.h"
 #include "vmrun/log.h"
 #include "vmrun/nested.h"
@@ -166,6 +169,303 @@ void vm_request_exit(struct vm *vm, int status, const char *reason)
 	(void)!write(vm->exit_eventfd, &one, sizeof(one));
 }
 
+/* ---- the component table (vmrun/component.h) ---- */
+
+int vm_register(struct vm *vm, const char *name, const struct vm_component_ops *ops, void *obj)
+{
+	struct vm_component *c;
+	size_t len;
+
+	if (vm->n_comps == VM_MAX_COMPONENTS)
+		return -ENOSPC;
+	c = &vm->comps[vm->n_comps++];
+	/* A name longer than the field is cut: it only labels messages. */
+	len = strnlen(name, sizeof(c->name) - 1);
+	memcpy(c->name, name, len);
+	c->name[len] = '\0';
+	c->ops = ops;
+	c->obj = obj;
+	return 0;
+}
+
+void vm_quiesce(struct vm *vm)
+{
+	if (vm->devices_quiesced)
+		return;
+	for (unsigned i = 0; i < vm->n_comps; i++)
+		if (vm->comps[i].ops->quiesce)
+			vm->comps[i].ops->quiesce(vm->comps[i].obj);
+	vm->devices_quiesced = true;
+}
+
+void vm_resume_devices(struct vm *vm)
+{
+	if (!vm->devices_quiesced)
+		return;
+	for (unsigned i = 0; i < vm->n_comps; i++)
+		if (vm->comps[i].ops->resume)
+			vm->comps[i].ops->resume(vm->comps[i].obj);
+	vm->devices_quiesced = false;
+}
+
+/* The pause's saved state and disk bases are stale once anything runs. */
+static void vm_forget_pause_state(struct vm *vm)
+{
+	free(vm->pause_state);
+	vm->pause_state = NULL;
+	vm->pause_state_len = 0;
+	memset(vm->pause_disk_base, 0, sizeof(vm->pause_disk_base));
+}
+
+int vm_pause(struct vm *vm)
+{
+	int r = vcpus_pause(vm);
+
+	if (r)
+		return r;
+	vm_quiesce(vm);
+	return 0;
+}
+
+void vm_resume(struct vm *vm)
+{
+	vm_forget_pause_state(vm);
+	vm_resume_devices(vm);
+	vcpus_resume(vm);
+}
+
+/* vCPUs: the CPUID table and each vCPU's registers.  Saved by the event
+ * loop thread while every vCPU is parked outside KVM_RUN. */
+static void comp_vcpus_save(void *obj, struct state_writer *w)
+{
+	struct vm *vm = obj;
+
+	x86_cpuid_save(vm->cpuid, w); /* begins /cpus, with its version */
+	state_put_u32(w, "count", vm->n_vcpus);
+	for (unsigned i = 0; i < vm->n_vcpus; i++)
+		x86_vcpu_save(vm->kvm_fd, vm->vcpus[i].fd, i, w);
+}
+
+static int comp_vcpus_load(void *obj, struct state_reader *r)
+{
+	struct vm *vm = obj;
+	int node = state_node(r, true, "/cpus");
+	uint32_t count;
+
+	/* x86_cpuid_load() checked /cpus's version already. */
+	if (state_get_u32(r, node, "count", &count))
+		return r->err;
+	if (count != vm->n_vcpus)
+		return state_reject(r, -EINVAL, "state: %u vCPUs saved, %u built", count, vm->n_vcpus);
+	for (unsigned i = 0; i < vm->n_vcpus; i++) {
+		int e = x86_vcpu_load(vm->kvm_fd, vm->vcpus[i].fd, i, r);
+
+		if (e)
+			return e;
+	}
+	return 0;
+}
+
+static void comp_vcpus_destroy(void *obj)
+{
+	struct vm *vm = obj;
+
+	for (unsigned i = 0; vm->vcpus && i < vm->n_vcpus; i++)
+		vcpu_exit(&vm->vcpus[i]);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+}
+
+static const struct vm_component_ops vcpus_ops = {
+	.save = comp_vcpus_save,
+	.load = comp_vcpus_load,
+	.destroy = comp_vcpus_destroy,
+};
+
+/* The in-kernel PIC, IOAPIC, PIT and clock. */
+static void comp_kvm_save(void *obj, struct state_writer *w)
+{
+	struct vm *vm = obj;
+
+	x86_vm_save(vm->kvm_fd, vm->vm_fd, w);
+}
+
+static int comp_kvm_load(void *obj, struct state_reader *r)
+{
+	struct vm *vm = obj;
+
+	return x86_vm_load(vm->kvm_fd, vm->vm_fd, r);
+}
+
+static const struct vm_component_ops kvm_ops = { .save = comp_kvm_save, .load = comp_kvm_load };
+
+static void comp_serial_save(void *obj, struct state_writer *w) { serial_save(obj, w); }
+static int comp_serial_load(void *obj, struct state_reader *r) { return serial_load(obj, r); }
+static void comp_serial_destroy(void *obj) { serial_exit(obj); }
+
+static const struct vm_component_ops serial_comp_ops = {
+	.save = comp_serial_save, .load = comp_serial_load, .destroy = comp_serial_destroy,
+};
+
+static void comp_rtc_save(void *obj, struct state_writer *w) { rtc_save(obj, w); }
+static int comp_rtc_load(void *obj, struct state_reader *r) { return rtc_load(obj, r); }
+static void comp_rtc_destroy(void *obj) { rtc_exit(obj); }
+
+static const struct vm_component_ops rtc_comp_ops = {
+	.save = comp_rtc_save, .load = comp_rtc_load, .destroy = comp_rtc_destroy,
+};
+
+/* The node of a virtio device's transport, for its model's sub-node. */
+static void mmio_node(const struct virtio_mmio *m, const char *kind, char *buf, size_t len)
+{
+	snprintf(buf, len, "/devices/%s@%llx", kind, (unsigned long long)m->region.base);
+}
+
+/* A disk: virtio-blk on virtio-mmio. */
+static void comp_disk_quiesce(void *obj)
+{
+	struct vm_device *d = obj;
+
+	virtio_mmio_quiesce(&d->vm->blk_mmio[d->index]);
+	virtio_blk_quiesce(&d->vm->blks[d->index]);
+}
+
+static void comp_disk_resume(void *obj)
+{
+	struct vm_device *d = obj;
+
+	virtio_mmio_resume(&d->vm->blk_mmio[d->index]);
+}
+
+static void comp_disk_save(void *obj, struct state_writer *w)
+{
+	struct vm_device *d = obj;
+	char node[STATE_PATH_MAX];
+
+	virtio_mmio_save(&d->vm->blk_mmio[d->index], w, "virtio-blk");
+	mmio_node(&d->vm->blk_mmio[d->index], "virtio-blk", node, sizeof(node));
+	virtio_blk_save(&d->vm->blks[d->index], w, node);
+}
+
+static int comp_disk_load(void *obj, struct state_reader *r)
+{
+	struct vm_device *d = obj;
+	struct virtio_mmio *m = &d->vm->blk_mmio[d->index];
+	char node[STATE_PATH_MAX];
+	int e;
+
+	mmio_node(m, "virtio-blk", node, sizeof(node));
+	if ((e = virtio_blk_load(&d->vm->blks[d->index], r, node)) ||
+	    (e = virtio_mmio_load(m, r, "virtio-blk")))
+		return e;
+	if ((e = virtio_mmio_activate_loaded(m)))
+		return state_reject(r, e, "%s: cannot restart the device: %s", m->dev->name,
+				    strerror(-e));
+	return 0;
+}
+
+static json_t *comp_disk_query(void *obj)
+{
+	struct vm_device *d = obj;
+	const struct blk *b = d->vm->blks[d->index].backend;
+
+	return json_pack("{s:i,s:s,s:s,s:b,s:s,s:I}", "disk", (int)d->index, "image",
+			 d->vm->cfg->disks[d->index].path, "format",
+			 blk_format(b) == BLK_FORMAT_QCOW2 ? "qcow2" : "raw", "readonly",
+			 blk_readonly(b), "transport", "virtio-mmio", "address",
+			 (json_int_t)d->vm->blk_mmio[d->index].region.base);
+}
+
+static void comp_disk_destroy(void *obj)
+{
+	struct vm_device *d = obj;
+
+	/* Drain first: its last completions still raise interrupts. */
+	virtio_blk_exit(&d->vm->blks[d->index]);
+	virtio_mmio_exit(&d->vm->blk_mmio[d->index]);
+}
+
+static const struct vm_component_ops disk_ops = {
+	.quiesce = comp_disk_quiesce, .resume = comp_disk_resume, .save = comp_disk_save,
+	.load = comp_disk_load, .query = comp_disk_query, .group = "disks",
+	.destroy = comp_disk_destroy,
+};
+
+/* A NIC: virtio-net on virtio-mmio. */
+static void comp_nic_quiesce(void *obj)
+{
+	struct vm_device *d = obj;
+
+	virtio_mmio_quiesce(&d->vm->net_mmio[d->index]);
+	virtio_net_quiesce(&d->vm->nets[d->index]);
+}
+
+static void comp_nic_resume(void *obj)
+{
+	struct vm_device *d = obj;
+
+	virtio_net_resume(&d->vm->nets[d->index]);
+	virtio_mmio_resume(&d->vm->net_mmio[d->index]);
+}
+
+static void comp_nic_save(void *obj, struct state_writer *w)
+{
+	struct vm_device *d = obj;
+	char node[STATE_PATH_MAX];
+
+	virtio_mmio_save(&d->vm->net_mmio[d->index], w, "virtio-net");
+	mmio_node(&d->vm->net_mmio[d->index], "virtio-net", node, sizeof(node));
+	virtio_net_save(&d->vm->nets[d->index], w, node);
+}
+
+static int comp_nic_load(void *obj, struct state_reader *r)
+{
+	struct vm_device *d = obj;
+	struct virtio_mmio *m = &d->vm->net_mmio[d->index];
+	char node[STATE_PATH_MAX];
+	int e;
+
+	mmio_node(m, "virtio-net", node, sizeof(node));
+	if ((e = virtio_mmio_load(m, r, "virtio-net")))
+		return e;
+	if ((e = virtio_mmio_activate_loaded(m)))
+		return state_reject(r, e, "%s: cannot restart the device (tap offloads): %s",
+				    m->dev->name, strerror(-e));
+	return virtio_net_load(&d->vm->nets[d->index], r, node);
+}
+
+static json_t *comp_nic_query(void *obj)
+{
+	struct vm_device *d = obj;
+	struct virtio_net *n = &d->vm->nets[d->index];
+	json_t *o;
+
+	pthread_mutex_lock(&n->dev.lock);
+	o = json_pack("{s:i,s:s,s:b,s:i,s:i,s:I,s:I,s:I,s:I,s:s,s:I}", "nic", (int)d->index, "tap",
+		      d->vm->cfg->nics[d->index].tap, "link_up", n->link_up, "queue_pairs",
+		      (int)n->queue_pairs, "queue_pairs_active", (int)n->queue_pairs_active,
+		      "rx_frames", (json_int_t)n->stats.rx_frames, "tx_frames",
+		      (json_int_t)n->stats.tx_frames, "rx_dropped", (json_int_t)n->stats.rx_dropped,
+		      "tx_dropped", (json_int_t)n->stats.tx_dropped, "transport", "virtio-mmio",
+		      "address", (json_int_t)d->vm->net_mmio[d->index].region.base);
+	pthread_mutex_unlock(&n->dev.lock);
+	return o;
+}
+
+static void comp_nic_destroy(void *obj)
+{
+	struct vm_device *d = obj;
+
+	virtio_net_exit(&d->vm->nets[d->index]);
+	virtio_mmio_exit(&d->vm->net_mmio[d->index]);
+}
+
+static const struct vm_component_ops nic_ops = {
+	.quiesce = comp_nic_quiesce, .resume = comp_nic_resume, .save = comp_nic_save,
+	.load = comp_nic_load, .query = comp_nic_query, .group = "nets",
+	.destroy = comp_nic_destroy,
+};
+
 static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 {
 	struct bus_region *regions[] = {
@@ -181,6 +481,9 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 	i8042_init(&vm->i8042, &vm->dev_host);
 	debug_exit_init(&vm->debug_exit, &vm->dev_host);
 	rtc_init(&vm->rtc, NULL, NULL); /* the host's UTC clock */
+	if (vm_register(vm, "serial", &serial_comp_ops, &vm->serial) ||
+	    vm_register(vm, "rtc", &rtc_comp_ops, &vm->rtc))
+		return errmsg(-ENOSPC, err, errlen, "too many components");
 	for (size_t i = 0; i < sizeof(regions) / sizeof(regions[0]); i++) {
 		int r = bus_register(&vm->pio_bus, regions[i]);
 
@@ -191,6 +494,10 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
+/* Create the vCPUs with their CPUID: the host's supported table for a first
+ * boot, the saved one (checked against this host) for a restore.  Then the
+ * in-kernel irqchip's state joins the table after them: a restore loads the
+ * vCPUs first, then the PIC, IOAPIC, PIT and clock. */
 static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 {
 	int r;
@@ -200,19 +507,36 @@ static int vm_build_vcpus(struct vm *vm, char *err, size_t errlen)
 	vm->vcpus = calloc(vm->cfg->cpus, sizeof(*vm->vcpus));
 	if (!vm->cpuid || !vm->vcpus)
 		return errmsg(-ENOMEM, err, errlen, "out of memory");
-	vm->cpuid->nent = KVM_CPUID_MAX_ENTRIES;
-	if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0)
-		return errmsg(-errno, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
 	for (unsigned i = 0; i < vm->cfg->cpus; i++)
 		vm->vcpus[i].fd = vm->vcpus[i].stats_fd = -1;
 	vm->n_vcpus = vm->cfg->cpus;
+	if (vm_register(vm, "vcpus", &vcpus_ops, vm) || vm_register(vm, "kvm", &kvm_ops, vm))
+		return errmsg(-ENOSPC, err, errlen, "too many components");
+	if (vm->restore) {
+		r = x86_cpuid_load(vm->kvm_fd, &vm->restore->r, vm->cpuid, KVM_CPUID_MAX_ENTRIES);
+		if (r)
+			return errmsg(r, err, errlen, "%s", vm->restore->r.msg);
+	} else {
+		vm->cpuid->nent = KVM_CPUID_MAX_ENTRIES;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0)
+			return errmsg(-errno, err, errlen, "KVM_GET_SUPPORTED_CPUID: %s",
+				      strerror(errno));
+	}
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
 		r = vcpu_init(vm, &vm->vcpus[i], i);
 		if (r)
 			return errmsg(r, err, errlen, "cannot create vCPU %u: %s", i, strerror(-r));
 	}
-	/* Only the boot CPU gets a register state; the others wait in the
-	 * in-kernel LAPIC for INIT/SIPI from the guest. */
+	return 0;
+}
+
+/* First boot: the boot vCPU's registers for the kernel's entry.  Only the
+ * boot CPU gets a register state; the others wait in the in-kernel LAPIC
+ * for INIT/SIPI from the guest. */
+static int vm_boot_vcpu(struct vm *vm, char *err, size_t errlen)
+{
+	int r;
+
 	if (vm->boot.protocol == BOOT_PVH)
 		r = x86_setup_pvh(vm->vcpus[0].fd, vm->boot.entry, vm->boot.arg);
 	else
@@ -301,6 +625,11 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 			return errmsg(r, err, errlen, "--disk %s: %s", d->path, strerror(-r));
 		}
 		vm->n_blks = i + 1;
+		vm->blk_slots[i] = (struct vm_device){ .vm = vm, .index = i };
+		snprintf(what, sizeof(what), "virtio-blk@0x%llx",
+			 VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE);
+		if (vm_register(vm, what, &disk_ops, &vm->blk_slots[i]))
+			return errmsg(-ENOSPC, err, errlen, "too many components");
 		snprintf(what, sizeof(what), "--disk %s", d->path);
 		r = vm_attach_mmio(vm, &vm->blk_mmio[i], &vm->blks[i].dev, i, what, err, errlen);
 		if (r)
@@ -332,6 +661,11 @@ static int vm_build_nets(struct vm *vm, char *err, size_t errlen)
 		if (r)
 			return r;
 		vm->n_nets = j + 1;
+		vm->net_slots[j] = (struct vm_device){ .vm = vm, .index = j };
+		snprintf(what, sizeof(what), "virtio-net@0x%llx",
+			 VIRTIO_MMIO_BASE + (cfg->n_disks + j) * VIRTIO_MMIO_STRIDE);
+		if (vm_register(vm, what, &nic_ops, &vm->net_slots[j]))
+			return errmsg(-ENOSPC, err, errlen, "too many components");
 		snprintf(what, sizeof(what), "--net tap=%s", nc->tap);
 		r = vm_attach_mmio(vm, &vm->net_mmio[j], &vm->nets[j].dev, cfg->n_disks + j, what, err,
 				   errlen);
@@ -366,12 +700,37 @@ static int vm_load_kernel(struct vm *vm, char *err, size_t errlen)
 	return boot_load(&vm->mem, &boot_cfg, &vm->boot, err, errlen);
 }
 
-int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+/* Restore: every component's saved state, in build order (vCPUs, then the
+ * irqchip, PIT and clock, then devices), after which the devices stay
+ * quiesced until vm_run() starts the guest. */
+static int vm_load_state(struct vm *vm, char *err, size_t errlen)
 {
+	struct state_reader *r = &vm->restore->r;
+
+	for (unsigned i = 0; i < vm->n_comps; i++) {
+		const struct vm_component *c = &vm->comps[i];
+
+		if (c->ops->load && c->ops->load(c->obj, r))
+			return errmsg(r->err ? r->err : -EINVAL, err, errlen, "%s",
+				      r->msg[0] ? r->msg : "cannot load the saved state");
+	}
+	vm->devices_quiesced = false;
+	vm_quiesce(vm);
+	return 0;
+}
+
+int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restore, char *err,
+	     size_t errlen)
+{
+	struct timespec process_start = vm->process_start;
+	bool start_paused = vm->start_paused;
 	int r;
 
 	memset(vm, 0, sizeof(*vm));
 	vm->cfg = cfg;
+	vm->restore = restore;
+	vm->process_start = process_start;
+	vm->start_paused = start_paused;
 	vm->kvm_fd = vm->vm_fd = vm->exit_eventfd = vm->rx_eventfd = -1;
 	vm->loop.epfd = -1;
 	vm->console.out_fd = vm->console.in_fd = -1;
@@ -395,7 +754,9 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	if (r)
 		return r;
 	vm->nested_workarounds = nested_workarounds_enable(cfg);
-	r = guest_mem_init(&vm->mem, cfg->mem_size);
+	/* ---- the machine's shape ---- */
+	r = restore ? guest_mem_init_file(&vm->mem, cfg->mem_size, restore->mem_fd) :
+		      guest_mem_init(&vm->mem, cfg->mem_size);
 	if (r)
 		return errmsg(r, err, errlen, "cannot map %llu MiB of guest RAM: %s",
 				  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
@@ -403,6 +764,9 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	if (r)
 		return errmsg(r, err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-r));
 	r = kvm_create_irqchip(vm, err, errlen);
+	if (r)
+		return r;
+	r = vm_build_vcpus(vm, err, errlen);
 	if (r)
 		return r;
 	r = console_open(&vm->console, cfg, err, errlen);
@@ -420,10 +784,13 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		r = vm_build_nets(vm, err, errlen);
 	if (r)
 		return r;
+	/* ---- its contents ---- */
+	if (restore)
+		return vm_load_state(vm, err, errlen);
 	r = vm_load_kernel(vm, err, errlen);
 	if (r)
 		return r;
-	return vm_build_vcpus(vm, err, errlen);
+	return vm_boot_vcpu(vm, err, errlen);
 }
 
 /* ---- the run loop ---- */
@@ -451,27 +818,12 @@ static json_t *ctl_query_status(void *opaque)
 		json_array_append_new(vcpus, json_pack("{s:i,s:s}", "id", (int)i, "state", state));
 	}
 	pthread_mutex_unlock(&vm->state_lock);
-	for (unsigned i = 0; i < vm->n_blks; i++) {
-		const struct blk *b = vm->blks[i].backend;
+	for (unsigned i = 0; i < vm->n_comps; i++) {
+		const struct vm_component *c = &vm->comps[i];
+		json_t *o = c->ops->query ? c->ops->query(c->obj) : NULL;
 
-		json_array_append_new(disks, json_pack("{s:i,s:s,s:s,s:b}", "disk", (int)i, "image",
-						       vm->cfg->disks[i].path, "format",
-						       blk_format(b) == BLK_FORMAT_QCOW2 ? "qcow2" : "raw",
-						       "readonly", blk_readonly(b)));
-	}
-	for (unsigned i = 0; i < vm->n_nets; i++) {
-		struct virtio_net *n = &vm->nets[i];
-
-		pthread_mutex_lock(&n->dev.lock);
-		json_array_append_new(nets, json_pack("{s:i,s:s,s:b,s:i,s:i,s:I,s:I,s:I,s:I}", "nic",
-						      (int)i, "tap", vm->cfg->nics[i].tap, "link_up",
-						      n->link_up, "queue_pairs", (int)n->queue_pairs,
-						      "queue_pairs_active", (int)n->queue_pairs_active,
-						      "rx_frames", (json_int_t)n->stats.rx_frames,
-						      "tx_frames", (json_int_t)n->stats.tx_frames,
-						      "rx_dropped", (json_int_t)n->stats.rx_dropped,
-						      "tx_dropped", (json_int_t)n->stats.tx_dropped));
-		pthread_mutex_unlock(&n->dev.lock);
+		if (o)
+			json_array_append_new(!strcmp(c->ops->group, "disks") ? disks : nets, o);
 	}
 	return json_pack("{s:s,s:o,s:o,s:o,s:f}", "status",
 			 atomic_load(&vm->exiting) ? "shutting-down" : paused ? "paused" : "running",
@@ -481,7 +833,7 @@ static json_t *ctl_query_status(void *opaque)
 static int ctl_pause(void *opaque)
 {
 	struct vm *vm = opaque;
-	int r = vcpus_pause(vm);
+	int r = vm_pause(vm);
 
 	if (!r && vm->control_active)
 		control_emit_event(&vm->control, "paused", NULL);
@@ -492,7 +844,7 @@ static int ctl_resume(void *opaque)
 {
 	struct vm *vm = opaque;
 
-	vcpus_resume(vm);
+	vm_resume(vm);
 	if (vm->control_active)
 		control_emit_event(&vm->control, "resumed", NULL);
 	return 0;
@@ -504,6 +856,15 @@ static int ctl_quit(void *opaque)
 	return 0;
 }
 
+int vm_disk_freeze(struct vm *vm, unsigned i, char *base, size_t baselen, char *err,
+		   size_t errlen)
+{
+	struct blk_open_opts opts = disk_open_opts(&vm->cfg->disks[i]);
+
+	return disk_snapshot_live(&vm->blks[i], vm->cfg->disks[i].path, &opts, &vm->loop, base,
+				  baselen, err, errlen);
+}
+
 /* "snapshot" {"disk": INDEX or the --disk path}; the disk may be left out
  * when there is only one.  Runs on the event loop thread, which is the
  * disks' thread (include/vmrun/disk_snapshot.h). */
@@ -513,7 +874,6 @@ static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t e
 	json_t *which = json_object_get(args, "disk");
 	char base[PATH_MAX];
 	unsigned i = vm->n_blks;
-	struct blk_open_opts opts;
 	int r;
 
 	if (!vm->n_blks) {
@@ -544,9 +904,7 @@ static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t e
 		       vm->n_blks - 1);
 		return NULL;
 	}
-	opts = disk_open_opts(&vm->cfg->disks[i]);
-	r = disk_snapshot_live(&vm->blks[i], vm->cfg->disks[i].path, &opts, &vm->loop, base,
-			       sizeof(base), err, errlen);
+	r = vm_disk_freeze(vm, i, base, sizeof(base), err, errlen);
 	if (r)
 		return NULL;
 	if (vm->control_active)
@@ -557,7 +915,44 @@ static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t e
 			 base);
 }
 
+/* "save" {"path": DIR}: pause (unless paused), quiesce, save, and leave
+ * the VM as it was.  Runs on the event loop thread, the devices' thread. */
+static json_t *ctl_save(void *opaque, json_t *args, char *err, size_t errlen)
+{
+	struct vm *vm = opaque;
+	json_t *path = json_object_get(args, "path"), *res = NULL;
+	bool was_paused = vcpus_paused(vm);
+	struct timespec t0, t1;
+	int r;
+
+	if (!json_is_string(path) || !json_string_value(path)[0]) {
+		errmsg(-EINVAL, err, errlen, "\"path\": the snapshot directory to create");
+		return NULL;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!was_paused && (r = vm_pause(vm))) {
+		vcpus_resume(vm);
+		errmsg(r, err, errlen, "cannot pause the vCPUs: %s", strerror(-r));
+		return NULL;
+	}
+	r = vm_save(vm, json_string_value(path), &res, err, errlen);
+	if (!was_paused)
+		vm_resume(vm);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (r)
+		return NULL;
+	/* How long the guest stood still for this save (0 when it was paused). */
+	json_object_set_new(res, "paused_ms",
+			    json_real(was_paused ? 0.0 :
+				      (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+					      (double)(t1.tv_nsec - t0.tv_nsec) / 1e6));
+	if (vm->control_active)
+		control_emit_event(&vm->control, "saved", json_deep_copy(res));
+	return res;
+}
+
 static const struct control_ops vm_control_ops = {
+	.save = ctl_save,
 	.query_status = ctl_query_status,
 	.pause = ctl_pause,
 	.resume = ctl_resume,
@@ -803,7 +1198,26 @@ int vm_run(struct vm *vm)
 		return VMRUN_EXIT_SETUP;
 	}
 	console_enter_raw(&vm->console);
+	if (vm->start_paused) {
+		/* Every vCPU parks before its first KVM_RUN; devices stay
+		 * quiesced until "resume". */
+		pthread_mutex_lock(&vm->state_lock);
+		vm->request = VCPU_PAUSE;
+		pthread_mutex_unlock(&vm->state_lock);
+		vm_quiesce(vm);
+	} else {
+		vm_resume_devices(vm);
+	}
 	r = vcpus_start(vm);
+	if (!r && vm->restore) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		log_info("restored from %s: vCPUs %s %.2f ms after start", vm->restore->dir,
+			 vm->start_paused ? "ready (paused)" : "running",
+			 (double)(now.tv_sec - vm->process_start.tv_sec) * 1e3 +
+				 (double)(now.tv_nsec - vm->process_start.tv_nsec) / 1e6);
+	}
 	if (r) {
 		log_error("cannot start vCPU threads: %s", strerror(-r));
 		vm_request_exit(vm, VMRUN_EXIT_HOST_ERROR, "thread creation failed");
@@ -835,26 +1249,20 @@ int vm_run(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
-	/* Drain each disk first: its last completions still raise interrupts. */
-	for (unsigned i = 0; i < vm->n_blks; i++) {
-		virtio_blk_exit(&vm->blks[i]);
-		virtio_mmio_exit(&vm->blk_mmio[i]);
-	}
+	/* Components in reverse build order: devices (each disk drains first,
+	 * its last completions still raise interrupts), then the vCPUs. */
+	for (unsigned i = vm->n_comps; i-- > 0;)
+		if (vm->comps[i].ops->destroy)
+			vm->comps[i].ops->destroy(vm->comps[i].obj);
+	vm->n_comps = 0;
 	free(vm->blks);
 	free(vm->blk_mmio);
-	for (unsigned j = 0; j < vm->n_nets; j++) {
-		virtio_net_exit(&vm->nets[j]);
-		virtio_mmio_exit(&vm->net_mmio[j]);
-	}
 	free(vm->nets);
 	free(vm->net_mmio);
 	if (vm->control_active)
 		control_exit(&vm->control);
 	vm->control_active = false;
-	for (unsigned i = 0; vm->vcpus && i < vm->n_vcpus; i++)
-		vcpu_exit(&vm->vcpus[i]);
-	free(vm->vcpus);
-	vm->vcpus = NULL;
+	vm_forget_pause_state(vm);
 	free(vm->cpuid);
 	vm->cpuid = NULL;
 	if (vm->signal_src.fd >= 0)
@@ -865,8 +1273,6 @@ void vm_destroy(struct vm *vm)
 		close(vm->halt_watch_src.fd);
 	evloop_exit(&vm->loop);
 	console_close(&vm->console);
-	serial_exit(&vm->serial);
-	rtc_exit(&vm->rtc);
 	guest_mem_exit(&vm->mem);
 	bus_exit(&vm->pio_bus);
 	bus_exit(&vm->mmio_bus);

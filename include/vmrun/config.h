@@ -89,6 +89,13 @@ struct vm_config {
 	struct disk_config disks[VMRUN_MAX_DISKS];
 	unsigned n_nics;
 	struct net_config nics[VMRUN_MAX_NICS];
+	/* --restore DIR: build from a snapshot (vmrun/snapshot.h); the machine
+	 * comes from it, so the options above that shape a machine are
+	 * refused with it. */
+	const char *restore_dir;
+	const char *restore_disk[VMRUN_MAX_DISKS]; /* --restore-disk N=PATH */
+	const char *restore_tap[VMRUN_MAX_NICS];   /* --restore-tap N=NAME */
+	bool start_paused;        /* --paused: vCPUs wait for "resume" */
 };
 
 #endif

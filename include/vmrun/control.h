@@ -32,6 +32,9 @@ struct control_ops {
 	int (*resume)(void *opaque);
 	int (*quit)(void *opaque);
 	json_t *(*disk_snapshot)(void *opaque, json_t *args, char *err, size_t errlen);
+	/* "save" {"path": DIR}: a whole-VM snapshot (vmrun/snapshot.h); the
+	 * result describes what was written, or NULL with the reason in @err. */
+	json_t *(*save)(void *opaque, json_t *args, char *err, size_t errlen);
 };
 
 struct control;

@@ -59,6 +59,16 @@ size_t serial_receive(struct serial *s, const uint8_t *buf, size_t len);
 #define SERIAL_RX_LOW_WATER 2
 size_t serial_rx_space(struct serial *s);
 
+struct state_reader;
+struct state_writer;
+
+/* Save the UART's registers and unread input under /devices/serial@<base>;
+ * load them back into a UART built at the same base and IRQ (refused
+ * otherwise) and drive its IRQ line to match.  Load returns 0 or -errno
+ * with the reason recorded in @r. */
+void serial_save(struct serial *s, struct state_writer *w);
+int serial_load(struct serial *s, struct state_reader *r) __attribute__((warn_unused_result));
+
 /* ---- i8042 keyboard controller: only the CPU reset line ---- */
 
 struct i8042 {
@@ -108,5 +118,10 @@ struct rtc {
  * &rtc->region on the port bus next; rtc_exit() when done. */
 void rtc_init(struct rtc *rtc, rtc_clock_fn clock, void *clock_opaque);
 void rtc_exit(struct rtc *rtc);
+
+/* Save / load the index register, the NMI mask and CMOS RAM under
+ * /devices/rtc@70 (the time itself is the host's). */
+void rtc_save(struct rtc *rtc, struct state_writer *w);
+int rtc_load(struct rtc *rtc, struct state_reader *r) __attribute__((warn_unused_result));
 
 #endif

@@ -3,6 +3,7 @@
 #ifndef VMRUN_GUEST_MEM_H
 #define VMRUN_GUEST_MEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,12 +29,21 @@ struct guest_mem {
 	uint64_t ram_size;  /* sum of region sizes */
 	uint8_t *mapping;   /* one reservation that holds all regions */
 	size_t mapping_len;
+	bool file_backed;   /* guest_mem_init_file(): regions map a memory file */
 };
 
 /* Map @ram_size bytes of anonymous, MAP_NORESERVE guest RAM laid out around
  * the 32-bit MMIO hole (x86_layout_ram()).  @gm is caller storage.
  * Returns 0 or -errno. */
 int guest_mem_init(struct guest_mem *gm, uint64_t ram_size) __attribute__((warn_unused_result));
+
+/* Like guest_mem_init(), but each region maps bytes [gpa, gpa + size) of
+ * @fd (a snapshot's memory file) MAP_PRIVATE: the guest sees the file's
+ * contents, its writes stay in this process, the file is never written.
+ * The caller checked that the file is large enough (a page past its end
+ * would raise SIGBUS) and may close @fd afterwards.  Returns 0 or -errno. */
+int guest_mem_init_file(struct guest_mem *gm, uint64_t ram_size, int fd)
+	__attribute__((warn_unused_result));
 
 /* Unmap what guest_mem_init() mapped; safe on a zeroed struct. */
 void guest_mem_exit(struct guest_mem *gm);

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Exit statuses of `vmrun img` (the same values as VMRUN_EXIT_USAGE and
  * VMRUN_EXIT_SETUP). */
@@ -59,6 +60,14 @@ int img_snapshot_switch(struct img_snapshot *s, char *err, size_t errlen)
 int img_snapshot_finish(struct img_snapshot *s, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 int img_snapshot_abort(struct img_snapshot *s);
+
+/* Create a new, empty qcow2 overlay at @path (which must not exist) over
+ * the image @backing (an absolute path, recorded as such; its format is
+ * probed).  The overlay is written under a temporary name, fsynced, then
+ * linked into place.  Its virtual size (the backing file's) goes to *@size
+ * when @size is not NULL.  Returns 0 or -errno with a one-line reason. */
+int img_create_overlay(const char *path, const char *backing, uint64_t *size, char *err,
+		       size_t errlen) __attribute__((warn_unused_result));
 
 /* Run `vmrun img`; @argv[0] is "img".  Returns an enum img_status.
  * Writes results to stdout, errors (one line each) to stderr. */

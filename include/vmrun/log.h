@@ -6,6 +6,8 @@
 
 __attribute__((format(printf, 1, 2))) void log_error(const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void log_warn(const char *fmt, ...);
+/* A line of information ("vmrun: ..."), for what an operator asked for. */
+__attribute__((format(printf, 1, 2))) void log_info(const char *fmt, ...);
 /* Format a one-line error message into @err (@errlen bytes) and return @r:
  * the shape of every "return -errno with a message" path. */
 __attribute__((format(printf, 4, 5)))

@@ -241,4 +241,22 @@ struct virtio_device {
 	void *transport;
 };
 
+/* ---- state (src/virtio/state.c, include/vmrun/state.h) ---- */
+
+struct state_reader;
+struct state_writer;
+
+/* Write @dev's status, features and every queue's registers and indices
+ * into node @node, which the caller (the transport) began; queues go to
+ * @node/queue@N.  Caller holds dev->lock; the device is quiesced. */
+void virtio_device_save(struct virtio_device *dev, struct state_writer *w, const char *node);
+
+/* Load them from node @node into @dev, built with the same shape (device
+ * ID, queue count and offered features must match).  Every ready queue is
+ * checked as virtq_enable() checks it, its indices kept.  Does not call
+ * the device's ops: the caller activates the device when DRIVER_OK is set.
+ * Returns 0 or -errno with the reason recorded in @r. */
+int virtio_device_load(struct virtio_device *dev, struct state_reader *r, const char *node)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -79,4 +79,20 @@ int virtio_blk_replace_backend(struct virtio_blk *b, struct blk *backend, struct
 /* Wait for requests in flight, close the backend, free what init took. */
 void virtio_blk_exit(struct virtio_blk *b);
 
+struct state_reader;
+struct state_writer;
+
+/* Complete every request in flight (their used entries are pushed), so
+ * the device holds no chain.  Event loop thread, with the transport
+ * quiesced (no new request is popped). */
+void virtio_blk_quiesce(struct virtio_blk *b);
+
+/* Save / check the device model's view of its disk (capacity, block size,
+ * read-only, serial) under @node/blk; a restore refuses a disk that differs
+ * from what the driver read.  Load returns 0 or -errno with the reason
+ * recorded in @r. */
+void virtio_blk_save(struct virtio_blk *b, struct state_writer *w, const char *node);
+int virtio_blk_load(struct virtio_blk *b, struct state_reader *r, const char *node)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -78,6 +78,7 @@ struct virtio_mmio {
 	uint32_t device_features_sel, driver_features_sel, queue_sel;
 	uint32_t interrupt_status;
 	char cmdline_arg[64]; /* "virtio_mmio.device=0x200@0x...:N" */
+	bool quiesced; /* notify sources out of the loop (virtio_mmio_quiesce()) */
 };
 
 /* Set up the transport for @dev at guest-physical @base with interrupt line
@@ -91,5 +92,27 @@ int virtio_mmio_init(struct virtio_mmio *m, struct virtio_device *dev, uint64_t 
 
 /* Undo virtio_mmio_init() (after the vCPUs stopped). */
 void virtio_mmio_exit(struct virtio_mmio *m);
+
+struct state_reader;
+struct state_writer;
+
+/* Stop taking queue notifications (their ioeventfds leave the event loop;
+ * what arrives meanwhile stays counted); idempotent.  Event loop thread. */
+void virtio_mmio_quiesce(struct virtio_mmio *m);
+/* Take them again, and poll every ready queue once (a restored guest's
+ * chains, and those a device handed back while quiesced, get no other
+ * notification). */
+void virtio_mmio_resume(struct virtio_mmio *m);
+
+/* Save the transport's registers, placement and the device's virtio state
+ * (vmrun/virtio.h) under /devices/@kind@<base>, e.g. "virtio-blk". */
+void virtio_mmio_save(struct virtio_mmio *m, struct state_writer *w, const char *kind);
+/* Load them into a transport built at the same base and IRQ (refused
+ * otherwise).  Returns 0 or -errno with the reason recorded in @r. */
+int virtio_mmio_load(struct virtio_mmio *m, struct state_reader *r, const char *kind)
+	__attribute__((warn_unused_result));
+/* After a load: a device the driver had started (DRIVER_OK) is activated
+ * again, which re-applies its host-side set-up.  Returns 0 or -errno. */
+int virtio_mmio_activate_loaded(struct virtio_mmio *m) __attribute__((warn_unused_result));
 
 #endif

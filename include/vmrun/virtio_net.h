@@ -93,4 +93,23 @@ int virtio_net_init(struct virtio_net *n, const struct guest_mem *mem, struct ev
 /* Close the tap and free what init took (after the vCPUs stopped). */
 void virtio_net_exit(struct virtio_net *n);
 
+struct state_reader;
+struct state_writer;
+
+/* Stop touching guest RAM: the taps are no longer watched, and the chains
+ * the device popped but did not use are handed back to their rings (the
+ * avail index rewound), so a save holds no half-done chain.  A frame read
+ * from the tap and not delivered stays in the device.  Event loop thread;
+ * idempotent.  virtio_net_resume() watches the taps again. */
+void virtio_net_quiesce(struct virtio_net *n);
+void virtio_net_resume(struct virtio_net *n);
+
+/* Save / load the device model's own state (MAC, queue pairs in use, link)
+ * under @node/net; @node is its transport's node.  Load runs after the
+ * transport's load and re-activation, and refuses another MAC or pair
+ * count.  Returns 0 or -errno with the reason recorded in @r. */
+void virtio_net_save(struct virtio_net *n, struct state_writer *w, const char *node);
+int virtio_net_load(struct virtio_net *n, struct state_reader *r, const char *node)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -12,6 +12,7 @@
 
 #include "vmrun/boot.h"
 #include "vmrun/bus.h"
+#include "vmrun/component.h"
 #include "vmrun/config.h"
 #include "vmrun/console.h"
 #include "vmrun/virtio_blk.h"
@@ -24,6 +25,13 @@
 
 struct kvm_run;
 struct kvm_cpuid2;
+struct snapshot;
+
+/* A virtio device's place in the VM, for its component hooks. */
+struct vm_device {
+	struct vm *vm;
+	unsigned index; /* into vm->blks/blk_mmio or vm->nets/net_mmio */
+};
 
 enum vcpu_request {
 	VCPU_RUN,
@@ -80,6 +88,22 @@ struct vm {
 	struct vcpu *vcpus;
 	unsigned n_vcpus;
 
+	/* Every component, in build order (vmrun/component.h). */
+	struct vm_component comps[VM_MAX_COMPONENTS];
+	unsigned n_comps;
+	struct vm_device blk_slots[VMRUN_MAX_DISKS], net_slots[VMRUN_MAX_NICS];
+	bool devices_quiesced; /* vm_quiesce() in force (event loop thread) */
+	/* Build from saved state instead of a kernel (NULL: first boot). */
+	struct snapshot *restore;
+	bool start_paused;      /* vCPUs park before their first KVM_RUN */
+	struct timespec process_start; /* main()'s entry, for the restore figure */
+	/* The state of the current pause, taken by its first save, so that
+	 * every save until the resume writes the same machine (the TSC and
+	 * clocks would otherwise tick on); the disk bases that save froze. */
+	void *pause_state;
+	size_t pause_state_len;
+	char pause_disk_base[VMRUN_MAX_DISKS][VMRUN_DISK_PATH_MAX + 32];
+
 	/* vCPU run state: the pause/resume/stop state machine. */
 	pthread_mutex_t state_lock;
 	pthread_cond_t state_cond; /* vCPUs wait here while paused */
@@ -104,11 +128,37 @@ struct vm {
 	struct timespec started;
 };
 
-/* Build the VM for @cfg (which must outlive it): KVM checks, memory, devices,
- * kernel, vCPUs.  @vm is caller storage.  On failure returns -errno with a
- * one-line message in @err; vm_destroy() must still be called. */
-int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+/* Build the VM for @cfg (which must outlive it).  Two steps: the machine's
+ * shape (KVM checks, memory, irqchip, vCPUs, devices, disks, NICs, each
+ * registered in the component table), then its contents: for a first boot
+ * (@restore NULL) the kernel and the boot vCPU's registers; for a restore
+ * the saved state of every component (@restore from snapshot_open(), its
+ * memory file mapped as guest RAM).  @vm is caller storage.  On failure
+ * returns -errno with a one-line message in @err; vm_destroy() must still
+ * be called. */
+int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restore, char *err,
+	     size_t errlen) __attribute__((warn_unused_result));
+
+/* Register a component (vmrun/component.h) in build order; the builder's
+ * steps call it as each part comes into existence.  Returns 0 or -ENOSPC. */
+int vm_register(struct vm *vm, const char *name, const struct vm_component_ops *ops, void *obj)
 	__attribute__((warn_unused_result));
+
+/* Walk the table: quiesce every device (vCPUs paused first) / resume them.
+ * Event loop thread (or before the loop runs).  Idempotent. */
+void vm_quiesce(struct vm *vm);
+void vm_resume_devices(struct vm *vm);
+
+/* Freeze disk @i's image as a read-only base (a live overlay snapshot,
+ * vmrun/disk_snapshot.h): its name goes to @base.  Event loop thread.
+ * Returns 0 or -errno with one line in @err. */
+int vm_disk_freeze(struct vm *vm, unsigned i, char *base, size_t baselen, char *err,
+		   size_t errlen) __attribute__((warn_unused_result));
+
+/* Pause vCPUs and quiesce devices / resume both: what the control socket's
+ * pause and resume do.  vm_pause returns 0 or -errno. */
+int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
+void vm_resume(struct vm *vm);
 
 /* Run until the guest or the operator ends it; returns the exit status
  * (enum vmrun_exit_status, or a debug-exit status). */

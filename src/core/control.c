@@ -48,6 +48,15 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 			snprintf(err, sizeof(err), "no disks");
 		return res ? reply_ok(id, res) : reply_error(id, "snapshot failed: %s", err);
 	}
+	if (!strcmp(cmd, "save")) {
+		char err[512] = "";
+		json_t *res = ctl->ops->save ? ctl->ops->save(ctl->opaque, args, err, sizeof(err)) :
+				  NULL;
+
+		if (!ctl->ops->save)
+			snprintf(err, sizeof(err), "not supported");
+		return res ? reply_ok(id, res) : reply_error(id, "save failed: %s", err);
+	}
 	if (!strcmp(cmd, "query-status")) {
 		json_t *st = ctl->ops->query_status(ctl->opaque);
 
@@ -61,7 +70,7 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 		r = ctl->ops->quit(ctl->opaque);
 	else
 		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit, "
-				       "snapshot)", cmd);
+				       "snapshot, save)", cmd);
 	if (r)
 		return reply_error(id, "%s failed: %s", cmd, strerror(-r));
 	return reply_ok(id, ctl->ops->query_status(ctl->opaque));

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "vmrun/devices.h"
+#include "vmrun/state.h"
 
 #define RTC_SECONDS 0x00
 #define RTC_MINUTES 0x02
@@ -168,4 +169,41 @@ void rtc_init(struct rtc *rtc, rtc_clock_fn clock, void *clock_opaque)
 void rtc_exit(struct rtc *rtc)
 {
 	pthread_mutex_destroy(&rtc->lock);
+}
+
+/* ---- state (include/vmrun/state.h) ---- */
+
+#define RTC_STATE_VERSION 1
+
+void rtc_save(struct rtc *rtc, struct state_writer *w)
+{
+	pthread_mutex_lock(&rtc->lock);
+	state_begin(w, RTC_STATE_VERSION, "/devices/rtc@70");
+	state_put_u32(w, "index", rtc->index);
+	state_put_u32(w, "nmi-masked", rtc->nmi_masked);
+	/* The clock registers read the host's time; RAM and registers A-D
+	 * as written. */
+	state_put_bytes(w, "cmos", rtc->cmos, sizeof(rtc->cmos));
+	pthread_mutex_unlock(&rtc->lock);
+}
+
+int rtc_load(struct rtc *rtc, struct state_reader *r)
+{
+	int node = state_node(r, true, "/devices/rtc@70");
+	uint32_t index, nmi;
+	uint8_t cmos[RTC_CMOS_SIZE];
+
+	if (state_version(r, node, 1, RTC_STATE_VERSION) < 0)
+		return r->err;
+	state_get_u32_range(r, node, "index", 0, RTC_INDEX_MASK, &index);
+	state_get_u32_range(r, node, "nmi-masked", 0, 1, &nmi);
+	state_get_bytes(r, node, "cmos", cmos, sizeof(cmos));
+	if (r->err)
+		return r->err;
+	pthread_mutex_lock(&rtc->lock);
+	rtc->index = (uint8_t)index;
+	rtc->nmi_masked = nmi;
+	memcpy(rtc->cmos, cmos, sizeof(cmos));
+	pthread_mutex_unlock(&rtc->lock);
+	return 0;
 }

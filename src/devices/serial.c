@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "vmrun/devices.h"
+#include "vmrun/state.h"
 
 #define UART_RBR_THR 0
 #define UART_IER 1
@@ -281,4 +282,78 @@ size_t serial_rx_space(struct serial *s)
 		s->rx_was_full = true; /* the caller stops feeding: arm rx_ready */
 	pthread_mutex_unlock(&s->lock);
 	return space;
+}
+
+/* ---- state (include/vmrun/state.h) ---- */
+
+#define SERIAL_STATE_VERSION 1
+
+void serial_save(struct serial *s, struct state_writer *w)
+{
+	uint8_t fifo[SERIAL_RX_BUF];
+
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->rx_count; i++)
+		fifo[i] = s->rx[(s->rx_head + i) % SERIAL_RX_BUF];
+	state_begin(w, SERIAL_STATE_VERSION, "/devices/serial@%x", (unsigned)s->region.base);
+	state_put_u32(w, "irq", s->irq);
+	state_put_u32(w, "ier", s->ier);
+	state_put_u32(w, "lcr", s->lcr);
+	state_put_u32(w, "mcr", s->mcr);
+	state_put_u32(w, "lsr-errors", s->lsr_errors);
+	state_put_u32(w, "msr", s->msr);
+	state_put_u32(w, "scr", s->scr);
+	state_put_u32(w, "dll", s->dll);
+	state_put_u32(w, "dlm", s->dlm);
+	state_put_u32(w, "fcr", s->fcr);
+	state_put_u32(w, "thr-interrupt", s->thr_interrupt);
+	state_put_u32(w, "irq-level", s->irq_level);
+	/* Input the guest has not read yet, oldest first. */
+	state_put_bytes(w, "rx-fifo", fifo, s->rx_count);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int serial_load(struct serial *s, struct state_reader *r)
+{
+	int node = state_node(r, true, "/devices/serial@%x", (unsigned)s->region.base);
+	uint32_t v[12];
+	static const char *const names[] = { "ier", "lcr", "mcr", "lsr-errors", "msr", "scr",
+					     "dll", "dlm", "fcr", "thr-interrupt", "irq-level" };
+	const void *fifo;
+	size_t fifo_len;
+	uint32_t irq;
+
+	if (state_version(r, node, 1, SERIAL_STATE_VERSION) < 0)
+		return r->err;
+	state_get_u32(r, node, "irq", &irq);
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		state_get_u32_range(r, node, names[i], 0, i >= 9 ? 1 : 0xff, &v[i]);
+	state_get_blob(r, node, "rx-fifo", SERIAL_RX_BUF, &fifo, &fifo_len);
+	if (r->err)
+		return r->err;
+	if (irq != s->irq)
+		return state_reject(r, -EINVAL, "state: serial@%x on IRQ %u, this machine has it on %u",
+				    (unsigned)s->region.base, irq, s->irq);
+	pthread_mutex_lock(&s->lock);
+	s->ier = (uint8_t)(v[0] & 0x0f);
+	s->lcr = (uint8_t)v[1];
+	s->mcr = (uint8_t)(v[2] & 0x1f);
+	s->lsr_errors = (uint8_t)v[3];
+	s->msr = (uint8_t)v[4];
+	s->scr = (uint8_t)v[5];
+	s->dll = (uint8_t)v[6];
+	s->dlm = (uint8_t)v[7];
+	s->fcr = (uint8_t)v[8];
+	s->thr_interrupt = v[9];
+	memcpy(s->rx, fifo, fifo_len);
+	s->rx_head = 0;
+	s->rx_count = (unsigned)fifo_len;
+	s->rx_was_full = false;
+	/* The line's level lives in the restored IOAPIC/PIC; what vmrun
+	 * drives must agree with it, so it is re-asserted from the registers. */
+	s->irq_level = serial_iir(s) != IIR_NONE;
+	if (s->host && s->host->set_irq)
+		s->host->set_irq(s->host->opaque, s->irq, s->irq_level);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
 }

@@ -50,6 +50,30 @@ int guest_mem_init(struct guest_mem *gm, uint64_t ram_size)
 	return 0;
 }
 
+int guest_mem_init_file(struct guest_mem *gm, uint64_t ram_size, int fd)
+{
+	int r = guest_mem_init(gm, ram_size);
+
+	if (r)
+		return r;
+	/* Each region over its own range of the file, copy-on-write: the
+	 * file is never written, pages load on first touch, and the mapping
+	 * costs the same for 64 MiB as for 64 GiB. */
+	for (unsigned i = 0; i < gm->n_regions; i++) {
+		struct guest_mem_region *g = &gm->regions[i];
+		void *p = mmap(g->host, g->size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, (off_t)g->gpa);
+
+		if (p == MAP_FAILED) {
+			r = -errno;
+			guest_mem_exit(gm);
+			return r;
+		}
+	}
+	gm->file_backed = true;
+	return 0;
+}
+
 void guest_mem_exit(struct guest_mem *gm)
 {
 	if (gm->mapping)

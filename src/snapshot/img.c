@@ -785,6 +785,41 @@ int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, si
 	return 0;
 }
 
+int img_create_overlay(const char *path, const char *backing, uint64_t *size, char *err,
+		       size_t errlen)
+{
+	char tmp[PATH_MAX];
+	struct img_hdr h;
+	int r;
+
+	if (backing[0] != '/')
+		return fail(err, errlen, -EINVAL, "%s: the backing file name must be absolute",
+			    backing);
+	r = img_probe(backing, &h, err, errlen);
+	if (r)
+		return r;
+	if (h.size == 0 || h.size > IMG_MAX_SIZE || (h.size & 511))
+		return fail(err, errlen, -EINVAL, "%s: size %" PRIu64 " cannot back an overlay",
+			    backing, h.size);
+	r = write_temp_image(path, h.size, backing, format_name(h.format), tmp, sizeof(tmp), err,
+			     errlen);
+	if (r)
+		return r;
+	/* link() refuses an existing @path: nothing is ever overwritten. */
+	if (link(tmp, path) < 0) {
+		r = -errno;
+		unlink(tmp);
+		return fail(err, errlen, r, "cannot create %s: %s", path, strerror(-r));
+	}
+	unlink(tmp);
+	r = sync_dir_of(path);
+	if (r)
+		return fail(err, errlen, r, "syncing the directory of %s: %s", path, strerror(-r));
+	if (size)
+		*size = h.size;
+	return 0;
+}
+
 int img_snapshot_switch(struct img_snapshot *s, char *err, size_t errlen)
 {
 	int r;

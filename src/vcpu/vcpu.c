@@ -213,6 +213,22 @@ static enum vcpu_request vcpu_wait_runnable(struct vcpu *v)
 	enum vcpu_request req;
 
 	pthread_mutex_lock(&vm->state_lock);
+	if (vm->request == VCPU_PAUSE && !v->parked) {
+		/* An exit vmrun just handled (port or MMIO read) completes only
+		 * in the next KVM_RUN: enter it once with immediate_exit, so
+		 * that the registers a save reads hold the finished
+		 * instruction (KVM's API documentation, "immediate_exit"). */
+		pthread_mutex_unlock(&vm->state_lock);
+		v->run->immediate_exit = 1;
+		while (ioctl(v->fd, KVM_RUN, 0) == 0 && v->run->exit_reason != KVM_EXIT_INTR) {
+			/* Not expected with immediate_exit set, but an exit must
+			 * never be dropped. */
+			if (!vcpu_handle_exit(v))
+				break;
+		}
+		v->run->immediate_exit = 0;
+		pthread_mutex_lock(&vm->state_lock);
+	}
 	while (vm->request == VCPU_PAUSE) {
 		if (!v->parked) {
 			vcpu_record_halt_state(v);

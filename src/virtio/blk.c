@@ -19,6 +19,7 @@
 
 #include "vmrun/guest_mem.h"
 #include "vmrun/log.h"
+#include "vmrun/state.h"
 #include "vmrun/virtio_blk.h"
 
 #define BLK_HDR_BYTES 16
@@ -385,4 +386,55 @@ void virtio_blk_exit(struct virtio_blk *b)
 	pthread_mutex_destroy(&b->dev.lock);
 	free(b->scratch);
 	b->scratch = NULL;
+}
+
+/* ---- quiesce, state ---- */
+
+#define VIRTIO_BLK_STATE_VERSION 1
+
+void virtio_blk_quiesce(struct virtio_blk *b)
+{
+	/* Completions run on this (the loop's) thread inside blk_drain(),
+	 * each pushing its used entry: afterwards the device holds no chain. */
+	blk_drain(b->backend);
+}
+
+void virtio_blk_save(struct virtio_blk *b, struct state_writer *w, const char *node)
+{
+	pthread_mutex_lock(&b->dev.lock);
+	state_begin(w, VIRTIO_BLK_STATE_VERSION, "%s/blk", node);
+	state_put_u64(w, "capacity", capacity_sectors(b));
+	state_put_u32(w, "block-size", blk_block_size(b->backend));
+	state_put_u32(w, "readonly", b->readonly);
+	state_put_bytes(w, "serial", b->serial, sizeof(b->serial));
+	state_put_u32(w, "inflight", b->inflight);
+	pthread_mutex_unlock(&b->dev.lock);
+}
+
+int virtio_blk_load(struct virtio_blk *b, struct state_reader *r, const char *node)
+{
+	int n = state_node(r, true, "%s/blk", node);
+	uint64_t cap;
+	uint32_t bs, ro, inflight;
+	char serial[VIRTIO_BLK_ID_BYTES];
+
+	if (state_version(r, n, 1, VIRTIO_BLK_STATE_VERSION) < 0)
+		return r->err;
+	state_get_u64(r, n, "capacity", &cap);
+	state_get_u32(r, n, "block-size", &bs);
+	state_get_u32_range(r, n, "readonly", 0, 1, &ro);
+	state_get_bytes(r, n, "serial", serial, sizeof(serial));
+	state_get_u32_range(r, n, "inflight", 0, 0, &inflight);
+	if (r->err)
+		return r->err;
+	/* The driver read these from the configuration space: the disk under
+	 * the restored device must match them. */
+	if (cap != capacity_sectors(b) || bs < blk_block_size(b->backend) || (bool)ro != b->readonly ||
+	    memcmp(serial, b->serial, sizeof(serial)))
+		return state_reject(r, -EINVAL,
+				    "state: %s: saved with %llu sectors, block size %u%s; the disk now has %llu sectors, block size %u%s",
+				    b->name, (unsigned long long)cap, bs, ro ? ", read-only" : "",
+				    (unsigned long long)capacity_sectors(b), blk_block_size(b->backend),
+				    b->readonly ? ", read-only" : "");
+	return 0;
 }

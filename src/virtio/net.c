@@ -39,6 +39,7 @@
 
 #include "vmrun/guest_mem.h"
 #include "vmrun/log.h"
+#include "vmrun/state.h"
 #include "vmrun/tap.h"
 #include "vmrun/virtio_net.h"
 
@@ -95,6 +96,7 @@ struct net_priv {
 	bool guest_csum;          /* GUEST_CSUM negotiated: RX flags pass through */
 	bool active;              /* activate() ran, no reset since */
 	bool link_lost;           /* a tap queue went away: link down for good */
+	bool quiesced;            /* virtio_net_quiesce(): nothing touches guest RAM */
 	struct virtq_req *scratch;
 	unsigned warned;          /* rate limit for guest-caused warnings */
 };
@@ -766,8 +768,9 @@ static void on_tap(struct ev_source *src, uint32_t events)
 	struct net_priv *p = n->priv;
 
 	pthread_mutex_lock(&n->dev.lock);
-	if (q->eof || !q->in_loop) {
-		/* Removed from the loop already: a wake-up in flight. */
+	if (q->eof || !q->in_loop || p->quiesced) {
+		/* Removed from the loop already, or quiesced: a wake-up in
+		 * flight (resume watches the tap again). */
 	} else if (events & EPOLLERR) {
 		/* An attached tap queue reports an error only once the tap is
 		 * deleted. */
@@ -792,7 +795,7 @@ static void net_queue_notify(struct virtio_device *dev, unsigned vq)
 	struct net_priv *p = n->priv;
 	struct net_pair *q;
 
-	if (!p->active)
+	if (!p->active || p->quiesced)
 		return;
 	if (vq == p->ctrl_q) {
 		ctrl_run(n);
@@ -1088,4 +1091,89 @@ void virtio_net_exit(struct virtio_net *n)
 		  (unsigned long long)n->stats.rx_bytes, (unsigned long long)n->stats.rx_dropped);
 	net_free_priv(n);
 	pthread_mutex_destroy(&n->dev.lock);
+}
+
+/* ---- quiesce, resume, state ---- */
+
+#define VIRTIO_NET_STATE_VERSION 1
+
+void virtio_net_quiesce(struct virtio_net *n)
+{
+	struct net_priv *p = n->priv;
+
+	pthread_mutex_lock(&n->dev.lock);
+	if (!p->quiesced) {
+		for (unsigned k = 0; k < p->n_pairs; k++) {
+			struct net_pair *q = &p->pairs[k];
+
+			watch(q, 0);
+			/* Chains popped and not used go back to the ring: they
+			 * were the last ones taken, so rewinding the index by
+			 * their count hands exactly them back, and the guest's
+			 * ring still holds them (it cannot reuse a slot the
+			 * device has not used). */
+			n->vqs[q->rxq].last_avail_idx -= (uint16_t)q->n_chains;
+			rx_drop_chains(q);
+			if (q->tx_held) {
+				n->vqs[q->txq].last_avail_idx--;
+				free(q->tx_held);
+				q->tx_held = NULL;
+			}
+			q->tx_blocked = false;
+		}
+		p->quiesced = true;
+	}
+	pthread_mutex_unlock(&n->dev.lock);
+}
+
+void virtio_net_resume(struct virtio_net *n)
+{
+	struct net_priv *p = n->priv;
+
+	pthread_mutex_lock(&n->dev.lock);
+	p->quiesced = false;
+	if (running(n))
+		for (unsigned k = 0; k < p->active_pairs; k++)
+			watch(&p->pairs[k], EPOLLIN);
+	pthread_mutex_unlock(&n->dev.lock);
+}
+
+void virtio_net_save(struct virtio_net *n, struct state_writer *w, const char *node)
+{
+	struct net_priv *p = n->priv;
+
+	pthread_mutex_lock(&n->dev.lock);
+	state_begin(w, VIRTIO_NET_STATE_VERSION, "%s/net", node);
+	state_put_bytes(w, "mac", n->mac, sizeof(n->mac));
+	state_put_u32(w, "queue-pairs", p->n_pairs);
+	state_put_u32(w, "queue-pairs-active", p->active_pairs);
+	state_put_u32(w, "link-up", n->link_up);
+	pthread_mutex_unlock(&n->dev.lock);
+}
+
+int virtio_net_load(struct virtio_net *n, struct state_reader *r, const char *node)
+{
+	struct net_priv *p = n->priv;
+	int nn = state_node(r, true, "%s/net", node), e = 0;
+	uint8_t mac[6];
+	uint32_t pairs, active, link;
+
+	if (state_version(r, nn, 1, VIRTIO_NET_STATE_VERSION) < 0)
+		return r->err;
+	state_get_bytes(r, nn, "mac", mac, sizeof(mac));
+	state_get_u32_range(r, nn, "queue-pairs", 1, VIRTIO_NET_MAX_PAIRS, &pairs);
+	state_get_u32_range(r, nn, "queue-pairs-active", 1, VIRTIO_NET_MAX_PAIRS, &active);
+	state_get_u32_range(r, nn, "link-up", 0, 1, &link);
+	if (r->err)
+		return r->err;
+	if (memcmp(mac, n->mac, sizeof(mac)) || pairs != p->n_pairs || active > pairs)
+		return state_reject(r, -EINVAL, "state: %s: saved with another MAC or %u queue pairs (this one has %u)",
+				    n->name, pairs, p->n_pairs);
+	pthread_mutex_lock(&n->dev.lock);
+	/* activate() (run before this, when the driver had started the
+	 * device) put one pair in use; the driver may have asked for more. */
+	if (p->active && active != p->active_pairs && set_active_pairs(n, active) < 0)
+		e = state_reject(r, -EIO, "state: %s: cannot attach %u tap queues", n->name, active);
+	pthread_mutex_unlock(&n->dev.lock);
+	return e;
 }

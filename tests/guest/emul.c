@@ -311,17 +311,7 @@ static noreturn void check_syscall_sysret(void)
 	wrmsr(MSR_STAR, (0x18ull << 48) | (0x08ull << 32));
 	wrmsr(MSR_LSTAR, ENTRY_PAGE);
 	wrmsr(MSR_FMASK, FMASK_LINUX);
-	__asm__ volatile("pushq %[ss]\n\t"
-			 "pushq %[sp]\n\t"
-			 "pushq %[fl]\n\t"
-			 "pushq %[cs]\n\t"
-			 "pushq %[ip]\n\t"
-			 "iretq"
-			 :
-			 : [ss] "i"(SEL_UDATA), [sp] "r"(usp), [fl] "i"(RFLAGS_FIXED),
-			   [cs] "i"(SEL_UCODE64), [ip] "r"((uint64_t)user_code)
-			 : "memory");
-	__builtin_unreachable();
+	user_iret((uint64_t)user_code, usp, RFLAGS_FIXED);
 }
 
 int guest_main(void)

@@ -6,10 +6,7 @@
 
 #define MAX_CPUS 64          /* stack slots; more CPUs than this park */
 #define AP_STACK_SIZE 8192
-#define TRAMP_BASE 0x8000    /* SIPI vector 0x08 = physical 0x8000 */
-#define SIPI_VECTOR (TRAMP_BASE >> 12)
 #define SPURIOUS_VECTOR 0x2f
-#define IPI_SETTLE_PAUSES 2000 /* a short wait between INIT and each SIPI */
 
 #define BDA_EBDA_SEGMENT 0x40e /* u16: real-mode segment of the EBDA */
 #define BDA_BASE_MEM_KIB 0x413 /* u16: base memory size in KiB */
@@ -79,27 +76,6 @@ struct mp_info {
 	unsigned ioapic_id;
 	uint32_t ioapic_addr;
 };
-
-/* Mirrors the parameter block at the end of smp_tramp.S. */
-struct tramp_params {
-	uint16_t pad;
-	uint16_t gdt_limit;
-	uint32_t gdt_base;
-	uint32_t cr3;
-	uint32_t next_slot;
-	uint32_t nstacks;
-	uint32_t stack_size;
-	uint64_t stack_base;
-	uint64_t entry;
-};
-
-_Static_assert(sizeof(struct tramp_params) == 40, "matches smp_tramp.S");
-
-extern const char smp_tramp_start[], smp_tramp_end[], smp_tramp_params[];
-extern const struct {
-	uint16_t limit;
-	uint64_t base;
-} __attribute__((packed)) gdt_ptr;
 
 static uint8_t ap_stacks[MAX_CPUS][AP_STACK_SIZE] __attribute__((section(".noinit"), aligned(16)));
 static volatile uint32_t cpus_online;
@@ -213,40 +189,12 @@ static void cpu_online(void)
 	__asm__ volatile("lock incl %0" : "+m"(cpus_online) : : "memory");
 }
 
-/* C entry of every AP, on its own stack (see smp_tramp.S). */
+/* C entry of every AP, on its own stack (see ap_tramp_install()). */
 static noreturn void ap_main(void)
 {
 	idt_load(); /* faults report instead of triple-faulting */
 	cpu_online();
 	cpu_park();
-}
-
-/* Copy the trampoline to TRAMP_BASE and fill its parameter block. */
-static void tramp_install(void)
-{
-	size_t size = (size_t)(smp_tramp_end - smp_tramp_start);
-	struct tramp_params *tp;
-	uint64_t cr3;
-
-	memcpy(phys_ptr(TRAMP_BASE), smp_tramp_start, size);
-	tp = phys_ptr(TRAMP_BASE + (uintptr_t)(smp_tramp_params - smp_tramp_start));
-	__asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
-	tp->gdt_limit = gdt_ptr.limit;
-	tp->gdt_base = (uint32_t)gdt_ptr.base;
-	tp->cr3 = (uint32_t)cr3;
-	tp->next_slot = 0;
-	tp->nstacks = MAX_CPUS;
-	tp->stack_size = AP_STACK_SIZE;
-	tp->stack_base = (uint64_t)ap_stacks;
-	tp->entry = (uint64_t)ap_main;
-}
-
-/* A short busy wait between start-up IPIs (the MP spec's 10 ms and 200 us
- * are for real hardware; KVM needs none, but a pause costs nothing). */
-static void ipi_settle(void)
-{
-	for (unsigned i = 0; i < IPI_SETTLE_PAUSES; i++)
-		cpu_pause();
 }
 
 int guest_main(void)
@@ -270,16 +218,11 @@ int guest_main(void)
 	}
 
 	lapic_enable(SPURIOUS_VECTOR);
-	tramp_install();
+	ap_tramp_install(ap_stacks, MAX_CPUS, AP_STACK_SIZE, ap_main);
 	cpu_online();
 	for (unsigned i = 0; i < mp.ncpus; i++) {
-		if (mp.cpu_ids[i] == bsp)
-			continue;
-		lapic_send_ipi(mp.cpu_ids[i], ICR_INIT | ICR_ASSERT);
-		ipi_settle();
-		lapic_send_ipi(mp.cpu_ids[i], ICR_STARTUP | ICR_ASSERT | SIPI_VECTOR);
-		ipi_settle();
-		lapic_send_ipi(mp.cpu_ids[i], ICR_STARTUP | ICR_ASSERT | SIPI_VECTOR);
+		if (mp.cpu_ids[i] != bsp)
+			ap_start(mp.cpu_ids[i]);
 	}
 	/* No timeout: the host bounds the run (vmrun --timeout). */
 	while (cpus_online < mp.ncpus)

@@ -25,10 +25,21 @@ usage:
       while the host pings the guest (raw ICMP from this script), then the
       host tells the guest over TCP that it is done: see run_net() and the
       vmrun.test=net mode of tests/linux/init.
+  linux_test.py boot ... --snapshot-test
+      (root only, else skipped) one boot with the --disk-qcow2 disk and the
+      --net-test network: the guest writes files and talks to the host over
+      one TCP connection in a loop (the vmrun.test=snap mode of
+      tests/linux/init); after its second step the VM is saved (`vmrun ctl
+      SOCK pause`, `save path=DIR`, `quit`) and restored (`vmrun --restore
+      DIR --restore-tap 0=TAP`), and the restored guest finishes the loop on
+      the same connection: see snapshot_boot().
   linux_test.py net-host --guest IP --count N --token T
       (run by --net-test inside the namespace) ping IP N times, send a line
       T and 256 KiB of data to IP's TCP port 5555, and check that the guest
       sends it all back to our port 5556.
+  linux_test.py snap-host
+      (run by --snapshot-test inside the namespace) accept one connection
+      on our TCP port 5557 and print the lines it brings, up to "done ...".
 
 What is asserted comes from outside vmrun: the marker and the lines after it
 are printed by the guest's /init (tests/linux/init), the processor count by
@@ -79,6 +90,11 @@ NET_PINGS = 20
 NET_PORT = 5555
 NET_BACK_PORT = 5556  # the guest sends the data back here
 NET_BULK_BYTES = 256 << 10
+# --snapshot-test: the host's TCP port for the guest's step lines, the
+# guest's steps, and the step after which the host saves the VM.
+SNAP_PORT = 5557
+SNAP_STEPS = 6
+SNAP_SAVE_AFTER = 2
 
 
 class HostToolError(Exception):
@@ -356,6 +372,255 @@ def run_live_snapshot(args, tmp):
     return p.returncode, (out + rest).decode(errors="replace"), err.decode(errors="replace"), snap
 
 
+def snap_host():
+    """The host's side of --snapshot-test, run inside the test's namespace:
+    print "host: listening" once the port is open, accept one connection on
+    SNAP_PORT, print every line it brings as "host: got <line>" until the
+    guest's "done ..." line or the end of the stream, then close it."""
+    srv = socket.create_server((NET_HOST_IP, SNAP_PORT))
+    srv.settimeout(3 * BOOT_TIMEOUT_S)
+    print("host: listening", flush=True)
+    try:
+        c, addr = srv.accept()
+    except OSError as e:
+        print(f"host: error: no connection: {e}", flush=True)
+        return 1
+    print(f"host: connection from {addr[0]}", flush=True)
+    buf = b""
+    with c:
+        c.settimeout(3 * BOOT_TIMEOUT_S)
+        try:
+            while not re.search(rb"^done .*\n", buf, re.M):
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as e:
+            print(f"host: error: receiving: {e}", flush=True)
+    for line in buf.decode(errors="replace").splitlines():
+        print(f"host: got {line}", flush=True)
+    return 0
+
+
+def read_until(p, out, needle, deadline):
+    """Read @p's stdout onto @out (bytes) until the regular expression
+    @needle (bytes, multi-line) matches, the stream ends or @deadline
+    passes; return the bytes read so far."""
+    while not re.search(needle, out, re.M) and time.monotonic() < deadline:
+        r, _, _ = select.select([p.stdout], [], [], max(0, deadline - time.monotonic()))
+        chunk = os.read(p.stdout.fileno(), 65536) if r else b""
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def snapshot_boot(a, tmp):
+    """--snapshot-test: boot with the qcow2 ext4 disk and the network, save
+    the VM after step SNAP_SAVE_AFTER of /init's snap loop, quit it, restore
+    it in the same namespace and let it finish.  The host's checks: the step
+    lines on the two consoles together are 1..SNAP_STEPS once each, in
+    order; the one TCP connection brought every step line and the done line
+    once, in order; the restored overlay (qemu-img check) over the frozen
+    base holds every step's file and the guest's token, in a clean ext4
+    (debugfs, dumpe2fs, e2fsck); the frozen base stayed read-only and
+    unchanged."""
+    with open(a.state) as f:
+        state = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+    kernel = state["VMRUN_LINUX_BZIMAGE" if a.kernel == "bzimage" else "VMRUN_LINUX_VMLINUX"]
+    token = secrets.token_hex(8)
+    host_text = "from-host-" + secrets.token_hex(8)
+    top = os.path.join(tmp, "top.qcow2")
+    try:
+        raw, part_start, part_size = disk_make(tmp, host_text)
+        with open(raw, "rb") as f:
+            head = f.read(part_start)
+        host_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, top])
+        os.unlink(raw)
+    except HostToolError as e:
+        print(f"FAIL: making the disk image: {e}")
+        return 1
+    cmdline = (f"console=ttyS0 vmrun.test=snap vmrun.snap_token={token} "
+               f"vmrun.snap_steps={SNAP_STEPS}")
+    ns, tap = f"vmrun-snap-{os.getpid()}", "vmrtap0"
+    sock = os.path.join(tmp, "api.sock")
+    snap_dir = os.path.join(tmp, "snap")
+    args = [a.vmrun, "--kernel", kernel, "--initrd", state["VMRUN_LINUX_INITRAMFS"],
+            "--boot", a.boot, "--cpus", str(a.cpus), "--mem", "128M", "--cmdline", cmdline,
+            "--timeout", str(BOOT_TIMEOUT_S), "--disk", top + ",format=qcow2",
+            "--net", f"tap={tap}", "--api-sock", sock]
+    rargs = [a.vmrun, "--restore", snap_dir, "--restore-tap", f"0={tap}",
+             "--timeout", str(BOOT_TIMEOUT_S)]
+    failures, log = [], []
+    out1 = out2 = b""
+    status1 = status2 = None
+    saved, host_out, base, hashes = {}, "", None, {}
+    start = time.monotonic()
+    try:
+        ip_cmd("netns", "add", ns)
+    except HostToolError as e:
+        print(f"FAIL: setting up the network namespace: {e}")
+        return 1
+    procs = []
+    try:
+        ip_cmd("-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+        ip_cmd("-n", ns, "addr", "add", f"{NET_HOST_IP}/24", "dev", tap)
+        ip_cmd("-n", ns, "link", "set", tap, "up")
+        host = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
+                                 os.path.abspath(__file__), "snap-host"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        procs.append(host)
+        if b"host: listening" not in read_until(host, b"", rb"^host: listening$",
+                                                time.monotonic() + 60):
+            raise HostToolError("the host's listener did not start")
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + args, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(p)
+        needle = f"^snap: step {SNAP_SAVE_AFTER}\r?$".encode()
+        out1 = read_until(p, b"", needle, time.monotonic() + BOOT_TIMEOUT_S + 60)
+        if re.search(needle, out1, re.M):
+            for cmd in (["pause"], ["save", f"path={snap_dir}"], ["quit"]):
+                c = subprocess.run([a.vmrun, "ctl", sock] + cmd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, timeout=300)
+                log.append(f"ctl {' '.join(cmd)}: status {c.returncode} {c.stdout.strip()} "
+                           f"{c.stderr.strip()}")
+                if c.returncode != 0:
+                    failures.append(f"vmrun ctl {' '.join(cmd)}: status {c.returncode}: "
+                                    f"{c.stderr.strip()}")
+                    p.kill()
+                    break
+                if cmd[0] == "save":
+                    saved = json.loads(c.stdout)
+        else:
+            failures.append(f"the guest never printed 'snap: step {SNAP_SAVE_AFTER}'")
+        rest, err1 = p.communicate(timeout=BOOT_TIMEOUT_S + 60)
+        out1 += rest
+        status1 = p.returncode
+        log.append(f"first VM: status {status1}, stderr:\n{err1.decode(errors='replace')}")
+        if saved and not failures:
+            base = top + ".base-1"
+            disks = saved.get("disks") or [{}]
+            if (saved.get("path") != snap_dir or len(disks) != 1 or
+                    (disks[0].get("disk"), disks[0].get("base")) != (0, base)):
+                failures.append(f"save reply {saved}: want path {snap_dir} and disk 0's "
+                                f"base {base}")
+            if status1 != 0:
+                failures.append(f"the saved VM ended with status {status1} after quit, want 0")
+            hashes = {path: sha256_file(path) for path in (base, top)}
+            if os.stat(base).st_mode & 0o222:
+                failures.append(f"the frozen base {base} is writable")
+            r = subprocess.Popen(["ip", "netns", "exec", ns] + rargs, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            procs.append(r)
+            out2, err2 = r.communicate(timeout=BOOT_TIMEOUT_S + 60)
+            status2 = r.returncode
+            log.append(f"restored VM: status {status2}, stderr:\n{err2.decode(errors='replace')}")
+        host_out = host.communicate(timeout=60)[0].decode(errors="replace") \
+            if status2 is not None else ""
+    except (HostToolError, subprocess.TimeoutExpired) as e:
+        failures.append(str(e))
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
+        subprocess.run(["ip", "-n", ns, "link", "del", tap], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    took = time.monotonic() - start
+    c1, c2 = out1.decode(errors="replace"), out2.decode(errors="replace")
+    ctx = (f"\n--- command: {' '.join(args)}\n--- then: {' '.join(rargs)}\n--- "
+           + "\n--- ".join(log) + "\n--- first console (last 30 lines):\n"
+           + "\n".join(c1.splitlines()[-30:]) + "\n--- restored console:\n" + c2
+           + f"\n--- host side:\n{host_out}")
+    if status2 is not None:
+        both = c1 + c2
+        if MARKER not in c1:
+            failures.append(f"no {MARKER} on the console: /init never ran")
+        if MARKER in c2:
+            failures.append("the restored guest booted again")
+        if not re.search(rf"^snap: read {re.escape(host_text)}\r?$", c1, re.M):
+            failures.append("the guest did not read /host.txt before the save")
+        for m in re.finditer(r"^snap: error: .*?\r?$", both, re.M):
+            failures.append(f"guest: {m.group(0).rstrip()}")
+        steps = [int(n) for n in re.findall(r"^snap: step (\d+)\r?$", both, re.M)]
+        if steps != list(range(1, SNAP_STEPS + 1)):
+            failures.append(f"the guest's steps over both consoles: {steps}, want 1.."
+                            f"{SNAP_STEPS} once each")
+        after = [int(n) for n in re.findall(r"^snap: step (\d+)\r?$", c2, re.M)]
+        if not after or after[-1] != SNAP_STEPS or after[0] <= SNAP_SAVE_AFTER:
+            failures.append(f"steps after the restore: {after}")
+        if not re.search(r"^snap: done\r?$", c2, re.M):
+            failures.append("the restored guest did not finish ('snap: done')")
+        if "Kernel panic" in both:
+            failures.append("the guest kernel panicked")
+        if status2 != STATUS["poweroff"]:
+            failures.append(f"the restored VM ended with status {status2}, want "
+                            f"{STATUS['poweroff']} (poweroff)")
+        got = re.findall(r"^host: got (.*)$", host_out, re.M)
+        want = [f"step {i} {token}" for i in range(1, SNAP_STEPS + 1)] + [f"done {token}"]
+        if got != want or host_out.count("host: connection from") != 1:
+            failures.append(f"the host's one TCP connection brought {got}, want {want}")
+        failures += snapshot_disk_check(tmp, snap_dir, base, hashes, head, part_start,
+                                        part_size, token)
+    if failures:
+        print("FAIL: " + "; ".join(failures) + ctx)
+        return 1
+    print(f"PASS: {a.kernel}, {a.cpus} vCPU(s): saved after step {SNAP_SAVE_AFTER} of "
+          f"{SNAP_STEPS} with the qcow2 ext4 disk and one TCP connection busy "
+          f"({saved.get('memory_bytes')} bytes of memory saved), restored, "
+          f"finished: {took:.1f} s wall")
+    return 0
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def snapshot_disk_check(tmp, snap_dir, base, hashes, head, part_start, part_size, token):
+    """The disk checks of --snapshot-test: one new overlay in @snap_dir over
+    @base, passing qemu-img check; its raw view passes disk_check() and holds
+    /step-<i>.txt for every step; @base and the first VM's top image
+    (@hashes) unchanged, @base still read-only.  Returns the failures."""
+    failures = []
+    overlays = sorted(f for f in os.listdir(snap_dir) if re.fullmatch(r"disk0-\d+\.qcow2", f))
+    if len(overlays) != 1:
+        return [f"the restore left {sorted(os.listdir(snap_dir))} in {snap_dir}, want one "
+                f"disk0-<K>.qcow2"]
+    overlay = os.path.join(snap_dir, overlays[0])
+    try:
+        host_tool(["qemu-img", "check", "-q", overlay])
+        chain = json.loads(host_tool(["qemu-img", "info", "--backing-chain", "--output=json",
+                                      overlay]))
+        if len(chain) != 2 or os.path.realpath(chain[1]["filename"]) != os.path.realpath(base):
+            failures.append(f"backing chain of {overlay}: "
+                            f"{[i['filename'] for i in chain]}, want it over {base}")
+        raw = os.path.join(tmp, "restored.raw")
+        host_tool(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", overlay, raw])
+        failures += disk_check(tmp, raw, part_start, part_size, head, token)
+        with open(raw, "rb") as f:
+            f.seek(part_start)
+            data = f.read(part_size)
+        part = os.path.join(tmp, "restored-part.img")
+        with open(part, "wb") as f:
+            f.write(data)
+        for i in range(1, SNAP_STEPS + 1):
+            got = host_tool(["debugfs", "-R", f"cat /step-{i}.txt", part])
+            if got != f"{token}-{i}\n":
+                failures.append(f"debugfs reads /step-{i}.txt as {got!r}")
+    except HostToolError as e:
+        failures.append(str(e))
+    for path, digest in hashes.items():
+        if sha256_file(path) != digest:
+            failures.append(f"the restore changed {path}")
+    if base and os.stat(base).st_mode & 0o222:
+        failures.append(f"{base} became writable")
+    return failures
+
+
 def host_lacks_hw_virt():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -409,6 +674,13 @@ def boot(a):
     if not os.path.exists("/dev/kvm"):
         print("SKIP: /dev/kvm is missing on this machine: Linux boot tests need KVM")
         return SKIP
+    if a.snapshot_test and (os.geteuid() != 0 or shutil.which("ip") is None):
+        print("SKIP: --snapshot-test needs root (CAP_NET_ADMIN) and iproute2's `ip` for its "
+              "network namespace and tap")
+        return SKIP
+    if a.snapshot_test:
+        with tempfile.TemporaryDirectory(prefix="vmrun-linux-") as tmp:
+            return snapshot_boot(a, tmp)
     if a.net_test and os.geteuid() != 0:
         print("SKIP: --net-test needs root (CAP_NET_ADMIN) for its network namespace and tap")
         return SKIP
@@ -619,6 +891,10 @@ def main():
     bp.add_argument("--net-test", action="store_true")
     bp.add_argument("--net-queues", type=int, default=1,
                     help="with --net-test: queue pairs (a multi-queue tap when more than 1)")
+    bp.add_argument("--snapshot-test", action="store_true",
+                    help="save the VM mid-work (qcow2 ext4 disk and network busy) and "
+                         "finish from a restore")
+    sub.add_parser("snap-host")
     hp = sub.add_parser("net-host")
     hp.add_argument("--guest", required=True)
     hp.add_argument("--count", type=int, required=True)
@@ -626,6 +902,8 @@ def main():
     a = ap.parse_args()
     if a.cmd == "net-host":
         return net_host(a)
+    if a.cmd == "snap-host":
+        return snap_host()
     return prepare(a) if a.cmd == "prepare" else boot(a)
 
 

@@ -473,6 +473,52 @@ static void test_small_error_buffer(void **state)
 	assert_non_null(memchr(small, '\0', sizeof(small)));
 }
 
+/* --restore DIR: the machine comes from the snapshot; run-time options and
+ * the per-host redirections are taken, machine options refused. */
+static void test_restore(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--restore", "snap", "--paused", "--api-sock", "a.sock",
+			       "--console", "none", "--timeout", "5", "--restore-disk", "1=/x/base",
+			       "--restore-tap=0=tap7"),
+			 CLI_OK);
+	assert_string_equal(cfg.restore_dir, "snap");
+	assert_null(cfg.kernel_path);
+	assert_true(cfg.start_paused);
+	assert_string_equal(cfg.api_sock, "a.sock");
+	assert_null(cfg.restore_disk[0]);
+	assert_string_equal(cfg.restore_disk[1], "/x/base");
+	assert_string_equal(cfg.restore_tap[0], "tap7");
+	assert_int_equal(cfg.console, CONSOLE_NONE);
+
+	REJECT("--kernel", "--restore", "snap", "--kernel", "vmlinux");
+	REJECT("--mem", "--mem", "1G", "--restore", "snap");
+	REJECT("--disk", "--restore", "snap", "--disk", "a.img");
+	REJECT("--net", "--restore", "snap", "--net", "tap=t0");
+	REJECT("--cmdline", "--restore", "snap", "--cmdline", "x");
+	REJECT("--restore", "--restore", "");
+	REJECT("--restore-disk", "--restore", "snap", "--restore-disk", "8=/x");
+	REJECT("--restore-disk", "--restore", "snap", "--restore-disk", "x=/x");
+	REJECT("--restore-disk", "--restore", "snap", "--restore-disk", "0=");
+	REJECT("--restore-disk", "--restore", "snap", "--restore-disk", "/x");
+	REJECT("--restore-tap", "--restore", "snap", "--restore-tap", "2=t");
+	REJECT("--restore-tap", "--restore", "snap", "--restore-tap", "0=averyveryverylongname");
+	/* The redirections mean nothing without a snapshot. */
+	REJECT("--restore-disk", "--kernel", "k", "--restore-disk", "0=/x");
+	REJECT("--restore-tap", "--kernel", "k", "--restore-tap", "0=t");
+	REJECT("--paused", "--kernel", "k", "--paused=1");
+}
+
+static void test_paused_boot(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--paused"), CLI_OK);
+	assert_true(cfg.start_paused);
+	assert_null(cfg.restore_dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -499,6 +545,8 @@ int main(void)
 		cmocka_unit_test(test_kernel_required),
 		cmocka_unit_test(test_help_version),
 		cmocka_unit_test(test_small_error_buffer),
+		cmocka_unit_test(test_restore),
+		cmocka_unit_test(test_paused_boot),
 	};
 
 	return cmocka_run_group_tests_name("cli", tests, NULL, NULL);

@@ -291,6 +291,7 @@ void idt_load(void);
 #define ICR_STARTUP  0x00000600u
 #define ICR_ASSERT   0x00004000u
 #define ICR_BUSY     0x00001000u /* delivery status: send pending */
+#define ICR_ALL_BUT_SELF 0x000c0000u /* destination shorthand */
 
 /* Read local APIC register @reg (byte offset). */
 static inline uint32_t lapic_read(uint32_t reg)
@@ -333,6 +334,70 @@ void ioapic_write(uint32_t reg, uint32_t v);
 /* Route IOAPIC input @pin to @vector on APIC ID @dest: fixed delivery,
  * physical destination, edge triggered, active high, unmasked. */
 void ioapic_route(unsigned pin, uint8_t vector, unsigned dest);
+
+/* ---- Application processors (lib/smp.c, lib/smp_tramp.S) ---- */
+
+/* Where ap_tramp_install() puts the AP trampoline (at most 256 bytes); the
+ * start-up IPIs carry vector AP_TRAMP_BASE >> 12. */
+#define AP_TRAMP_BASE 0x8000
+
+/* Copy the AP trampoline to physical AP_TRAMP_BASE (overwriting what was
+ * there) and fill its parameter block, before any ap_start*() (boot CPU,
+ * CPL 0).  A started AP goes real -> protected -> long mode on this CPU's GDT
+ * and page tables (CR3), interrupts off, no IDT loaded (call idt_load()
+ * first thing), and calls @entry, which must never return.  APs take stack
+ * slots in arrival order: the i-th (from 0) runs on [@stacks + i *
+ * @stack_size, @stacks + (i + 1) * @stack_size) from its top (16-byte align
+ * @stacks and @stack_size); APs past @nstacks stop in CLI; HLT without
+ * calling @entry.  Call it again only when no AP is still starting. */
+void ap_tramp_install(void *stacks, unsigned nstacks, uint32_t stack_size, void (*entry)(void));
+
+/* Start the CPU with APIC ID @apic_id: INIT, then two start-up IPIs into the
+ * trampoline, with a short pause (2000 PAUSEs) after INIT and after the first
+ * SIPI.  Returns once the IPIs are sent: wait for the AP to show up yourself,
+ * with no timeout of your own if the host bounds the run. */
+void ap_start(unsigned apic_id);
+
+/* ap_start() for every CPU but this one at once (destination shorthand "all
+ * excluding self"): for guests that do not need the APIC IDs. */
+void ap_start_all(void);
+
+/* ---- Ring 3 (lib/user.c) ---- */
+
+/* Enter ring 3 at @rip with RSP = @rsp and RFLAGS = @rflags (include bit 1,
+ * 0x2), through IRETQ with CS SEL_UCODE64 and SS SEL_UDATA.  Call at CPL 0
+ * after tss_load(), so that interrupts and exceptions in ring 3 have a stack
+ * to switch to; the kit's page tables are user-accessible.  Never returns:
+ * the code at @rip ends with guest_exit(). */
+static inline noreturn void user_iret(uint64_t rip, uint64_t rsp, uint64_t rflags)
+{
+	__asm__ volatile("pushq %[ss]\n\t"
+			 "pushq %[sp]\n\t"
+			 "pushq %[fl]\n\t"
+			 "pushq %[cs]\n\t"
+			 "pushq %[ip]\n\t"
+			 "iretq"
+			 :
+			 : [ss] "i"(SEL_UDATA), [sp] "r"(rsp), [fl] "r"(rflags),
+			   [cs] "i"(SEL_UCODE64), [ip] "r"(rip)
+			 : "memory");
+	__builtin_unreachable();
+}
+
+/* Run @fn in ring 3 with RFLAGS.IOPL 3 and interrupts off, on the kit's own
+ * 16 KiB user stack (RSP as if @fn had been called), after tss_load() of the
+ * kit's own 8 KiB kernel stack and with user_io_gp_handler() on #GP.  @fn
+ * must never return (it ends with guest_exit(), which works at CPL 3).  Call
+ * once, on the boot CPU at CPL 0 (tss_load()'s rule). */
+noreturn void user_start(void (*fn)(void));
+
+/* The #GP handler user_start() installs: a ring-3 IN or OUT (imm8 or DX
+ * port; 8, 16 or 32 bits, 16 with a 0x66 prefix) that faulted despite IOPL 3
+ * is performed at CPL 0 and skipped, with the frame's RAX updated as the CPU
+ * would have.  This is for nested KVM without VT-x/AMD-V (kvm_pvm), which
+ * runs ring 3 with IOPL 0 whatever the guest sets.  Any other #GP, and any
+ * from ring 0, goes to isr_unexpected(). */
+void user_io_gp_handler(struct isr_frame *f);
 
 /* ---- What GCC may call even in freestanding code ---- */
 void *memcpy(void *dst, const void *src, size_t n);

@@ -1,5 +1,6 @@
-/* AP start-up code for the smp guest.  The BSP copies [smp_tramp_start,
- * smp_tramp_end) to physical 0x8000 and fills the parameter block at its
+/* AP start-up code for the kit's lib/smp.c (the smp and smptimer guests).
+ * ap_tramp_install() copies [smp_tramp_start, smp_tramp_end) to physical
+ * 0x8000 (AP_TRAMP_BASE in guest.h) and fills the parameter block at its
  * end; a SIPI with vector 0x08 starts the AP at 0800:0000 in real mode.  The
  * AP goes real -> 32-bit protected -> long mode on the BSP's GDT and page
  * tables, claims a stack slot, and calls the C entry.  Assembled for where it
@@ -76,7 +77,7 @@ tramp64:
 	hlt
 	jmp 1b
 
-	/* Parameter block; struct tramp_params in smp.c mirrors it. */
+	/* Parameter block; struct tramp_params in lib/smp.c mirrors it. */
 	.balign 8
 smp_tramp_params:
 	.word 0                         /* padding: aligns the GDTR base */
