@@ -255,6 +255,8 @@ class VmrunCtl(JsonLines):
         self.send({"id": rid, "cmd": name, "args": args})
         while True:
             msg = self.recv(timeout)
+            if "greeting" in msg:  # the first line on connect
+                continue
             if "event" in msg:
                 self.events.append((now(), msg))
             elif msg.get("id") == rid:

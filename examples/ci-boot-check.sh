@@ -4,11 +4,16 @@
 #
 #   examples/ci-boot-check.sh [VMRUN] [GUEST]
 #
+# Works from any directory: VMRUN defaults to $VMRUN_BUILD/vmrun and GUEST to
+# $VMRUN_BUILD/tests/guest/hello.elf, where VMRUN_BUILD defaults to the
+# build/ folder of the repository this script is in.
+#
 # The guest writes V to port 0xf4; vmrun exits with (V << 1) | 1.  Even exit
 # statuses are vmrun's own (8 triple fault, 124 timeout, ...: see README).
 set -uo pipefail
-vmrun=${1:-build/vmrun}
-guest=${2:-build/tests/guest/hello.elf}
+build=${VMRUN_BUILD:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/build}
+vmrun=${1:-$build/vmrun}
+guest=${2:-$build/tests/guest/hello.elf}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 

@@ -5,6 +5,7 @@
 #include "vmrun/log.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -27,26 +28,34 @@ static const char usage_text[] =
 	"  --cmdline STR          guest kernel command line\n"
 	"  --mem SIZE             guest RAM; K, M or G suffix, plain numbers are MiB (default 256M)\n"
 	"  --cpus N               number of vCPUs (default 1)\n"
-	"  --console KIND         stdio (default), file:PATH or none\n"
+	"  --console KIND         stdio (default), stdio,log=PATH (stdout and a log file),\n"
+	"                         file:PATH or none\n"
 	"  --timeout SECONDS      stop the guest after SECONDS and exit 124\n"
 	"  --api-sock PATH        control socket (one JSON object per line)\n"
 	"  --boot PROTO           auto (default), linux64 or pvh\n"
 	"  --kernel-decompress W  bzImage payload: host (default, vmrun decompresses) or guest\n"
 	"  --initrd-decompress W  gzip initrd: host (default, vmrun inflates it) or guest\n"
-	"  --disk PATH[,OPTS]     virtio-blk disk (raw image or block device), repeatable;\n"
-	"                         OPTS: readonly, cache=writeback|none|unsafe, serial=ID,\n"
-	"                         format=raw|qcow2 (default: probed)\n"
+	"  --disk PATH[,OPTS]     virtio-blk disk: raw or qcow2 image, or block device;\n"
+	"                         repeatable; OPTS: readonly, cache=writeback|none|unsafe,\n"
+	"                         serial=ID, format=raw|qcow2 (default: probed)\n"
 	"  --net tap=NAME[,mac=MAC][,queues=N]\n"
 	"                         virtio-net interface on a tap device, repeatable;\n"
 	"                         queues=N: N queue pairs on a multi-queue tap\n"
 	"  --paused               start with the vCPUs paused (until `vmrun ctl SOCK resume`)\n"
 	"  --restore DIR          continue the guest saved in DIR (`vmrun ctl SOCK save path=DIR`);\n"
 	"                         the machine comes from DIR: only --console, --api-sock,\n"
-	"                         --timeout, --paused and the two below may be given with it\n"
+	"                         --timeout, --paused, --exit-json, --quiet and the two below\n"
+	"                         may be given with it\n"
 	"  --restore-disk N=PATH  disk N's frozen image is PATH on this host\n"
 	"  --restore-tap N=NAME   NIC N uses tap NAME on this host\n"
+	"  --exit-json FILE       when the run ends, write its verdict to FILE as one JSON object\n"
+	"                         (status, kind, debug-exit value, reason, timings), atomically\n"
+	"  --quiet                print only errors and the guest's console (no warnings or notices)\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
+	"  --config FILE          the machine as a JSON object whose keys are these options'\n"
+	"                         names ({\"kernel\": \"vmlinux\", \"cpus\": 2, \"disk\": [\"a.img\"]});\n"
+	"                         options on the command line override it\n"
 	"  --help                 print this help and exit\n"
 	"  --version              print the version and exit\n"
 	"\n"
@@ -118,6 +127,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
 	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", "net",
+	"exit-json",
 	"restore", "restore-disk", "restore-tap", NULL,
 };
 
@@ -293,8 +303,12 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 				    VMRUN_MAX_CPUS);
 		cfg->cpus = (unsigned)n;
 	} else if (!strcmp(name, "console")) {
+		cfg->console_log = NULL;
 		if (!strcmp(val, "stdio")) {
 			cfg->console = CONSOLE_STDIO;
+		} else if (!strncmp(val, "stdio,log=", 10) && val[10]) {
+			cfg->console = CONSOLE_STDIO;
+			cfg->console_log = val + 10;
 		} else if (!strcmp(val, "none")) {
 			cfg->console = CONSOLE_NONE;
 		} else if (!strncmp(val, "file:", 5) && val[5]) {
@@ -302,7 +316,8 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 			cfg->console_path = val + 5;
 		} else {
 			return errmsg(-EINVAL, err, errlen,
-				    "--console: invalid value '%s' (stdio, file:PATH or none)", val);
+				    "--console: invalid value '%s' (stdio, stdio,log=PATH, file:PATH or none)",
+				    val);
 		}
 	} else if (!strcmp(name, "timeout")) {
 		char *end;
@@ -314,6 +329,10 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 			return errmsg(-EINVAL, err, errlen,
 				    "--timeout: invalid value '%s' (seconds, greater than 0)", val);
 		cfg->timeout_s = t;
+	} else if (!strcmp(name, "exit-json")) {
+		if (!*val)
+			return errmsg(-EINVAL, err, errlen, "--exit-json: empty path");
+		cfg->exit_json = val;
 	} else if (!strcmp(name, "api-sock")) {
 		if (!*val)
 			return errmsg(-EINVAL, err, errlen, "--api-sock: empty path");
@@ -390,7 +409,9 @@ static bool is_machine_option(const char *name)
 	return false;
 }
 
-int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, size_t errlen)
+/* cli_parse() without --config: @argv is the whole command line. */
+static int parse_argv(int argc, char *const argv[], struct vm_config *cfg, char *err,
+		      size_t errlen)
 {
 	char machine_name[32] = "";
 
@@ -432,6 +453,12 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 				cfg->start_paused = true;
 				continue;
 			}
+			if (!strcmp(namebuf, "quiet")) {
+				if (eq)
+					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
+				cfg->quiet = true;
+				continue;
+			}
 			if (!strcmp(namebuf, "no-nested-workarounds")) {
 				if (eq)
 					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
@@ -468,5 +495,313 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 			return errmsg(-EINVAL, err, errlen, "--restore-tap needs --restore DIR");
 	if (!cfg->kernel_path)
 		return errmsg(-EINVAL, err, errlen, "--kernel PATH is required (see vmrun --help)");
+	return CLI_OK;
+}
+
+/* ---- --config FILE ---- */
+
+/* What a --config file leaves behind for the vm_config it filled: the parsed
+ * JSON (its strings are option values), the argv built from it and the
+ * command line, and the texts made for it ("--KEY", numbers). */
+struct cli_store {
+	json_t *json;
+	char **argv;     /* argc + 1 entries, NULL-terminated; borrowed strings */
+	int argc, cap;
+	char **texts;    /* owned: "--KEY" names and numbers as text */
+	size_t n_texts;
+};
+
+static void store_free(struct cli_store *st)
+{
+	if (!st)
+		return;
+	json_decref(st->json);
+	for (size_t i = 0; i < st->n_texts; i++)
+		free(st->texts[i]);
+	free(st->texts);
+	free(st->argv);
+	free(st);
+}
+
+void cli_config_free(struct vm_config *cfg)
+{
+	store_free(cfg->cli_owned);
+	cfg->cli_owned = NULL;
+}
+
+static int store_push(struct cli_store *st, char *arg)
+{
+	if (st->argc + 2 > st->cap) {
+		int cap = st->cap ? st->cap * 2 : 32;
+		char **a = realloc(st->argv, (size_t)cap * sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		st->argv = a;
+		st->cap = cap;
+	}
+	st->argv[st->argc++] = arg;
+	st->argv[st->argc] = NULL;
+	return 0;
+}
+
+/* A copy of @text kept in @st (freed with it), or NULL. */
+static char *store_text(struct cli_store *st, const char *text)
+{
+	char **t = realloc(st->texts, (st->n_texts + 1) * sizeof(*t));
+
+	if (!t)
+		return NULL;
+	st->texts = t;
+	t[st->n_texts] = strdup(text);
+	return t[st->n_texts] ? t[st->n_texts++] : NULL;
+}
+
+/* A JSON number as an option's text, kept in @st. */
+static char *store_number(struct cli_store *st, const json_t *v)
+{
+	char buf[40];
+
+	if (json_is_integer(v))
+		snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+	else
+		snprintf(buf, sizeof(buf), "%.17g", json_real_value(v));
+	return store_text(st, buf);
+}
+
+static const char *json_type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: case JSON_REAL: return "a number";
+	case JSON_TRUE: case JSON_FALSE: return "a boolean";
+	default: return "null";
+	}
+}
+
+/* The repeatable options: given on the command line, each replaces the
+ * file's list. */
+static const char *const repeatable_names[4] = { "disk", "net", "restore-disk", "restore-tap" };
+
+static bool option_is_repeatable(const char *name)
+{
+	for (unsigned k = 0; k < 4; k++)
+		if (!strcmp(repeatable_names[k], name))
+			return true;
+	return false;
+}
+
+/* Options whose value may be written as a JSON number. */
+static bool option_is_numeric(const char *name)
+{
+	return !strcmp(name, "mem") || !strcmp(name, "cpus") || !strcmp(name, "timeout");
+}
+
+/* The command line as far as --config cares: where the file is, and which
+ * repeatable options it gives (those replace the file's lists). */
+struct cli_scan {
+	const char *config;     /* NULL: no --config */
+	int config_args;        /* argv entries --config takes (1 or 2) */
+	bool given[4];          /* by repeatable_names[] */
+};
+
+/* Walk @argv as parse_argv() will (an option that takes a value and has no
+ * '=' consumes the next entry). */
+static int scan_argv(int argc, char *const argv[], struct cli_scan *sc, char *err, size_t errlen)
+{
+	memset(sc, 0, sizeof(*sc));
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *eq;
+		size_t len;
+
+		if (strncmp(arg, "--", 2) || !arg[2])
+			continue;
+		eq = strchr(arg + 2, '=');
+		len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+		if (len == 6 && !memcmp(arg + 2, "config", 6)) {
+			if (sc->config)
+				return errmsg(-EINVAL, err, errlen, "--config given twice");
+			if (!eq && i + 1 >= argc)
+				return errmsg(-EINVAL, err, errlen, "--config needs a value");
+			sc->config = eq ? eq + 1 : argv[i + 1];
+			sc->config_args = eq ? 1 : 2;
+			if (!*sc->config)
+				return errmsg(-EINVAL, err, errlen, "--config: empty path");
+		} else {
+			for (unsigned k = 0; k < 4; k++)
+				if (strlen(repeatable_names[k]) == len &&
+				    !memcmp(arg + 2, repeatable_names[k], len))
+					sc->given[k] = true;
+		}
+		if (!eq && option_takes_value(arg + 2, len))
+			i++;
+		else if (!eq && len == 6 && !memcmp(arg + 2, "config", 6))
+			i++;
+	}
+	return 0;
+}
+
+static bool scan_gives(const struct cli_scan *sc, const char *name)
+{
+	for (unsigned k = 0; k < 4; k++)
+		if (!strcmp(repeatable_names[k], name))
+			return sc->given[k];
+	return false;
+}
+
+/* One valued key of the file: check its type and value, then append
+ * "--KEY VALUE" to @st's argv unless the command line replaces it. */
+static int config_add_value(struct cli_store *st, const struct cli_scan *sc, const char *path,
+			    const char *key, json_t *v, char *err, size_t errlen)
+{
+	bool repeatable = option_is_repeatable(key);
+	size_t n = repeatable && json_is_array(v) ? json_array_size(v) : 1;
+	struct vm_config scratch;
+	char e2[384], opt[40];
+
+	memset(&scratch, 0, sizeof(scratch));
+	for (size_t i = 0; i < n; i++) {
+		json_t *item = json_is_array(v) && repeatable ? json_array_get(v, i) : v;
+		char *val;
+
+		if (json_is_string(item)) {
+			val = (char *)json_string_value(item);
+		} else if (json_is_number(item) && option_is_numeric(key)) {
+			val = store_number(st, item);
+			if (!val)
+				return errmsg(-ENOMEM, err, errlen, "--config %s: out of memory", path);
+		} else if (item != v) {
+			return errmsg(-EINVAL, err, errlen,
+				      "--config %s: key '%s': item %zu is %s, not a string", path, key, i,
+				      json_type_name(item));
+		} else {
+			return errmsg(-EINVAL, err, errlen, "--config %s: key '%s': expected %s, not %s",
+				      path, key,
+				      repeatable		? "a string or an array of strings" :
+				      option_is_numeric(key) ? "a number or a string" :
+							       "a string",
+				      json_type_name(item));
+		}
+		/* The value as the option would take it, with the file named. */
+		if (apply_option(&scratch, key, val, e2, sizeof(e2)))
+			return errmsg(-EINVAL, err, errlen, "--config %s: %s", path, e2);
+		if (scan_gives(sc, key))
+			continue; /* the command line's list replaces the file's */
+		snprintf(opt, sizeof(opt), "--%s", key);
+		if (store_push(st, store_text(st, opt)) || !st->argv[st->argc - 1] ||
+		    store_push(st, val))
+			return errmsg(-ENOMEM, err, errlen, "--config %s: out of memory", path);
+	}
+	return 0;
+}
+
+/* One key of the file that takes no value: a flag, true or false. */
+static int config_add_flag(struct cli_store *st, const char *path, const char *key, json_t *v,
+			   char *err, size_t errlen)
+{
+	char opt[48], e2[384];
+	char *probe[] = { (char *)"vmrun", opt, (char *)"--kernel", (char *)"k", NULL };
+	struct vm_config scratch;
+	int r;
+
+	/* Is it one of parse_argv()'s flags?  Ask it, with a kernel so that
+	 * nothing else can fail. */
+	if (strlen(key) + 3 > sizeof(opt))
+		r = -EINVAL;
+	else {
+		snprintf(opt, sizeof(opt), "--%s", key);
+		r = parse_argv(4, probe, &scratch, e2, sizeof(e2));
+	}
+	if (r != CLI_OK)
+		return errmsg(-EINVAL, err, errlen,
+			      "--config %s: unknown key '%.40s' (the keys are the long options' names, "
+			      "see vmrun --help)", path, key);
+	if (!json_is_boolean(v))
+		return errmsg(-EINVAL, err, errlen, "--config %s: key '%s': expected true or false, not %s",
+			      path, key, json_type_name(v));
+	if (json_is_true(v)) {
+		char *text = store_text(st, opt);
+
+		if (!text || store_push(st, text))
+			return errmsg(-ENOMEM, err, errlen, "--config %s: out of memory", path);
+	}
+	return 0;
+}
+
+/* @sc->config's object as options, into @st's argv (after argv[0]). */
+static int config_load(struct cli_store *st, const struct cli_scan *sc, char *err, size_t errlen)
+{
+	const char *path = sc->config, *key;
+	json_error_t jerr;
+	json_t *v;
+	int r;
+
+	st->json = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!st->json) {
+		if (jerr.line > 0)
+			return errmsg(-EINVAL, err, errlen, "--config %s: line %d column %d: %s", path,
+				      jerr.line, jerr.column, jerr.text);
+		return errmsg(-EINVAL, err, errlen, "--config %s: %s", path, jerr.text);
+	}
+	if (!json_is_object(st->json))
+		return errmsg(-EINVAL, err, errlen, "--config %s: expected a JSON object, not %s", path,
+			      json_type_name(st->json));
+	json_object_foreach(st->json, key, v) {
+		if (!strcmp(key, "config"))
+			return errmsg(-EINVAL, err, errlen,
+				      "--config %s: key 'config': a configuration file cannot name another",
+				      path);
+		if (option_takes_value(key, strlen(key)))
+			r = config_add_value(st, sc, path, key, v, err, errlen);
+		else
+			r = config_add_flag(st, path, key, v, err, errlen);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, size_t errlen)
+{
+	struct cli_scan sc;
+	struct cli_store *st;
+	int r;
+
+	cfg->cli_owned = NULL;
+	r = scan_argv(argc, argv, &sc, err, errlen);
+	if (r)
+		return r;
+	if (!sc.config)
+		return parse_argv(argc, argv, cfg, err, errlen);
+
+	/* argv[0], the file's options, then the command line's without
+	 * --config: a later option overrides an earlier one. */
+	st = calloc(1, sizeof(*st));
+	if (!st || store_push(st, argv[0]))
+		r = errmsg(-ENOMEM, err, errlen, "out of memory");
+	if (!r)
+		r = config_load(st, &sc, err, errlen);
+	for (int i = 1; i < argc && !r; i++) {
+		const char *arg = argv[i];
+
+		if (!strcmp(arg, "--config") && sc.config_args == 2 &&
+		    sc.config == argv[i + 1]) {
+			i++;
+			continue;
+		}
+		if (!strncmp(arg, "--config=", 9) && sc.config_args == 1 && sc.config == arg + 9)
+			continue;
+		if (store_push(st, argv[i]))
+			r = errmsg(-ENOMEM, err, errlen, "out of memory");
+	}
+	if (!r)
+		r = parse_argv(st->argc, st->argv, cfg, err, errlen);
+	if (r != CLI_OK) {
+		store_free(st);
+		return r;
+	}
+	cfg->cli_owned = st;
 	return CLI_OK;
 }

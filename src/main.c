@@ -11,6 +11,7 @@
 
 #include "vmrun/cli.h"
 #include "vmrun/ctl.h"
+#include "vmrun/exit_report.h"
 #include "vmrun/exit_status.h"
 #include "vmrun/img.h"
 #include "vmrun/log.h"
@@ -37,9 +38,37 @@ static void ensure_std_fds(void)
 	}
 }
 
+/* --exit-json: @rep (its status, kind, reason and guest times filled in)
+ * completed with the total time and the version, written to @path.  A
+ * report that cannot be written is an error line; the status stays. */
+static void write_exit_json(const char *path, struct exit_report *rep,
+			    const struct timespec *start)
+{
+	struct timespec now;
+	char err[512];
+
+	if (!path)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	rep->ms_total = exit_report_ms(start, &now);
+	rep->version = VMRUN_VERSION;
+	if (exit_report_write(path, rep, err, sizeof(err)))
+		log_error("%s", err);
+}
+
+/* The report of a run that never started: vmrun failed (@status) for
+ * @reason. */
+static void exit_report_failure(struct exit_report *rep, int status, const char *reason)
+{
+	*rep = (struct exit_report){ .status = status, .kind = vmrun_exit_kind(status),
+				     .reason = reason, .ms_to_first_instruction = -1,
+				     .ms_to_first_output = -1 };
+}
+
 int main(int argc, char *argv[])
 {
 	struct vm_config cfg;
+	struct exit_report rep;
 	struct snapshot *snap;
 	struct timespec start;
 	struct vm *vm;
@@ -70,6 +99,7 @@ int main(int argc, char *argv[])
 		printf("vmrun %s\n", VMRUN_VERSION);
 		return 0;
 	}
+	log_set_quiet(cfg.quiet);
 
 	/* Block the signals the main loop takes through a signalfd, and the
 	 * vCPU kick, before any thread exists: threads inherit the mask. */
@@ -85,6 +115,9 @@ int main(int argc, char *argv[])
 	if (!vm || (cfg.restore_dir && !snap)) {
 		log_error("out of memory");
 		free(vm);
+		exit_report_failure(&rep, VMRUN_EXIT_SETUP, "out of memory");
+		write_exit_json(cfg.exit_json, &rep, &start);
+		cli_config_free(&cfg);
 		return VMRUN_EXIT_SETUP;
 	}
 	vm->process_start = start;
@@ -100,6 +133,9 @@ int main(int argc, char *argv[])
 			snapshot_close(snap, true);
 			free(snap);
 			free(vm);
+			exit_report_failure(&rep, VMRUN_EXIT_SETUP, err);
+			write_exit_json(cfg.exit_json, &rep, &start);
+			cli_config_free(&cfg);
 			return VMRUN_EXIT_SETUP;
 		}
 	}
@@ -107,8 +143,13 @@ int main(int argc, char *argv[])
 	if (r) {
 		log_error("%s", err);
 		status = VMRUN_EXIT_SETUP;
+		exit_report_failure(&rep, status, err);
 	} else {
 		status = vm_run(vm);
+		vm_exit_report(vm, status, &rep);
+		/* The reason lives in @vm, which goes below. */
+		snprintf(err, sizeof(err), "%s", rep.reason);
+		rep.reason = err;
 	}
 	vm_destroy(vm);
 	free(vm);
@@ -117,5 +158,8 @@ int main(int argc, char *argv[])
 		snapshot_close(snap, r != 0);
 		free(snap);
 	}
+	write_exit_json(cfg.exit_json, &rep, &start);
+	/* Last: @cfg's strings may live in the --config file's JSON. */
+	cli_config_free(&cfg);
 	return status;
 }

@@ -24,9 +24,11 @@
 #include "vmrun/snapshot.h"
 #include "vmrun/state.h"
 #include "vmrun/x86_state.h"
+#include "vmrun/exit_report.h"
 #include "vmrun/exit_status.h"
 #include "vmrun/log.h"
 #include "vmrun/nested.h"
+#include "vmrun/notify.h"
 #include "vmrun/x86.h"
 
 #define KVM_CPUID_MAX_ENTRIES 256
@@ -155,18 +157,26 @@ static void host_rx_ready(void *opaque)
 	(void)!write(vm->rx_eventfd, &one, sizeof(one));
 }
 
-void vm_request_exit(struct vm *vm, int status, const char *reason)
+/* vm_request_exit(), and whether it is the operator's quit (status 0, but
+ * reported as kind "quit", not "poweroff"). */
+static void vm_request_exit_as(struct vm *vm, int status, bool quit, const char *reason)
 {
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&vm->state_lock);
 	if (!atomic_load(&vm->exiting)) {
 		vm->exit_status = status;
+		vm->exit_quit = quit;
 		snprintf(vm->exit_reason, sizeof(vm->exit_reason), "%s", reason);
 		atomic_store(&vm->exiting, true);
 	}
 	pthread_mutex_unlock(&vm->state_lock);
 	(void)!write(vm->exit_eventfd, &one, sizeof(one));
+}
+
+void vm_request_exit(struct vm *vm, int status, const char *reason)
+{
+	vm_request_exit_as(vm, status, false, reason);
 }
 
 /* ---- the component table (vmrun/component.h) ---- */
@@ -471,6 +481,9 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 	struct bus_region *regions[] = {
 		&vm->serial.region, &vm->i8042.data_region, &vm->i8042.status_region,
 		&vm->debug_exit.region, &vm->rtc.region,
+		&vm->probe_ports.regions[0], &vm->probe_ports.regions[1],
+		&vm->probe_ports.regions[2], &vm->probe_ports.regions[3],
+		&vm->probe_ports.regions[4],
 	};
 
 	vm->dev_host = (struct device_host){ .set_irq = host_set_irq,
@@ -478,8 +491,10 @@ static int vm_build_devices(struct vm *vm, char *err, size_t errlen)
 					     .rx_ready = host_rx_ready, .opaque = vm };
 	serial_init(&vm->serial, SERIAL_COM1_BASE, SERIAL_COM1_IRQ, vm->console.out_fd,
 		    &vm->dev_host);
+	serial_set_log_fd(&vm->serial, vm->console.log_fd);
 	i8042_init(&vm->i8042, &vm->dev_host);
 	debug_exit_init(&vm->debug_exit, &vm->dev_host);
+	probe_ports_init(&vm->probe_ports);
 	rtc_init(&vm->rtc, NULL, NULL); /* the host's UTC clock */
 	if (vm_register(vm, "serial", &serial_comp_ops, &vm->serial) ||
 	    vm_register(vm, "rtc", &rtc_comp_ops, &vm->rtc))
@@ -733,7 +748,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 	vm->start_paused = start_paused;
 	vm->kvm_fd = vm->vm_fd = vm->exit_eventfd = vm->rx_eventfd = -1;
 	vm->loop.epfd = -1;
-	vm->console.out_fd = vm->console.in_fd = -1;
+	vm->console.out_fd = vm->console.in_fd = vm->console.log_fd = -1;
 	vm->signal_src.fd = vm->timer_src.fd = vm->halt_watch_src.fd = -1;
 	pthread_mutex_init(&vm->state_lock, NULL);
 	pthread_cond_init(&vm->state_cond, NULL);
@@ -795,26 +810,29 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 
 /* ---- the run loop ---- */
 
-static double vm_uptime(struct vm *vm)
+/* Milliseconds since the VM started. */
+static int64_t vm_uptime_ms(struct vm *vm)
 {
 	struct timespec now;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - vm->started.tv_sec) +
-	       (double)(now.tv_nsec - vm->started.tv_nsec) / 1e9;
+	return (int64_t)(now.tv_sec - vm->started.tv_sec) * 1000 +
+	       (now.tv_nsec - vm->started.tv_nsec) / 1000000;
 }
 
 static json_t *ctl_query_status(void *opaque)
 {
 	struct vm *vm = opaque;
 	json_t *vcpus = json_array(), *disks = json_array(), *nets = json_array();
-	bool paused = vcpus_paused(vm);
+	bool paused = vcpus_paused(vm), any_parked = false;
+	int64_t uptime_ms;
 
 	pthread_mutex_lock(&vm->state_lock);
 	for (unsigned i = 0; i < vm->n_vcpus; i++) {
 		const struct vcpu *v = &vm->vcpus[i];
 		const char *state = v->finished ? "stopped" : v->parked ? "paused" : "running";
 
+		any_parked |= v->parked && !v->finished;
 		json_array_append_new(vcpus, json_pack("{s:i,s:s}", "id", (int)i, "state", state));
 	}
 	pthread_mutex_unlock(&vm->state_lock);
@@ -825,9 +843,16 @@ static json_t *ctl_query_status(void *opaque)
 		if (o)
 			json_array_append_new(!strcmp(c->ops->group, "disks") ? disks : nets, o);
 	}
-	return json_pack("{s:s,s:o,s:o,s:o,s:f}", "status",
-			 atomic_load(&vm->exiting) ? "shutting-down" : paused ? "paused" : "running",
-			 "vcpus", vcpus, "disks", disks, "nets", nets, "uptime_s", vm_uptime(vm));
+	uptime_ms = vm_uptime_ms(vm);
+	/* "running" only when no vCPU is parked: a resume answers after every
+	 * vCPU left its pause (vcpus_resume), so this holds in its reply. */
+	return json_pack("{s:s,s:o,s:o,s:o,s:I,s:i,s:I,s:f}", "status",
+			 atomic_load(&vm->exiting) ? "shutting-down" :
+			 paused || any_parked	   ? "paused" :
+						     "running",
+			 "vcpus", vcpus, "disks", disks, "nets", nets, "mem_bytes",
+			 (json_int_t)vm->cfg->mem_size, "cpus", (int)vm->n_vcpus, "uptime_ms",
+			 (json_int_t)uptime_ms, "uptime_s", (double)uptime_ms / 1000.0);
 }
 
 static int ctl_pause(void *opaque)
@@ -852,7 +877,7 @@ static int ctl_resume(void *opaque)
 
 static int ctl_quit(void *opaque)
 {
-	vm_request_exit(opaque, VMRUN_EXIT_POWEROFF, "quit");
+	vm_request_exit_as(opaque, VMRUN_EXIT_POWEROFF, true, "quit");
 	return 0;
 }
 
@@ -978,7 +1003,7 @@ static void on_signal(struct ev_source *src, uint32_t events)
 
 	if (read(src->fd, &si, sizeof(si)) != sizeof(si))
 		return;
-	snprintf(reason, sizeof(reason), "signal %s", sigabbrev_np((int)si.ssi_signo));
+	snprintf(reason, sizeof(reason), "signal SIG%s", sigabbrev_np((int)si.ssi_signo));
 	vm_request_exit(vm, VMRUN_EXIT_SIGNAL, reason);
 }
 
@@ -1054,7 +1079,7 @@ static void console_pump(struct vm *vm)
 		n_out = console_filter_input(&vm->console, in, (size_t)n, out, &quit);
 		serial_receive(&vm->serial, out, n_out);
 		if (quit) {
-			vm_request_exit(vm, VMRUN_EXIT_POWEROFF, "quit (Ctrl-A x)");
+			vm_request_exit_as(vm, VMRUN_EXIT_POWEROFF, true, "quit (Ctrl-A x)");
 			return;
 		}
 		if (vm->stdin_polled)
@@ -1169,34 +1194,61 @@ static void vm_pit_disable_reinject(struct vm *vm)
 		log_warn("KVM_REINJECT_CONTROL: %s", strerror(errno));
 }
 
-static const char *exit_kind(int status)
+/* The kind of end for @status (vmrun_exit_kind()), "quit" for the
+ * operator's.  After the vCPUs stopped. */
+static const char *exit_kind(const struct vm *vm, int status)
 {
-	if (status & 1)
-		return "debug-exit";
-	switch (status) {
-	case VMRUN_EXIT_POWEROFF: return "poweroff";
-	case VMRUN_EXIT_RESET: return "reset";
-	case VMRUN_EXIT_TRIPLE_FAULT: return "triple-fault";
-	case VMRUN_EXIT_HLT: return "hlt";
-	case VMRUN_EXIT_INTERNAL_ERROR: return "internal-error";
-	case VMRUN_EXIT_FAIL_ENTRY: return "fail-entry";
-	case VMRUN_EXIT_GUEST_CRASH: return "guest-crash";
-	case VMRUN_EXIT_SIGNAL: return "signal";
-	case VMRUN_EXIT_TIMEOUT: return "timeout";
-	default: return "host-error";
-	}
+	return status == VMRUN_EXIT_POWEROFF && vm->exit_quit ? "quit" : vmrun_exit_kind(status);
+}
+
+/* The guest's debug-exit write behind @status, if that is what ended the
+ * run: *value gets the raw 32-bit value. */
+static bool exit_debug_value(const struct vm *vm, int status, uint32_t *value)
+{
+	if (!(status & 1) || !atomic_load(&vm->debug_exit.fired))
+		return false;
+	*value = vm->debug_exit.value;
+	return true;
+}
+
+void vm_exit_report(const struct vm *vm, int status, struct exit_report *rep)
+{
+	rep->status = status;
+	rep->kind = exit_kind(vm, status);
+	rep->has_debug_exit = exit_debug_value(vm, status, &rep->debug_exit_value);
+	rep->reason = vm->exit_reason;
+	rep->ms_to_first_instruction =
+		vm->entered ? exit_report_ms(&vm->process_start, &vm->first_run) : -1;
+	rep->ms_to_first_output =
+		vm->serial.tx_seen ? exit_report_ms(&vm->process_start, &vm->serial.first_tx) : -1;
+}
+
+/* The one line on stderr saying why the run ended, where vmrun ended it and
+ * nothing else said so: a signal or every vCPU halted for good (a timeout
+ * says so as it fires, a guest fault with its registers). */
+static void vm_log_end(const struct vm *vm, int status)
+{
+	if (status == VMRUN_EXIT_SIGNAL)
+		log_info("stopped by %s", vm->exit_reason + strlen("signal "));
+	else if (status == VMRUN_EXIT_HLT)
+		log_info("stopped: every vCPU halted with interrupts off; nothing can wake the guest");
 }
 
 int vm_run(struct vm *vm)
 {
 	char err[512];
 	int r, status;
+	json_t *data;
+	uint32_t dv;
 
 	r = vm_setup_loop(vm, err, sizeof(err));
 	if (r) {
 		log_error("%s", err);
+		snprintf(vm->exit_reason, sizeof(vm->exit_reason), "%.63s", err); /* --exit-json */
 		return VMRUN_EXIT_SETUP;
 	}
+	if (vm->nested_workarounds)
+		nested_print_banner(); /* once, now that the guest is about to run */
 	console_enter_raw(&vm->console);
 	if (vm->start_paused) {
 		/* Every vCPU parks before its first KVM_RUN; devices stay
@@ -1221,6 +1273,13 @@ int vm_run(struct vm *vm)
 	if (r) {
 		log_error("cannot start vCPU threads: %s", strerror(-r));
 		vm_request_exit(vm, VMRUN_EXIT_HOST_ERROR, "thread creation failed");
+	} else {
+		/* The guest runs (or waits for "resume" with --paused) and the
+		 * control socket listens: tell a Type=notify supervisor. */
+		int nr = notify_send(getenv("NOTIFY_SOCKET"), "READY=1");
+
+		if (nr)
+			log_warn("NOTIFY_SOCKET: cannot send READY=1: %s", strerror(-nr));
 	}
 	vm_pit_disable_reinject(vm);
 	if (!atomic_load(&vm->exiting)) {
@@ -1236,13 +1295,19 @@ int vm_run(struct vm *vm)
 	pthread_mutex_lock(&vm->state_lock);
 	status = vm->exit_status;
 	pthread_mutex_unlock(&vm->state_lock);
+	vm_log_end(vm, status);
 	if (vm->control_active) {
 		if (status == VMRUN_EXIT_RESET)
 			control_emit_event(&vm->control, "reset", json_pack("{s:s}", "reason",
 									    vm->exit_reason));
-		control_emit_event(&vm->control, "guest-exit",
-				   json_pack("{s:s,s:s,s:i}", "kind", exit_kind(status), "reason",
-					     vm->exit_reason, "status", status));
+		/* With the raw value the guest wrote, which the status
+		 * truncates to 7 bits. */
+		data = json_pack("{s:s,s:s,s:i}", "kind", exit_kind(vm, status), "reason",
+				 vm->exit_reason, "status", status);
+		json_object_set_new(data, "debug_exit_value",
+				    exit_debug_value(vm, status, &dv) ? json_integer((json_int_t)dv) :
+									json_null());
+		control_emit_event(&vm->control, "guest-exit", data);
 	}
 	return status;
 }

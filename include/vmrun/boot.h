@@ -54,7 +54,9 @@ struct elf_image {
  * segments, entry point (translated to a physical address when it is a
  * virtual one) and PVH note.  Checks everything against @len: a truncated file,
  * a segment outside the file, overlapping segments or an entry outside every
- * segment is -ENOEXEC with a one-line reason in @err. */
+ * segment is -ENOEXEC with a one-line reason in @err.  So is a file that is
+ * no kernel but an ordinary program: position-independent (ET_DYN), or, with
+ * no PVH note, one with an interpreter, a dynamic section, TLS or RELRO. */
 int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

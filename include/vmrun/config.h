@@ -79,6 +79,7 @@ struct vm_config {
 	unsigned cpus;            /* 1..VMRUN_MAX_CPUS */
 	enum console_kind console;
 	const char *console_path; /* CONSOLE_FILE only */
+	const char *console_log;  /* CONSOLE_STDIO: also copy output here; NULL: no */
 	double timeout_s;         /* 0: none */
 	const char *api_sock;     /* NULL: no control socket */
 	bool no_nested_workarounds; /* --no-nested-workarounds (vmrun/nested.h) */
@@ -96,6 +97,11 @@ struct vm_config {
 	const char *restore_disk[VMRUN_MAX_DISKS]; /* --restore-disk N=PATH */
 	const char *restore_tap[VMRUN_MAX_NICS];   /* --restore-tap N=NAME */
 	bool start_paused;        /* --paused: vCPUs wait for "resume" */
+	const char *exit_json;    /* --exit-json FILE: the run's verdict as JSON; NULL: none */
+	bool quiet;               /* --quiet: no warnings or information lines */
+	/* --config FILE: what the strings above point into when they came from
+	 * the file (vmrun/cli.h: released by cli_config_free); NULL otherwise. */
+	void *cli_owned;
 };
 
 #endif

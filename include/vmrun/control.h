@@ -4,7 +4,11 @@
  *   request  {"id": 7, "cmd": "pause", "args": {...}}   ("id" and "args" optional)
  *   reply    {"id": 7, "ok": true, "result": {...}}
  *            {"id": 7, "ok": false, "error": "why"}
- *   event    {"event": "guest-exit", "data": {...}}     (sent to every client)
+ *   event    {"event": "guest-exit", "data": {...},
+ *             "timestamp": {"seconds": S, "microseconds": U}}  (to every client;
+ *             wall clock, as QEMU's QMP)
+ *   greeting {"greeting": {"vmrun": VERSION, "protocol": 1, "commands": [...]}}
+ *            (the first line each client receives, on connect)
  *
  * Several clients may be connected; a malformed line gets an error reply, a
  * line over CONTROL_LINE_MAX or a client that stops reading is disconnected;
@@ -19,6 +23,9 @@
 #include "vmrun/evloop.h"
 
 #define CONTROL_MAX_CLIENTS 8
+/* Raised when a command or reply changes incompatibly; new commands and new
+ * keys in a result do not raise it. */
+#define CONTROL_PROTOCOL_VERSION 1
 #define CONTROL_LINE_MAX 65536
 
 /* What the control socket can ask of the VM.  Each returns 0 or -errno;
@@ -66,6 +73,15 @@ void control_exit(struct control *ctl);
 
 /* Send {"event": @name, "data": @data} to every client; steals @data. */
 void control_emit_event(struct control *ctl, const char *name, json_t *data);
+
+/* The greeting object sent to each client on connect (caller decrefs), or
+ * NULL when out of memory. */
+json_t *control_greeting(void);
+
+/* @obj as one protocol line: compact JSON, reals at 15 significant digits
+ * (a rounded value prints as written), then '\n'.  Returns a malloc'd buffer
+ * (not NUL-terminated; caller frees) and its length in @len, or NULL. */
+char *control_dump_line(const json_t *obj, size_t *len);
 
 /* Execute one request line and return the reply object (caller decrefs).
  * Exposed for unit tests; clients go through the socket. */

@@ -4,9 +4,11 @@
 #define VMRUN_DEVICES_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "vmrun/bus.h"
 
@@ -32,6 +34,7 @@ struct serial {
 	const struct device_host *host;
 	unsigned irq;
 	int out_fd; /* where transmitted bytes go; -1 discards them */
+	int log_fd; /* a second copy of them (serial_set_log_fd); -1: none */
 
 	pthread_mutex_t lock; /* vCPU threads write registers, the loop pushes input */
 	uint8_t ier, lcr, mcr, lsr_errors, msr, scr, dll, dlm, fcr;
@@ -40,13 +43,35 @@ struct serial {
 	uint8_t rx[SERIAL_RX_BUF];
 	unsigned rx_head, rx_count;
 	bool rx_was_full; /* tell the host when room appears */
+	/* When the guest transmitted its first byte (CLOCK_MONOTONIC; under
+	 * lock), for --exit-json's ms_to_first_output.  tx_seen: it did. */
+	bool tx_seen;
+	struct timespec first_tx;
+	/* Input held back for a driver that is (re)opening the port: set by a
+	 * receive-FIFO reset while IER.RDI is off, cleared when the guest turns
+	 * IER.RDI on.  While set, the bytes in rx[] stay hidden (LSR.DR clear,
+	 * RBR reads 0, no interrupt) and a FIFO reset does not discard them. */
+	bool rx_hold;
 };
 
 /* Initialise a UART at @base with @irq; transmitted bytes are written to
- * @out_fd (or dropped when -1).  Register &s->region on the port bus next. */
+ * @out_fd (or dropped when -1).  Register &s->region on the port bus next.
+ *
+ * Input is never lost to a driver that opens the port late: when the guest
+ * resets the receive FIFO (FCR bit 1) while the received-data interrupt
+ * (IER bit 0) is off, as Linux's 8250 driver does at probe and at open,
+ * unread input is kept instead of discarded, and everything received is held
+ * back (the guest sees an empty receiver) until the guest turns IER bit 0 on;
+ * then it is delivered in order.  A reset with IER bit 0 on discards the
+ * FIFO as on hardware.  Guests that never reset the FIFO (polling loops) see
+ * input as it comes. */
 void serial_init(struct serial *s, uint16_t base, unsigned irq, int out_fd,
 		 const struct device_host *host);
 void serial_exit(struct serial *s);
+
+/* Also write transmitted bytes to @fd (-1: no second copy), e.g. a console
+ * log next to stdout.  Call before the guest runs. */
+void serial_set_log_fd(struct serial *s, int fd);
 
 /* Offer received bytes to the guest; returns how many were taken (fewer than
  * @len when the buffer is full: the caller keeps the rest and waits for
@@ -86,9 +111,27 @@ void i8042_init(struct i8042 *k, const struct device_host *host);
 struct debug_exit {
 	struct bus_region region;
 	const struct device_host *host;
+	/* The first write ends the run; later ones (another vCPU racing it)
+	 * are dropped, so that @value is the one behind the exit status. */
+	atomic_bool fired;
+	uint32_t value; /* the raw value of that write (valid once fired) */
 };
 
 void debug_exit_init(struct debug_exit *d, const struct device_host *host);
+
+/* ---- ports every PC guest probes: "nothing here", silently ---- */
+
+/* Port 0x80 (POST codes, Linux's I/O delay), 0x87 (DMA page register) and
+ * the IER of COM2-COM4 (0x2f9, 0x3e9, 0x2e9), which Linux's 8250 driver
+ * probes: reads give all-ones (no UART answers), writes are dropped, and
+ * neither logs an "unclaimed port" warning.  Register each of @p->regions on
+ * the port bus after probe_ports_init(). */
+#define PROBE_PORTS_N 5
+struct probe_ports {
+	struct bus_region regions[PROBE_PORTS_N];
+};
+
+void probe_ports_init(struct probe_ports *p);
 
 /* ---- MC146818 CMOS RTC (ports 0x70 index, 0x71 data) ---- */
 

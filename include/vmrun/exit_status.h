@@ -29,4 +29,25 @@ static inline int vmrun_exit_status_for_debug_exit(unsigned value)
 	return (int)(((value << 1) | 1u) & 0xffu);
 }
 
+/* The kind of end behind @status, as --exit-json and the control socket's
+ * guest-exit event name it.  A quit (control socket, Ctrl-A x) has status 0
+ * like a poweroff: struct vm tells them apart and names it "quit". */
+static inline const char *vmrun_exit_kind(int status)
+{
+	if (status & 1)
+		return "debug-exit";
+	switch (status) {
+	case VMRUN_EXIT_POWEROFF: return "poweroff";
+	case VMRUN_EXIT_RESET: return "reboot";
+	case VMRUN_EXIT_TRIPLE_FAULT: return "triple-fault";
+	case VMRUN_EXIT_HLT: return "halt";
+	case VMRUN_EXIT_INTERNAL_ERROR: return "internal-error";
+	case VMRUN_EXIT_FAIL_ENTRY: return "entry-failure";
+	case VMRUN_EXIT_GUEST_CRASH: return "panic";
+	case VMRUN_EXIT_SIGNAL: return "signal";
+	case VMRUN_EXIT_TIMEOUT: return "timeout";
+	default: return "vmrun-failure"; /* 2, 4, 18: vmrun could not start or go on */
+	}
+}
+
 #endif

@@ -2,6 +2,7 @@
 #ifndef VMRUN_LOG_H
 #define VMRUN_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 __attribute__((format(printf, 1, 2))) void log_error(const char *fmt, ...);
@@ -12,6 +13,14 @@ __attribute__((format(printf, 1, 2))) void log_info(const char *fmt, ...);
  * the shape of every "return -errno with a message" path. */
 __attribute__((format(printf, 4, 5)))
 int errmsg(int r, char *err, size_t errlen, const char *fmt, ...);
+
+/* --quiet: from now on log_warn() and log_info() print nothing (errors and
+ * the guest's console stay).  Process-wide on purpose, the one exception to
+ * "no file-scope mutable state": the sink, stderr, is process-wide too, and
+ * the warnings come from code that has no struct vm at hand.  main() calls
+ * it before any thread exists. */
+void log_set_quiet(bool quiet);
+bool log_quiet(void);
 
 /* Printed only when VMRUN_DEBUG is set in the environment. */
 __attribute__((format(printf, 1, 2))) void log_debug(const char *fmt, ...);

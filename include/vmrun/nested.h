@@ -38,9 +38,15 @@ int nested_cpuinfo_lacks_hw_virt(const char *cpuinfo);
 int nested_host_lacks_hw_virt(const char *path);
 
 /* Whether the fallbacks run for @cfg: the host lacks VT-x/AMD-V and @cfg
- * does not say --no-nested-workarounds.  When they do, says so once on
- * stderr.  Call once per VM, after /dev/kvm opened. */
+ * does not say --no-nested-workarounds.  Prints nothing: the VM says so
+ * with nested_print_banner() once it starts.  Call once per VM, after
+ * /dev/kvm opened. */
 bool nested_workarounds_enable(const struct vm_config *cfg);
+
+/* The one notice that the fallbacks are on (a log_info() line, so --quiet
+ * silences it).  vm_run() prints it as the guest starts: never before an
+ * error that stops the start, such as a missing kernel file. */
+void nested_print_banner(void);
 
 /* Whether the kernel image in @buf (@len bytes) is Linux: a bzImage (boot
  * sector signature 0xAA55 at 0x1FE and "HdrS" at 0x202), or an ELF64 file

@@ -94,7 +94,8 @@ struct state_reader {
 };
 
 /* Validate @buf (@len bytes: FDT then footer) and point @r at it; @buf must
- * outlive @r.  Checks: the footer's magic, a known format version, the
+ * outlive @r and be 8-byte aligned (libfdt refuses anything else: receive a
+ * stream into malloc'd memory).  Checks: the footer's magic, a known format version, the
  * length, the CRC, the FDT header (version 17, sizes inside the blob) and
  * its whole structure (fdt_check_full), and that every node name is sane.
  * Returns 0, or -EINVAL / -EPROTO (an unknown format version) with the reason

@@ -78,6 +78,7 @@ struct vm {
 	char device_cmdline[(VMRUN_MAX_DISKS + VMRUN_MAX_NICS) * 48];
 	struct i8042 i8042;
 	struct debug_exit debug_exit;
+	struct probe_ports probe_ports;
 	struct rtc rtc;
 	struct boot_setup boot;
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, patched per vCPU */
@@ -96,7 +97,11 @@ struct vm {
 	/* Build from saved state instead of a kernel (NULL: first boot). */
 	struct snapshot *restore;
 	bool start_paused;      /* vCPUs park before their first KVM_RUN */
-	struct timespec process_start; /* main()'s entry, for the restore figure */
+	struct timespec process_start; /* main()'s entry, for the restore figure and --exit-json */
+	/* vCPU 0's first KVM_RUN (CLOCK_MONOTONIC), written once by its
+	 * thread before that call; read after the vCPUs were joined. */
+	bool entered;
+	struct timespec first_run;
 	/* The state of the current pause, taken by its first save, so that
 	 * every save until the resume writes the same machine (the TSC and
 	 * clocks would otherwise tick on); the disk bases that save froze. */
@@ -115,6 +120,7 @@ struct vm {
 	atomic_bool exiting;
 	int exit_status;
 	char exit_reason[64];
+	bool exit_quit; /* the winner was the operator's quit (control socket, Ctrl-A x) */
 	int exit_eventfd; /* vCPU threads -> main loop */
 
 	struct evloop loop;
@@ -164,6 +170,13 @@ void vm_resume(struct vm *vm);
  * (enum vmrun_exit_status, or a debug-exit status). */
 int vm_run(struct vm *vm);
 
+/* Fill @rep (vmrun/exit_report.h) with what vm_run() returning @status
+ * leaves to report: kind, debug-exit value, reason and the times to the
+ * first guest instruction and console byte.  ms_total and the version are
+ * the caller's.  Call after vm_run(), before vm_destroy(). */
+struct exit_report;
+void vm_exit_report(const struct vm *vm, int status, struct exit_report *rep);
+
 /* Release everything vm_build() acquired; safe after a failed build. */
 void vm_destroy(struct vm *vm);
 
@@ -182,6 +195,8 @@ int vcpus_start(struct vm *vm) __attribute__((warn_unused_result));
 /* Park every running vCPU outside KVM_RUN and wait until each acknowledged.
  * Returns 0, or -ETIMEDOUT if one did not within a few seconds. */
 int vcpus_pause(struct vm *vm) __attribute__((warn_unused_result));
+/* Let the vCPUs run again and wait (a few seconds at most) until each parked
+ * one has left its pause. */
 void vcpus_resume(struct vm *vm);
 
 /* Stop and join every vCPU thread. */

@@ -65,8 +65,23 @@ static const struct elf_segment *segment_at(const struct elf_image *img, uint64_
 	return NULL;
 }
 
+/* What a program header of type @type says when only an ordinary (user
+ * space) program has it, or NULL.  A kernel image is never linked with an
+ * interpreter, dynamic section, TLS template or RELRO segment. */
+static const char *elf_program_mark(uint32_t type)
+{
+	switch (type) {
+	case PT_INTERP: return "a program interpreter, PT_INTERP";
+	case PT_DYNAMIC: return "a dynamic section, PT_DYNAMIC";
+	case PT_TLS: return "thread-local storage, PT_TLS";
+	case PT_GNU_RELRO: return "a RELRO segment, PT_GNU_RELRO";
+	default: return NULL;
+	}
+}
+
 int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, size_t errlen)
 {
+	const char *program_mark = NULL;
 	Elf64_Ehdr eh;
 
 	memset(img, 0, sizeof(*img));
@@ -79,6 +94,9 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 	memcpy(&eh, buf, sizeof(eh));
 	if (buf[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
 		return errmsg(-ENOEXEC, err, errlen, "not an x86-64 ELF file");
+	if (eh.e_type == ET_DYN)
+		return errmsg(-ENOEXEC, err, errlen,
+			      "not a kernel: a position-independent program or shared library (ELF type DYN); want a vmlinux, a PVH kernel or a bzImage");
 	if (eh.e_type != ET_EXEC)
 		return errmsg(-ENOEXEC, err, errlen, "not an ELF executable (type %u)", eh.e_type);
 	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > ELF_MAX_PHDRS)
@@ -92,6 +110,8 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 		struct elf_segment *s;
 
 		memcpy(&ph, buf + eh.e_phoff + i * sizeof(ph), sizeof(ph));
+		if (!program_mark)
+			program_mark = elf_program_mark(ph.p_type);
 		if (ph.p_type == PT_NOTE) {
 			if (!in_file(ph.p_offset, ph.p_filesz, len))
 				return errmsg(-ENOEXEC, err, errlen, "truncated: note segment past the end of the file");
@@ -130,6 +150,12 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 	}
 	if (!img->n_segments)
 		return errmsg(-ENOEXEC, err, errlen, "no loadable segments");
+	/* A PVH note says "kernel"; without one, what only an ordinary
+	 * program has says the opposite, before it dies in the guest. */
+	if (program_mark && !img->has_pvh)
+		return errmsg(-ENOEXEC, err, errlen,
+			      "not a kernel: an ordinary program (it has %s) with no PVH note; want a vmlinux, a PVH kernel or a bzImage",
+			      program_mark);
 
 	/* e_entry is physical for Linux's vmlinux; a virtual one is translated
 	 * through the segment whose virtual range holds it. */

@@ -10,12 +10,24 @@ int console_open(struct console *c, const struct vm_config *cfg, char *err, size
 {
 	memset(c, 0, sizeof(*c));
 	c->out_fd = -1;
+	c->log_fd = -1;
 	c->in_fd = -1;
+	c->help_fd = STDERR_FILENO;
 	switch (cfg->console) {
 	case CONSOLE_STDIO:
 		c->out_fd = STDOUT_FILENO;
 		c->in_fd = STDIN_FILENO;
 		c->in_is_tty = isatty(STDIN_FILENO);
+		if (!cfg->console_log)
+			break;
+		c->log_fd = open(cfg->console_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (c->log_fd < 0) {
+			int r = -errno;
+
+			snprintf(err, errlen, "--console stdio,log=%s: %s", cfg->console_log,
+				 strerror(-r));
+			return r;
+		}
 		break;
 	case CONSOLE_FILE:
 		c->out_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -30,6 +42,15 @@ int console_open(struct console *c, const struct vm_config *cfg, char *err, size
 	case CONSOLE_NONE:
 		break;
 	}
+	/* The console is not on this terminal, but Ctrl-A x and h are: only
+	 * for a foreground vmrun (a background one reading the terminal would
+	 * be stopped by SIGTTIN). */
+	if (cfg->console != CONSOLE_STDIO && isatty(STDIN_FILENO) &&
+	    tcgetpgrp(STDIN_FILENO) == getpgrp()) {
+		c->in_fd = STDIN_FILENO;
+		c->in_is_tty = true;
+		c->in_escape_only = true;
+	}
 	return 0;
 }
 
@@ -41,7 +62,9 @@ void console_enter_raw(struct console *c)
 		return;
 	raw = c->saved;
 	raw.c_iflag &= ~(unsigned)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
-	raw.c_lflag &= ~(unsigned)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+	raw.c_lflag &= ~(unsigned)(ECHO | ECHONL | ICANON | IEXTEN);
+	if (!c->in_escape_only)
+		raw.c_lflag &= ~(unsigned)ISIG;
 	raw.c_cflag &= ~(unsigned)(CSIZE | PARENB);
 	raw.c_cflag |= CS8;
 	raw.c_cc[VMIN] = 1;
@@ -65,6 +88,23 @@ void console_close(struct console *c)
 		close(c->out_fd);
 	c->out_fd = -1;
 	c->out_owned = false;
+	if (c->log_fd >= 0)
+		close(c->log_fd);
+	c->log_fd = -1;
+}
+
+/* Ctrl-A h: the escape keys, on the terminal (raw mode keeps output
+ * post-processing, so "\n" is a whole new line). */
+static void console_print_help(const struct console *c)
+{
+	static const char help[] =
+		"\nvmrun: escape keys, after Ctrl-A:\n"
+		"  x       quit vmrun (exit status 0)\n"
+		"  h       this help\n"
+		"  Ctrl-A  send one Ctrl-A to the guest\n";
+
+	if (c->help_fd >= 0)
+		(void)!write(c->help_fd, help, sizeof(help) - 1);
 }
 
 size_t console_filter_input(struct console *c, const uint8_t *in, size_t n, uint8_t *out,
@@ -90,11 +130,16 @@ size_t console_filter_input(struct console *c, const uint8_t *in, size_t n, uint
 		c->escape_seen = false;
 		if (b == 'x' || b == 'X') {
 			*quit = true;
-			return o;
+			break;
+		}
+		if (b == 'h' || b == 'H') {
+			console_print_help(c);
+			continue;
 		}
 		if (b != CONSOLE_ESCAPE)
 			out[o++] = CONSOLE_ESCAPE;
 		out[o++] = b;
 	}
-	return o;
+	/* The guest's console is elsewhere: nothing typed here is for it. */
+	return c->in_escape_only ? 0 : o;
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmrun/log.h"
@@ -32,12 +33,66 @@ static json_t *reply_ok(json_t *id, json_t *result)
 			 result ? result : json_object());
 }
 
+#ifndef VMRUN_VERSION
+#define VMRUN_VERSION "unknown"
+#endif
+
+/* Every command, with the one line "help" answers; the greeting lists the
+ * names.  Kept in step with run_command() by test_help_lists_every_command. */
+static const struct control_command {
+	const char *name;
+	const char *help;
+} control_commands[] = {
+	{ "query-status", "the run state, vCPUs, memory, disks, NICs and uptime" },
+	{ "pause", "stop every vCPU; answers once all of them are parked" },
+	{ "resume", "run the vCPUs again; answers once all of them left the pause" },
+	{ "quit", "end the run (exit status 0)" },
+	{ "snapshot", "args {\"disk\": N or PATH}: a live overlay snapshot of a disk" },
+	{ "save", "args {\"path\": DIR}: a whole-VM snapshot (vmrun --restore DIR)" },
+	{ "help", "this list" },
+};
+
+#define CONTROL_N_COMMANDS (sizeof(control_commands) / sizeof(control_commands[0]))
+
+json_t *control_greeting(void)
+{
+	json_t *names = json_array();
+
+	for (size_t i = 0; i < CONTROL_N_COMMANDS; i++)
+		json_array_append_new(names, json_string(control_commands[i].name));
+	return json_pack("{s:{s:s,s:i,s:o}}", "greeting", "vmrun", VMRUN_VERSION, "protocol",
+			 CONTROL_PROTOCOL_VERSION, "commands", names);
+}
+
+char *control_dump_line(const json_t *obj, size_t *len)
+{
+	/* 15 significant digits: a value rounded to milliseconds prints as
+	 * 1.508, not as 1.5080000000000000 or 1.5081706590000001. */
+	char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	size_t n;
+
+	if (!text)
+		return NULL;
+	n = strlen(text);
+	text[n] = '\n'; /* replaces the NUL; json_dumps output is n + 1 bytes */
+	*len = n + 1;
+	return text;
+}
+
 /* Commands: name, handler.  A handler returns 0 or -errno.  @args is the
  * request's "args" object (never NULL). */
 static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, json_t *args)
 {
 	int r;
 
+	if (!strcmp(cmd, "help")) {
+		json_t *list = json_object();
+
+		for (size_t i = 0; i < CONTROL_N_COMMANDS; i++)
+			json_object_set_new(list, control_commands[i].name,
+					    json_string(control_commands[i].help));
+		return reply_ok(id, json_pack("{s:o}", "commands", list));
+	}
 	if (!strcmp(cmd, "snapshot")) {
 		char err[512] = "";
 		json_t *res = ctl->ops->disk_snapshot ?
@@ -70,7 +125,7 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 		r = ctl->ops->quit(ctl->opaque);
 	else
 		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit, "
-				       "snapshot, save)", cmd);
+				       "snapshot, save, help)", cmd);
 	if (r)
 		return reply_error(id, "%s failed: %s", cmd, strerror(-r));
 	return reply_ok(id, ctl->ops->query_status(ctl->opaque));
@@ -120,19 +175,17 @@ static void client_close(struct control_client *cl)
  * block the loop. */
 static void client_send(struct control_client *cl, json_t *obj)
 {
-	char *text = json_dumps(obj, JSON_COMPACT);
 	size_t len;
+	char *text = control_dump_line(obj, &len);
 	ssize_t n;
 
 	if (!text) {
 		client_close(cl);
 		return;
 	}
-	len = strlen(text);
-	text[len] = '\n'; /* replaces the NUL; json_dumps output is len + 1 bytes */
-	n = send(cl->src.fd, text, len + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	n = send(cl->src.fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	free(text);
-	if (n != (ssize_t)(len + 1))
+	if (n != (ssize_t)len)
 		client_close(cl);
 }
 
@@ -206,6 +259,14 @@ static void control_accept(struct ev_source *src, uint32_t events)
 			cl->src.fd = -1;
 			break;
 		}
+		/* The greeting comes first, before any reply or event. */
+		json_t *hello = control_greeting();
+
+		if (hello)
+			client_send(cl, hello);
+		else
+			client_close(cl);
+		json_decref(hello);
 		return;
 	}
 	/* Full: say why, then hang up. */
@@ -303,7 +364,14 @@ void control_exit(struct control *ctl)
 
 void control_emit_event(struct control *ctl, const char *name, json_t *data)
 {
-	json_t *ev = json_pack("{s:s,s:o}", "event", name, "data", data ? data : json_object());
+	struct timespec now;
+	json_t *ev;
+
+	/* Wall-clock time, as QEMU's QMP events carry it. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	ev = json_pack("{s:s,s:o,s:{s:I,s:I}}", "event", name, "data",
+		       data ? data : json_object(), "timestamp", "seconds", (json_int_t)now.tv_sec,
+		       "microseconds", (json_int_t)(now.tv_nsec / 1000));
 
 	if (!ev)
 		return;

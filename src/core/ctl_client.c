@@ -84,7 +84,7 @@ int ctl_main(int argc, char *const argv[])
 
 	if (argc < 3) {
 		fprintf(stderr, "usage: vmrun ctl SOCKET COMMAND [KEY=VALUE ...]\n"
-				"commands: query-status, pause, resume, quit, wait-exit,\n"
+				"commands: query-status, pause, resume, quit, wait-exit, help,\n"
 				"          snapshot disk=N|PATH (a live overlay snapshot of a disk)\n");
 		return CTL_USAGE;
 	}
@@ -128,6 +128,11 @@ int ctl_main(int argc, char *const argv[])
 		have -= (size_t)len + 1;
 		if (!msg)
 			continue;
+		if (json_object_get(msg, "greeting")) {
+			/* The first line on connect; replies and events follow. */
+			json_decref(msg);
+			continue;
+		}
 		ev = json_object_get(msg, "event");
 		if (wait_exit) {
 			if (!ev) {
@@ -135,7 +140,8 @@ int ctl_main(int argc, char *const argv[])
 				 * client and will send it the exit event. */
 				fprintf(stderr, "vmrun ctl: waiting for the guest to exit\n");
 			} else if (json_is_string(ev) && !strcmp(json_string_value(ev), "guest-exit")) {
-				char *out = json_dumps(json_object_get(msg, "data"), JSON_COMPACT);
+				char *out = json_dumps(json_object_get(msg, "data"),
+						       JSON_COMPACT | JSON_REAL_PRECISION(15));
 
 				printf("%s\n", out ? out : "{}");
 				free(out);
@@ -147,7 +153,8 @@ int ctl_main(int argc, char *const argv[])
 			json_t *ok = json_object_get(msg, "ok");
 
 			if (json_is_true(ok)) {
-				char *out = json_dumps(json_object_get(msg, "result"), JSON_COMPACT);
+				char *out = json_dumps(json_object_get(msg, "result"),
+						 JSON_COMPACT | JSON_REAL_PRECISION(15));
 
 				printf("%s\n", out ? out : "{}");
 				free(out);

@@ -1,8 +1,22 @@
 #include "vmrun/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/* See log_set_quiet() in vmrun/log.h for why this one is process-wide. */
+static atomic_bool log_quiet_flag;
+
+void log_set_quiet(bool quiet)
+{
+	atomic_store(&log_quiet_flag, quiet);
+}
+
+bool log_quiet(void)
+{
+	return atomic_load(&log_quiet_flag);
+}
 
 /* One fprintf per line: stderr is unbuffered, and a single call keeps lines
  * from different vCPU threads from interleaving mid-line. */
@@ -27,6 +41,8 @@ void log_warn(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (log_quiet())
+		return;
 	va_start(ap, fmt);
 	log_line("warning: ", fmt, ap);
 	va_end(ap);
@@ -36,6 +52,8 @@ void log_info(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (log_quiet())
+		return;
 	va_start(ap, fmt);
 	log_line("", fmt, ap);
 	va_end(ap);

@@ -1,5 +1,7 @@
 /* The i8042's CPU reset line and the isa-debug-exit port: the two ways a
- * guest without ACPI ends its run on purpose. */
+ * guest without ACPI ends its run on purpose; and the ports every PC guest
+ * probes, answered "nothing here". */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "vmrun/devices.h"
@@ -59,6 +61,9 @@ static int debug_exit_write(struct bus_region *region, uint64_t offset, const vo
 	if (offset != 0)
 		return 0; /* only a write to the base port counts, as in QEMU */
 	memcpy(&v, data, size > 4 ? 4 : size);
+	if (atomic_exchange(&d->fired, true))
+		return 0; /* the run is already ending with the first value */
+	d->value = v;
 	d->host->request_exit(d->host->opaque, vmrun_exit_status_for_debug_exit(v), "debug-exit");
 	return 0;
 }
@@ -74,6 +79,38 @@ static const struct bus_ops debug_exit_ops = { .read = debug_exit_read, .write =
 void debug_exit_init(struct debug_exit *d, const struct device_host *host)
 {
 	d->host = host;
+	atomic_init(&d->fired, false);
+	d->value = 0;
 	d->region = (struct bus_region){ .base = DEBUG_EXIT_PORT, .len = 4, .ops = &debug_exit_ops,
 					 .opaque = d, .name = "debug-exit" };
+}
+
+static int probe_port_read(struct bus_region *region, uint64_t offset, void *data, unsigned size)
+{
+	(void)region;
+	(void)offset;
+	memset(data, 0xff, size);
+	return 0;
+}
+
+static int probe_port_write(struct bus_region *region, uint64_t offset, const void *data,
+			    unsigned size)
+{
+	(void)region;
+	(void)offset;
+	(void)data;
+	(void)size;
+	return 0;
+}
+
+static const struct bus_ops probe_port_ops = { .read = probe_port_read, .write = probe_port_write };
+
+void probe_ports_init(struct probe_ports *p)
+{
+	static const uint16_t ports[PROBE_PORTS_N] = { 0x80, 0x87, 0x2e9, 0x2f9, 0x3e9 };
+
+	for (unsigned i = 0; i < PROBE_PORTS_N; i++)
+		p->regions[i] = (struct bus_region){ .base = ports[i], .len = 1,
+						     .ops = &probe_port_ops, .opaque = p,
+						     .name = "probe-port" };
 }

@@ -1,9 +1,12 @@
 /* 16550A UART.  Transmission is instantaneous (THR is always empty), input
  * arrives through serial_receive() into a buffer larger than the 16-byte FIFO
- * so the host side can be flow-controlled instead of dropping bytes.
+ * so the host side can be flow-controlled instead of dropping bytes, and
+ * held back from a driver that has not opened the port yet (the rule is in
+ * include/vmrun/devices.h, at serial_init()).
  * Register reference: the National Semiconductor PC16550D datasheet. */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmrun/devices.h"
@@ -62,6 +65,7 @@ void serial_init(struct serial *s, uint16_t base, unsigned irq, int out_fd,
 	s->host = host;
 	s->irq = irq;
 	s->out_fd = out_fd;
+	s->log_fd = -1;
 	s->mcr = MCR_OUT2;
 	s->msr = MSR_DCD | MSR_DSR | MSR_CTS;
 	s->dll = 0x0c; /* 9600 baud */
@@ -73,12 +77,17 @@ void serial_exit(struct serial *s)
 	pthread_mutex_destroy(&s->lock);
 }
 
+void serial_set_log_fd(struct serial *s, int fd)
+{
+	s->log_fd = fd;
+}
+
 /* Interrupt identification, highest priority first.  Caller holds the lock. */
 static uint8_t serial_iir(const struct serial *s)
 {
 	if ((s->ier & IER_RLSI) && s->lsr_errors)
 		return IIR_RLSI;
-	if ((s->ier & IER_RDI) && s->rx_count)
+	if ((s->ier & IER_RDI) && s->rx_count && !s->rx_hold)
 		return IIR_RDI;
 	if ((s->ier & IER_THRI) && s->thr_interrupt)
 		return IIR_THRI;
@@ -116,10 +125,18 @@ static void serial_transmit(struct serial *s, uint8_t c)
 		serial_rx_push(s, c);
 		return;
 	}
+	if (!s->tx_seen) {
+		clock_gettime(CLOCK_MONOTONIC, &s->first_tx);
+		s->tx_seen = true;
+	}
+	/* A console that went away (closed pipe, full disk) must not stop
+	 * the guest: the byte is dropped. */
 	if (s->out_fd >= 0) {
-		/* A console that went away (closed pipe, full disk) must not
-		 * stop the guest: the byte is dropped. */
 		while (write(s->out_fd, &c, 1) < 0 && errno == EINTR)
+			;
+	}
+	if (s->log_fd >= 0) {
+		while (write(s->log_fd, &c, 1) < 0 && errno == EINTR)
 			;
 	}
 }
@@ -143,7 +160,7 @@ static uint8_t serial_read_reg(struct serial *s, uint64_t reg, bool *notify_spac
 	case UART_RBR_THR:
 		if (s->lcr & LCR_DLAB)
 			return s->dll;
-		if (s->rx_count) {
+		if (s->rx_count && !s->rx_hold) {
 			v = s->rx[s->rx_head];
 			s->rx_head = (s->rx_head + 1) % SERIAL_RX_BUF;
 			s->rx_count--;
@@ -163,7 +180,7 @@ static uint8_t serial_read_reg(struct serial *s, uint64_t reg, bool *notify_spac
 	case UART_MCR:
 		return s->mcr;
 	case UART_LSR:
-		v = LSR_THRE | LSR_TEMT | s->lsr_errors | (s->rx_count ? LSR_DR : 0);
+		v = LSR_THRE | LSR_TEMT | s->lsr_errors | (s->rx_count && !s->rx_hold ? LSR_DR : 0);
 		s->lsr_errors = 0;
 		return v;
 	case UART_MSR:
@@ -200,10 +217,19 @@ static void serial_write_reg(struct serial *s, uint64_t reg, uint8_t v, bool *no
 		if (!(s->ier & IER_THRI) && (v & IER_THRI))
 			s->thr_interrupt = true;
 		s->ier = v & 0x0f;
+		/* The driver listens now: what was held is delivered. */
+		if (v & IER_RDI)
+			s->rx_hold = false;
 		return;
 	case UART_IIR_FCR:
 		s->fcr = v & (FCR_ENABLE | 0xc0);
-		if (v & FCR_CLEAR_RX) {
+		if ((v & FCR_CLEAR_RX) && !(s->ier & IER_RDI)) {
+			/* A driver (re)initialising the port, not listening
+			 * yet (Linux at probe and at open): keep the input
+			 * for it instead of discarding, and hold it back
+			 * until it turns IER.RDI on. */
+			s->rx_hold = true;
+		} else if (v & FCR_CLEAR_RX) {
 			s->rx_head = s->rx_count = 0;
 			serial_rx_consumed(s, notify_space);
 		}
@@ -308,6 +334,7 @@ void serial_save(struct serial *s, struct state_writer *w)
 	state_put_u32(w, "fcr", s->fcr);
 	state_put_u32(w, "thr-interrupt", s->thr_interrupt);
 	state_put_u32(w, "irq-level", s->irq_level);
+	state_put_u32(w, "rx-hold", s->rx_hold);
 	/* Input the guest has not read yet, oldest first. */
 	state_put_bytes(w, "rx-fifo", fifo, s->rx_count);
 	pthread_mutex_unlock(&s->lock);
@@ -321,7 +348,7 @@ int serial_load(struct serial *s, struct state_reader *r)
 					     "dll", "dlm", "fcr", "thr-interrupt", "irq-level" };
 	const void *fifo;
 	size_t fifo_len;
-	uint32_t irq;
+	uint32_t irq, hold = 0;
 
 	if (state_version(r, node, 1, SERIAL_STATE_VERSION) < 0)
 		return r->err;
@@ -329,6 +356,9 @@ int serial_load(struct serial *s, struct state_reader *r)
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		state_get_u32_range(r, node, names[i], 0, i >= 9 ? 1 : 0xff, &v[i]);
 	state_get_blob(r, node, "rx-fifo", SERIAL_RX_BUF, &fifo, &fifo_len);
+	/* Absent in states saved before the hold existed: not holding. */
+	if (state_has(r, node, "rx-hold"))
+		state_get_u32_range(r, node, "rx-hold", 0, 1, &hold);
 	if (r->err)
 		return r->err;
 	if (irq != s->irq)
@@ -349,6 +379,7 @@ int serial_load(struct serial *s, struct state_reader *r)
 	s->rx_head = 0;
 	s->rx_count = (unsigned)fifo_len;
 	s->rx_was_full = false;
+	s->rx_hold = hold;
 	/* The line's level lives in the restored IOAPIC/PIC; what vmrun
 	 * drives must agree with it, so it is re-asserted from the registers. */
 	s->irq_level = serial_iir(s) != IIR_NONE;

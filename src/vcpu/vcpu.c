@@ -242,6 +242,7 @@ static enum vcpu_request vcpu_wait_runnable(struct vcpu *v)
 		v->parked = false;
 		v->halted_for_good = false;
 		vm->n_parked--;
+		pthread_cond_broadcast(&vm->ack_cond); /* vcpus_resume waits for this */
 	}
 	req = vm->request;
 	pthread_mutex_unlock(&vm->state_lock);
@@ -265,6 +266,13 @@ static void *vcpu_thread(void *arg)
 		v->run->immediate_exit = 0;
 		if (atomic_load(&vm->exiting) || vcpu_wait_runnable(v) == VCPU_STOP)
 			break;
+		if (v->id == 0 && !vm->entered) {
+			/* The guest's first instruction, for --exit-json; only
+			 * this thread writes it, the main thread reads it after
+			 * the join. */
+			clock_gettime(CLOCK_MONOTONIC, &vm->first_run);
+			vm->entered = true;
+		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
@@ -346,10 +354,20 @@ int vcpus_pause(struct vm *vm)
 
 void vcpus_resume(struct vm *vm)
 {
+	struct timespec deadline;
+	int r = 0;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += VCPU_PAUSE_TIMEOUT_S;
 	pthread_mutex_lock(&vm->state_lock);
 	if (vm->request == VCPU_PAUSE)
 		vm->request = VCPU_RUN;
 	pthread_cond_broadcast(&vm->state_cond);
+	/* Wait until every vCPU has left its parked state, so that whoever
+	 * asked (the control socket's "resume") sees them running.  A parked
+	 * vCPU only needs the lock to leave, so the deadline is a guard. */
+	while (vm->request == VCPU_RUN && vm->n_parked > 0 && r == 0)
+		r = pthread_cond_timedwait(&vm->ack_cond, &vm->state_lock, &deadline);
 	pthread_mutex_unlock(&vm->state_lock);
 }
 

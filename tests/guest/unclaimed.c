@@ -1,11 +1,15 @@
 /* unclaimed: accesses nobody claims must read as all-ones and swallow writes,
  * as on a real PC bus: port 0x510 at 1, 2 and 4 bytes, MMIO 0xd0000000 (in
  * the MMIO hole) at 1, 2, 4 and 8 bytes, each read twice, then written, then
- * read once more to show the write did not stick. */
+ * read once more to show the write did not stick.  Then the ports every PC
+ * guest probes (0x80, 0x87, 0x2e9, 0x2f9, 0x3e9), which vmrun claims as
+ * "nothing here": each written, then read as 0xff. */
 #include "guest.h"
 
 #define PORT 0x510
 #define MMIO 0xd0000000ul
+
+static const uint16_t probe_ports[] = { 0x80, 0x87, 0x2e9, 0x2f9, 0x3e9 };
 
 /* Report @what = @got unless it equals @want; returns whether it did. */
 static bool check(const char *what, uint64_t got, uint64_t want)
@@ -48,6 +52,11 @@ int guest_main(void)
 	if (!check("inl(0x510) after write", inl(PORT), 0xffffffff) ||
 	    !check("mmio64(0xd0000000) after write", mmio_read64(MMIO), ~0ull))
 		return 1;
+	for (unsigned i = 0; i < sizeof(probe_ports) / sizeof(probe_ports[0]); i++) {
+		outb(probe_ports[i], 0);
+		if (!check("a probed port after a write", inb(probe_ports[i]), 0xff))
+			return 1;
+	}
 	gprintf("unclaimed: ok\n");
 	return 0;
 }

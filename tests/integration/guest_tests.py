@@ -14,6 +14,7 @@ vmrun's own output.
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -32,8 +33,8 @@ HANG_GUARD_S = 120
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from testkit import (SKIP, TestFailure, add_guest_args, check, guest_elf,  # noqa: E402
-                     guest_setup, run_main)
+from testkit import (SKIP, Skip, TestFailure, add_guest_args, check,  # noqa: E402
+                     guest_elf, guest_setup, run_main)
 
 
 def guest(name):
@@ -99,6 +100,28 @@ def test_console_file():
         check("hello from vmrun test guest" in text, f"console file lacks the greeting: {text!r}")
 
 
+def test_console_stdio_log():
+    """--console stdio,log=PATH: stdout and the log get the same bytes, the
+    guest's input still comes from stdin, and an old log is truncated."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "console.log")
+        with open(path, "wb") as f:
+            f.write(b"stale content that must go\n" * 100)
+        p = subprocess.run([VMRUN, "--kernel", guest("echo"), "--console", "stdio,log=" + path],
+                           input=b"first line\nexit 4\n", stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
+        ctx = f"\n--- status {p.returncode}\n--- stdout:\n{p.stdout!r}\n--- stderr:\n{p.stderr!r}"
+        check(p.returncode == debug_exit_status(4), f"status {p.returncode}{ctx}")
+        check(b"echo: first line" in p.stdout, f"stdout lacks the echo{ctx}")
+        with open(path, "rb") as f:
+            log = f.read()
+        check(log == p.stdout, f"the log differs from stdout: {log!r}{ctx}")
+    with tempfile.TemporaryDirectory() as d:
+        bad = os.path.join(d, "no", "such", "console.log")
+        expect(["--kernel", guest("hello"), "--console", "stdio,log=" + bad], 4,
+               stderr_has=["--console stdio,log=" + bad])
+
+
 def test_console_none():
     out, _ = expect(["--kernel", guest("hello"), "--console", "none"], debug_exit_status(0))
     check(out == "", f"--console none printed {out!r}")
@@ -156,6 +179,207 @@ def test_sigterm():
         check(rc == 20, f"SIGTERM: expected status 20, got {rc}")
     finally:
         kill(p)
+
+
+# ---------------------------------------------------------------- --exit-json, --quiet
+
+EXIT_JSON_KEYS = {"status", "kind", "debug_exit_value", "reason", "ms_to_first_instruction",
+                  "ms_to_first_output", "ms_total", "vmrun_version"}
+
+
+def vmrun_version():
+    rc, out, _ = run_vmrun(["--version"])
+    check(rc == 0, "--version failed")
+    return out.split()[-1]
+
+
+def check_exit_json(path, rc, kind, ctx="", ran=True):
+    """The --exit-json file at @path for a run that ended with @rc: every
+    key, the status, @kind, and times in order (@ran: the guest started)."""
+    with open(path) as f:
+        data = json.load(f)
+    ctx = f"{ctx}\n--- exit json: {data}"
+    check(set(data) == EXIT_JSON_KEYS, f"keys {sorted(data)}{ctx}")
+    check(data["status"] == rc, f"status {data['status']}, process exited {rc}{ctx}")
+    check(data["kind"] == kind, f"kind {data['kind']!r}, want {kind!r}{ctx}")
+    check(isinstance(data["reason"], str), f"reason{ctx}")
+    check(data["vmrun_version"] == vmrun_version(), f"version{ctx}")
+    total = data["ms_total"]
+    check(isinstance(total, (int, float)) and total > 0, f"ms_total{ctx}")
+    first = data["ms_to_first_instruction"]
+    if ran:
+        check(isinstance(first, (int, float)) and 0 < first <= total, f"first instruction{ctx}")
+        out = data["ms_to_first_output"]
+        check(out is None or first <= out <= total, f"first output{ctx}")
+    else:
+        check(first is None and data["ms_to_first_output"] is None, f"the guest never ran{ctx}")
+    check(not [n for n in os.listdir(os.path.dirname(path)) if ".tmp" in n],
+          f"a temporary file was left beside it{ctx}")
+    return data
+
+
+def run_exit_json(args, **kw):
+    """vmrun @args with --exit-json into a new directory: (rc, out, err, path, d)."""
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "exit.json")
+    rc, out, err = run_vmrun(args + ["--exit-json", path], **kw)
+    return rc, out, err, path, d
+
+
+def test_exit_json_debug_exit():
+    # The raw value written, beside the status that keeps only 7 bits of it:
+    # 128 (status 1) and 0 (status 1) are told apart.
+    for v in (0, 1, 127, 128, 255):
+        rc, out, err, path, d = run_exit_json(["--kernel", guest("hello"), "--cmdline", f"exit={v}"])
+        try:
+            ctx = f"\n--- exit={v} status {rc}\n--- stderr:\n{err}"
+            check(rc == debug_exit_status(v), f"status {rc}{ctx}")
+            data = check_exit_json(path, rc, "debug-exit", ctx)
+            check(data["debug_exit_value"] == v, f"debug_exit_value {data['debug_exit_value']}{ctx}")
+            check(data["reason"] == "debug-exit", f"reason{ctx}")
+            check(data["ms_to_first_output"] is not None, f"the guest printed a greeting{ctx}")
+        finally:
+            shutil.rmtree(d)
+
+
+def test_exit_json_timeout():
+    rc, _, err, path, d = run_exit_json(["--kernel", guest("echo"), "--timeout", "1"])
+    try:
+        check(rc == 124, f"status {rc}: {err}")
+        data = check_exit_json(path, rc, "timeout", err)
+        check(data["debug_exit_value"] is None and data["reason"] == "timeout", f"{data}")
+        check(data["ms_total"] >= 1000, f"ended before the timeout: {data}")
+    finally:
+        shutil.rmtree(d)
+
+
+def test_exit_json_signal():
+    # SIGTERM ends the run with 20, one line saying so, and the verdict file.
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "exit.json")
+        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--exit-json", path],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(p.stdout, b"echo ready\n")
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=HANG_GUARD_S)
+            err = err.decode(errors="replace")
+            check(p.returncode == 20, f"status {p.returncode}: {err}")
+            check("vmrun: stopped by SIGTERM\n" in err, f"no line saying why:\n{err}")
+            data = check_exit_json(path, 20, "signal", err)
+            check(data["reason"] == "signal SIGTERM", f"{data}")
+        finally:
+            kill(p)
+
+
+def test_exit_json_triple_fault():
+    rc, _, err, path, d = run_exit_json(["--kernel", guest("triple_fault")])
+    try:
+        check(rc == 8, f"status {rc}: {err}")
+        data = check_exit_json(path, rc, "triple-fault", err)
+        check("triple fault" in data["reason"] and data["debug_exit_value"] is None, f"{data}")
+    finally:
+        shutil.rmtree(d)
+
+
+def test_exit_json_halt():
+    rc, _, err, path, d = run_exit_json(["--kernel", guest("hello"), "--cmdline", "action=halt",
+                                         "--timeout", "60"])
+    try:
+        check(rc == 10, f"status {rc}: {err}")
+        check("vmrun: stopped: every vCPU halted" in err, f"no line saying why:\n{err}")
+        check_exit_json(path, rc, "halt", err)
+    finally:
+        shutil.rmtree(d)
+
+
+def test_exit_json_quit():
+    # A quit ends with 0 like a poweroff, and is named for what it is.
+    with tempfile.TemporaryDirectory() as d:
+        sock, path = os.path.join(d, "api.sock"), os.path.join(d, "exit.json")
+        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--api-sock", sock,
+                              "--exit-json", path],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(p.stdout, b"echo ready\n")
+            rc, _, err = ctl(sock, "quit")
+            check(rc == 0, f"quit: {err}")
+            check(p.wait(timeout=HANG_GUARD_S) == 0, "quit should exit 0")
+            check_exit_json(path, 0, "quit")
+        finally:
+            kill(p)
+
+
+def test_exit_json_vmrun_failure():
+    # The VM cannot be built: status 4, kind vmrun-failure, the error as the
+    # reason, one line on stderr (no banner before it), no guest times.
+    with tempfile.TemporaryDirectory() as d:
+        missing = os.path.join(d, "missing-kernel")
+        rc, out, err, path, d2 = run_exit_json(["--kernel", missing])
+        try:
+            check(rc == 4, f"status {rc}: {err}")
+            lines = err.splitlines()
+            check(len(lines) == 1 and missing in lines[0] and lines[0].startswith("vmrun: error:"),
+                  f"want one error line naming the kernel:\n{err}")
+            data = check_exit_json(path, rc, "vmrun-failure", err, ran=False)
+            check(missing in data["reason"] and data["debug_exit_value"] is None, f"{data}")
+        finally:
+            shutil.rmtree(d2)
+        # Where the file cannot be written: an error line, the status stays.
+        rc, _, err = run_vmrun(["--kernel", guest("hello"), "--exit-json",
+                                os.path.join(d, "no", "exit.json")])
+        check(rc == debug_exit_status(0) and "--exit-json" in err, f"status {rc}: {err}")
+
+
+def test_not_a_kernel():
+    """An ordinary program given as the kernel: refused before the guest
+    runs, with one line and status 4.  /bin/true is position-independent;
+    the hello guest with its PVH note turned into a TLS header stands for a
+    statically linked program (busybox): no PVH note, and what only
+    programs have."""
+    hello = bytearray(open(guest("hello"), "rb").read())
+    phoff, = struct.unpack_from("<Q", hello, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", hello, 0x36)
+    for i in range(phnum):
+        if struct.unpack_from("<I", hello, phoff + i * phentsize)[0] == 4:  # PT_NOTE
+            struct.pack_into("<I", hello, phoff + i * phentsize, 7)  # PT_TLS
+    with tempfile.TemporaryDirectory() as d:
+        static = os.path.join(d, "static-program")
+        with open(static, "wb") as f:
+            f.write(hello)
+        programs = [static, "/bin/true"]
+        busybox = shutil.which("busybox")
+        if busybox:
+            programs.append(busybox)
+        for path in programs:
+            rc, out, err = run_vmrun(["--kernel", path, "--timeout", "30"])
+            lines = err.splitlines()
+            check(rc == 4 and len(lines) == 1 and "not a kernel" in lines[0] and path in lines[0],
+                  f"--kernel {path}: status {rc}, want 4 and one line saying 'not a kernel':\n{err}")
+            check(not out, f"--kernel {path}: the guest ran: {out!r}")
+
+
+def test_quiet():
+    # No warnings (the unclaimed port), no notices (the nested-host banner):
+    # the guest's console only.  Errors stay.
+    out, err = expect(["--kernel", guest("unclaimed"), "--quiet"], debug_exit_status(0),
+                      stdout_has=["unclaimed: ok"])
+    check(err == "", f"--quiet printed on stderr:\n{err}")
+    rc, _, err = run_vmrun(["--kernel", guest("hello"), "--cmdline", "action=halt", "--quiet",
+                            "--timeout", "60"])
+    check(rc == 10 and err == "", f"--quiet halt: status {rc}, stderr {err!r}")
+    _, err = expect(["--kernel", guest("echo"), "--timeout", "1", "--quiet"], 124)
+    check(err.startswith("vmrun: error: timeout") and len(err.splitlines()) == 1,
+          f"--quiet keeps errors: {err!r}")
+
+
+def test_probe_ports_silent():
+    # The ports every PC guest probes read as all-ones without a warning;
+    # an unclaimed port still warns.
+    _, err = expect(["--kernel", guest("unclaimed")], debug_exit_status(0),
+                    stdout_has=["unclaimed: ok"])
+    ports = [line for line in err.splitlines() if "unclaimed port" in line]
+    check(len(ports) == 1 and "0x510" in ports[0], f"want only port 0x510 logged:\n{err}")
 
 
 # ---------------------------------------------------------------- devices
@@ -535,6 +759,61 @@ def test_terminal_escape_and_restore():
         os.close(master)
 
 
+def test_terminal_escape_help():
+    """Ctrl-A h on a terminal prints the escape keys (on stderr, here the
+    same terminal) and is not passed to the guest: the bytes around it are."""
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(VMRUN, [VMRUN, "--kernel", guest("echo")])
+    try:
+        wait_for_fd(master, b"echo ready")
+        os.write(master, b"ab\x01hcd\r")
+        got = wait_for_fd(master, b"echo: ")
+        got += wait_for_fd(master, b"\n") if b"\n" not in got.split(b"echo: ", 1)[1] else b""
+        check(b"escape keys" in got and b"quit" in got, f"no escape key list: {got!r}")
+        line = got.split(b"echo: ", 1)[1].split(b"\r")[0].split(b"\n")[0]
+        check(line == b"abcd", f"the guest got {line!r}, wanted b'abcd'")
+        os.write(master, b"\x01x")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"Ctrl-A x: status {status}")
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+
+
+def test_terminal_escape_file_console():
+    """With --console file:PATH (and none) the guest's console is not on the
+    terminal, yet Ctrl-A h and Ctrl-A x work there; the terminal's modes are
+    restored afterwards."""
+    for kind in ("file", "none"):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "console.log")
+            console = "file:" + path if kind == "file" else "none"
+            pid, master = pty.fork()
+            if pid == 0:
+                os.execv(VMRUN, [VMRUN, "--kernel", guest("echo"), "--console", console])
+            try:
+                before = termios.tcgetattr(master)
+                os.write(master, b"\x01h")
+                wait_for_fd(master, b"escape keys")
+                os.write(master, b"\x01x")
+                _, status = os.waitpid(pid, 0)
+                pid = 0
+                check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+                      f"--console {kind}: Ctrl-A x: status {status}")
+                after = termios.tcgetattr(master)
+                check(after[3] == before[3] and after[0] == before[0],
+                      f"--console {kind}: terminal modes not restored after exit")
+            finally:
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                os.close(master)
+
+
 # ---------------------------------------------------------------- control socket
 
 def wait_for_fd(fd, needle, timeout=HANG_GUARD_S):
@@ -575,6 +854,7 @@ class LineClient:
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.connect(path)
         self.buf = b""
+        self.greeting = None
 
     def send(self, data):
         self.s.sendall(data)
@@ -587,7 +867,11 @@ class LineClient:
             check(chunk, "control socket closed")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        msg = json.loads(line)
+        if "greeting" in msg:  # the first line on connect
+            self.greeting = msg["greeting"]
+            return self.recv_json(timeout)
+        return msg
 
     def wait_event(self, name):
         while True:
@@ -659,8 +943,8 @@ def test_control_socket():
             rc = p.wait(timeout=HANG_GUARD_S)
             check(rc == debug_exit_status(6), f"guest exit status {rc}")
             ev = watcher.wait_event("guest-exit")
-            check(ev["data"]["status"] == debug_exit_status(6) and ev["data"]["kind"] == "debug-exit",
-                  f"guest-exit event: {ev}")
+            check(ev["data"]["status"] == debug_exit_status(6) and ev["data"]["kind"] == "debug-exit"
+                  and ev["data"]["debug_exit_value"] == 6, f"guest-exit event: {ev}")
             wout, _ = waiter.communicate(timeout=HANG_GUARD_S)
             check(json.loads(wout)["status"] == debug_exit_status(6), f"wait-exit: {wout!r}")
             check(not os.path.exists(sock), "socket file left behind")
@@ -691,6 +975,166 @@ def test_control_quit():
         check(rc == debug_exit_status(0), f"stale socket should be replaced: {rc} {err}")
         rc, _, err = ctl(os.path.join(d, "nothing.sock"), "query-status")
         check(rc == 3 and "cannot connect" in err, f"ctl without vmrun: {rc} {err}")
+
+
+def test_control_greeting_help():
+    """The greeting (version, protocol, commands), `help`, event timestamps,
+    query-status's memory size, vCPU count and millisecond uptime."""
+    rc, version, _ = run_vmrun(["--version"])
+    version = version.split()[-1]
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "api.sock")
+        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--cpus", "2", "--mem", "64M",
+                              "--api-sock", sock],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(p.stdout, b"echo ready\n")
+            c = LineClient(sock)
+            c.s.settimeout(HANG_GUARD_S)
+            while b"\n" not in c.buf:
+                c.buf += c.s.recv(65536)
+            first = json.loads(c.buf.split(b"\n", 1)[0])
+            g = first.get("greeting")
+            check(g and g["vmrun"] == version and g["protocol"] == 1, f"greeting: {first}")
+            check({"query-status", "pause", "resume", "quit", "help"} <= set(g["commands"]),
+                  f"greeting commands: {g}")
+
+            rc, out, err = ctl(sock, "help")
+            check(rc == 0, f"help: {rc} {err}")
+            cmds = json.loads(out)["commands"]
+            check(set(cmds) == set(g["commands"]) and all(isinstance(v, str) and v
+                                                          for v in cmds.values()),
+                  f"help: {out}")
+
+            rc, out, err = ctl(sock, "query-status")
+            check(rc == 0, f"query-status: {err}")
+            st = json.loads(out)
+            check(st["mem_bytes"] == 64 << 20 and st["cpus"] == 2, f"query-status: {out}")
+            check(isinstance(st["uptime_ms"], int), f"uptime_ms: {out}")
+            m = re.search(r'"uptime_s":([0-9.eE+-]+)', out)
+            check(m and len(m.group(1).partition(".")[2]) <= 3,
+                  f"uptime_s at more than millisecond precision: {out}")
+
+            before = time.time()
+            c.s.sendall(b'{"id": 1, "cmd": "pause"}\n')
+            ev = c.wait_event("paused")
+            after = time.time()
+            ts = ev.get("timestamp", {})
+            stamp = ts.get("seconds", 0) + ts.get("microseconds", -1) / 1e6
+            check(before - 1 <= stamp <= after + 1 and 0 <= ts["microseconds"] < 1000000,
+                  f"event timestamp {ts} outside [{before}, {after}]")
+            rc, _, err = ctl(sock, "quit")
+            check(rc == 0, f"quit: {err}")
+            p.wait(timeout=HANG_GUARD_S)
+        finally:
+            kill(p)
+
+
+def test_control_resume_running():
+    """resume answers "running" only once every vCPU runs (it used to answer
+    with the vCPUs still "paused"); started --paused, then pause/resume
+    rounds."""
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "api.sock")
+        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--cpus", "2", "--paused",
+                              "--api-sock", sock],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            c = None
+            deadline = time.monotonic() + HANG_GUARD_S
+            while c is None:
+                check(p.poll() is None, f"vmrun ended: {p.returncode}")
+                try:
+                    c = LineClient(sock)
+                except OSError:
+                    check(time.monotonic() < deadline, "no control socket")
+                    select.select([], [], [], 0.05)  # the socket is not bound yet: poll
+            for i in range(20):
+                if i:
+                    c.s.sendall(json.dumps({"id": 100 + i, "cmd": "pause"}).encode() + b"\n")
+                    reply = c.recv_json()
+                    while "event" in reply:
+                        reply = c.recv_json()
+                    check(reply["ok"] and reply["result"]["status"] == "paused", f"pause: {reply}")
+                c.s.sendall(json.dumps({"id": i, "cmd": "resume"}).encode() + b"\n")
+                reply = c.recv_json()
+                while "event" in reply:
+                    reply = c.recv_json()
+                st = reply["result"]
+                check(reply["ok"] and st["status"] == "running" and
+                      all(v["state"] == "running" for v in st["vcpus"]),
+                      f"round {i}: resume answered {st}")
+            wait_for_output(p.stdout, b"echo ready\n")
+            rc, _, err = ctl(sock, "quit")
+            check(rc == 0, f"quit: {err}")
+            p.wait(timeout=HANG_GUARD_S)
+        finally:
+            kill(p)
+
+
+def test_sd_notify_ready():
+    """READY=1 to NOTIFY_SOCKET once the guest runs: a path and the abstract
+    namespace ('@NAME')."""
+    with tempfile.TemporaryDirectory() as d:
+        for abstract in (False, True):
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            if abstract:
+                name = f"vmrun-test-notify-{os.getpid()}"
+                listener.bind("\0" + name)
+                env_value = "@" + name
+            else:
+                env_value = os.path.join(d, "notify.sock")
+                listener.bind(env_value)
+            env = dict(os.environ, NOTIFY_SOCKET=env_value)
+            p = subprocess.Popen([VMRUN, "--kernel", guest("echo")], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            try:
+                listener.settimeout(HANG_GUARD_S)
+                msg = listener.recv(4096)
+                check(msg == b"READY=1", f"NOTIFY_SOCKET={env_value}: got {msg!r}")
+                wait_for_output(p.stdout, b"echo ready\n")
+                p.stdin.write(b"exit 3\n")
+                p.stdin.flush()
+                check(p.wait(timeout=HANG_GUARD_S) == debug_exit_status(3), "exit status")
+                err = p.stderr.read().decode()
+                check("NOTIFY_SOCKET" not in err, f"warning: {err}")
+            finally:
+                kill(p)
+                listener.close()
+        # A socket nobody listens on: a warning, the guest runs all the same.
+        env = dict(os.environ, NOTIFY_SOCKET=os.path.join(d, "nobody.sock"))
+        p = subprocess.run([VMRUN, "--kernel", guest("hello")], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
+        check(p.returncode == debug_exit_status(0) and b"READY=1" in p.stderr,
+              f"no listener: {p.returncode} {p.stderr!r}")
+
+
+def test_config_file():
+    """--config FILE boots the machine it describes; the command line
+    overrides it; its errors are one line each, exit 2."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "vm.json")
+        with open(path, "w") as f:
+            json.dump({"kernel": guest("hello"), "mem": "64M", "cpus": 1,
+                       "cmdline": "exit=5 from the file", "console": "stdio"}, f)
+        expect(["--config", path], debug_exit_status(5), stdout_has=["cmdline: exit=5 from the file"])
+        expect(["--config", path, "--cmdline", "exit=7"], debug_exit_status(7),
+               stdout_has=["cmdline: exit=7"])
+        # The example in examples/ is a valid file (its paths aside).
+        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples",
+                               "vm.json")
+        with open(example) as f:
+            json.load(f)
+        for text, needle in (('{"kernel": "k", "cpu": 2}', "unknown key 'cpu'"),
+                             ('{"kernel": "k", "cpus": "2x"}', "--cpus"),
+                             ('{"kernel": "k", "cpus": [2]}', "key 'cpus'"),
+                             ('{"kernel": ', "line 1")):
+            with open(path, "w") as f:
+                f.write(text)
+            _, err = expect(["--config", path], 2, stderr_has=[needle, path])
+            check(err.count("\n") == 1, f"more than one line: {err!r}")
+        expect(["--config", os.path.join(d, "missing.json")], 2, stderr_has=["missing.json"])
 
 
 # ---------------------------------------------------------------- virtio-blk
@@ -1232,12 +1676,54 @@ def test_blk_live_snapshot_failure():
 
 # ---------------------------------------------------------------- examples
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def test_example_script():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    p = subprocess.run(["bash", os.path.join(root, "examples", "ci-boot-check.sh"), VMRUN,
-                        guest("hello")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=HANG_GUARD_S)
-    check(p.returncode == 0, f"example failed: {p.stdout.decode()}")
+    """examples/ci-boot-check.sh from another directory: with its paths
+    given, and with none (VMRUN_BUILD names the build folder, as the
+    repository's build/ would be by default), called by an absolute and by
+    a relative path."""
+    script = os.path.join(ROOT, "examples", "ci-boot-check.sh")
+    build = os.path.dirname(os.path.dirname(GUESTS))  # GUESTS is BUILD/tests/guest
+    with tempfile.TemporaryDirectory(prefix="vmrun-example-") as cwd:
+        for argv, env in (([script, VMRUN, guest("hello")], {}),
+                          ([os.path.relpath(script, cwd)], {"VMRUN_BUILD": build})):
+            p = subprocess.run(["bash"] + argv, cwd=cwd, env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=HANG_GUARD_S)
+            out = p.stdout.decode(errors="replace")
+            check(p.returncode == 0 and "PASS" in out,
+                  f"example {' '.join(argv)} in {cwd} ({env}): status {p.returncode}:\n{out}")
+
+
+def test_example_linux_script():
+    """examples/ci-linux-test.sh from another directory boots the Linux test
+    kernel (found in the cache that ctest's linux_prepare fills, named by
+    VMRUN_LINUX_STATE), runs a command that prints a sum the host computes
+    and exits with 3, and exits with 3 itself, the console kept in its log."""
+    state = os.environ.get("VMRUN_LINUX_STATE", "")
+    if not state or not os.path.exists(state) or os.path.getsize(state) == 0:
+        raise Skip("no Linux test kernel: VMRUN_LINUX_STATE names no file from "
+                   "linux_prepare (configure with -DVMRUN_LINUX_TESTS=ON and run "
+                   "ctest -R example_linux, which runs linux_prepare first)")
+    script = os.path.join(ROOT, "examples", "ci-linux-test.sh")
+    a, b = 1000 + os.getpid() % 1000, 77
+    with tempfile.TemporaryDirectory(prefix="vmrun-example-") as cwd:
+        p = subprocess.run(["bash", os.path.relpath(script, cwd), "-v", VMRUN, "-t", "400",
+                            f"echo sum=$(({a}+{b})); grep -q ext4 /proc/filesystems && "
+                            f"echo fs-ok; exit 3"],
+                           cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=540)
+        out = p.stdout.decode(errors="replace")
+        log_path = os.path.join(cwd, "ci-linux-test.log")
+        check(os.path.exists(log_path), f"no console log {log_path}:\n{out}")
+        with open(log_path, errors="replace") as f:
+            log = f.read()
+    ctx = f"\n--- output (last 40 lines):\n" + "\n".join(out.splitlines()[-40:])
+    check(p.returncode == 3, f"status {p.returncode}, want the command's 3{ctx}")
+    for s in ("VMRUN-LINUX-INIT-OK", f"sum={a + b}", "fs-ok", "vmrun-run: exit 3"):
+        check(s in log, f"the console log lacks {s!r}{ctx}")
 
 
 def main():

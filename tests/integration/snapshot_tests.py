@@ -212,6 +212,7 @@ class LineClient:
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.connect(path)
         self.buf = b""
+        self.greeting = None
         self.events = []
 
     def close(self):
@@ -227,7 +228,11 @@ class LineClient:
             check(chunk, "control socket closed")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        msg = json.loads(line)
+        if "greeting" in msg:  # the first line on connect
+            self.greeting = msg["greeting"]
+            return self.recv_json(timeout)
+        return msg
 
     def call(self, req_id, cmd, args=None):
         """Send a command and return its reply; events on the way are kept."""
@@ -372,8 +377,21 @@ def check_restored_count(rc, out, err, before, what):
 def test_snapshot_count_continues():
     with tempfile.TemporaryDirectory() as d:
         snap, before = save_count(d)
-        rc, out, err = restore(snap)
+        verdict = os.path.join(d, "exit.json")
+        rc, out, err = restore(snap, "--exit-json", verdict)
         check_restored_count(rc, out, err, before, "restore")
+        # --exit-json on a restore: the restored guest's verdict.
+        with open(verdict) as f:
+            data = json.load(f)
+        check(data["status"] == rc and data["kind"] == "debug-exit" and
+              data["debug_exit_value"] == 0 and data["ms_to_first_instruction"] is not None,
+              f"restore's --exit-json: {data}")
+        # A restore refused: vmrun-failure, status 4.
+        rc, _, err = restore(os.path.join(d, "no-such-snapshot"), "--exit-json", verdict)
+        with open(verdict) as f:
+            data = json.load(f)
+        check(rc == 4 and data["status"] == 4 and data["kind"] == "vmrun-failure" and
+              data["ms_to_first_instruction"] is None, f"refused restore: {rc} {data} {err}")
 
 
 def test_snapshot_restore_twice():

@@ -25,6 +25,11 @@ usage:
       while the host pings the guest (raw ICMP from this script), then the
       host tells the guest over TCP that it is done: see run_net() and the
       vmrun.test=net mode of tests/linux/init.
+  linux_test.py boot ... --shell-test
+      /init runs an interactive shell on the console (vmrun.test=shell in
+      tests/linux/init), and SHELL_INPUT is piped into vmrun's stdin from
+      the first instant, while the guest kernel has not even started: the
+      shell must run it (print SHELL_WANT) and power off, not time out.
   linux_test.py boot ... --snapshot-test
       (root only, else skipped) one boot with the --disk-qcow2 disk and the
       --net-test network: the guest writes files and talks to the host over
@@ -90,6 +95,11 @@ NET_PINGS = 20
 NET_PORT = 5555
 NET_BACK_PORT = 5556  # the guest sends the data back here
 NET_BULK_BYTES = 256 << 10
+# --shell-test: what is piped into vmrun from the start, and the line the
+# guest's shell must print (computed there: the typed text, which the
+# terminal echoes, does not contain it).
+SHELL_INPUT = b"echo hi-$((6*7))\npoweroff -f\n"
+SHELL_WANT = "hi-42"
 # --snapshot-test: the host's TCP port for the guest's step lines, the
 # guest's steps, and the step after which the host saves the VM.
 SNAP_PORT = 5557
@@ -727,6 +737,8 @@ def boot_in(a, tmp):
     if a.net_test:
         net_token = "done-" + secrets.token_hex(8)
         cmdline += " vmrun.test=net"
+    if a.shell_test:
+        cmdline += " vmrun.test=shell"
     initrd = state["VMRUN_LINUX_INITRAMFS_GZ" if a.initrd_gzip else "VMRUN_LINUX_INITRAMFS"]
     args = [a.vmrun, "--kernel", kernel, "--initrd", initrd, "--boot", a.boot,
             "--cpus", str(a.cpus), "--mem", "128M", "--cmdline", cmdline,
@@ -742,8 +754,12 @@ def boot_in(a, tmp):
     elif a.disk_qcow2:
         status, out, err, snap = run_live_snapshot(args, tmp)
     else:
-        p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=BOOT_TIMEOUT_S + 60)
+        # --shell-test: all of SHELL_INPUT is in the pipe before vmrun
+        # starts (it fits the pipe buffer), so vmrun reads it at once.
+        p = subprocess.run(args, stdin=None if a.shell_test else subprocess.DEVNULL,
+                           input=SHELL_INPUT if a.shell_test else None,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=BOOT_TIMEOUT_S + 60)
         status = p.returncode
         out = p.stdout.decode(errors="replace")
         err = p.stderr.decode(errors="replace")
@@ -855,6 +871,9 @@ def boot_in(a, tmp):
                        f"{nic.get('queue_pairs_active') if nic else '?'} in use): "
                        f"{NET_PINGS} pings each way, "
                        f"{NET_BULK_BYTES >> 10} KiB over TCP each way")
+    if a.shell_test and not re.search(rf"^{SHELL_WANT}\r?$", out, re.M):
+        failures.append(f"the guest's shell never printed {SHELL_WANT!r}: the input piped "
+                        f"in at start-up was lost")
     if status != STATUS[a.end]:
         failures.append(f"exit status {status}, wanted {STATUS[a.end]} ({a.end})")
     if failures:
@@ -863,7 +882,8 @@ def boot_in(a, tmp):
     init_at = next((line for line in out.splitlines() if "Run /init" in line), "")
     print(f"PASS: {a.kernel} ({a.boot} entry), {a.cpus} vCPU(s), {a.end}"
           f"{', gzip initramfs' if a.initrd_gzip else ''}"
-          f"{', virtio-blk ext4 read/write' if a.disk_test else ''}{net_summary}: "
+          f"{', virtio-blk ext4 read/write' if a.disk_test else ''}{net_summary}"
+          f"{', shell ran the input piped in at start-up' if a.shell_test else ''}: "
           f"{took:.1f} s wall ({init_at.strip()})"
           # virtio-net's counters, which vmrun prints with VMRUN_DEBUG set
           + "".join(f"\n  {line}" for line in err.splitlines() 
@@ -891,6 +911,8 @@ def main():
     bp.add_argument("--net-test", action="store_true")
     bp.add_argument("--net-queues", type=int, default=1,
                     help="with --net-test: queue pairs (a multi-queue tap when more than 1)")
+    bp.add_argument("--shell-test", action="store_true",
+                    help="a shell on the console runs commands piped in from the start")
     bp.add_argument("--snapshot-test", action="store_true",
                     help="save the VM mid-work (qcow2 ext4 disk and network busy) and "
                          "finish from a restore")

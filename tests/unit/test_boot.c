@@ -257,6 +257,40 @@ static void test_parse_virtual_entry(void **state)
 	assert_int_equal(img.highest, 0x3001000);
 }
 
+/* ---- elf_parse: ordinary programs are no kernels ---- */
+
+/* The headers of a statically linked program (busybox): each is refused
+ * without a PVH note, with a line saying it is no kernel; with one, the
+ * note wins.  A position-independent program (ET_DYN) always is. */
+static void test_reject_ordinary_program(void **state)
+{
+	static const uint32_t marks[] = { PT_INTERP, PT_DYNAMIC, PT_TLS, PT_GNU_RELRO };
+	struct ph ph[4];
+	struct elf_image img;
+	uint32_t pvh = 0x100040;
+	uint8_t notes[64];
+	size_t len, n;
+
+	for (unsigned i = 0; i < ARRAY_LEN(marks); i++) {
+		memcpy(ph, good_ph, sizeof(good_ph));
+		ph[2] = (struct ph){ marks[i], 0x1000, 0x100000, 0x100000, 0x10, 0x10 };
+		len = elf_build(0x100010, ph, 3);
+		assert_int_equal(parse(len, &img), -ENOEXEC);
+		assert_one_line_naming(err, "not a kernel");
+
+		n = note_put(notes, "Xen", 4, XEN_ELFNOTE_PHYS32_ENTRY, &pvh, 4);
+		ph[3] = (struct ph){ PT_NOTE, 0x3000, 0, 0, n, 0 };
+		len = elf_build(0x100010, ph, 4);
+		memcpy(image + 0x3000, notes, n);
+		assert_int_equal(parse(len, &img), 0);
+		assert_true(img.has_pvh);
+	}
+	len = build_good();
+	wr16(image + offsetof(Elf64_Ehdr, e_type), ET_DYN);
+	assert_int_equal(parse(len, &img), -ENOEXEC);
+	assert_one_line_naming(err, "not a kernel");
+}
+
 /* ---- elf_parse: malformed images ---- */
 
 static void test_reject_not_elf(void **state)
@@ -923,6 +957,7 @@ int main(void)
 		cmocka_unit_test(test_parse_pvh_note),
 		cmocka_unit_test(test_parse_other_xen_notes_ignored),
 		cmocka_unit_test(test_parse_virtual_entry),
+		cmocka_unit_test(test_reject_ordinary_program),
 		cmocka_unit_test(test_reject_not_elf),
 		cmocka_unit_test(test_reject_wrong_class_machine_type),
 		cmocka_unit_test(test_reject_truncated_header),

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "vmrun/cli.h"
 
@@ -249,7 +251,26 @@ static void test_console(void **state)
 	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "none", "--console", "stdio"),
 			 CLI_OK);
 	assert_int_equal(cfg.console, CONSOLE_STDIO);
+	assert_null(cfg.console_log);
+	/* stdio,log=PATH: stdout and a copy in PATH; the path runs to the end. */
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "stdio,log=/tmp/a,b.log"),
+			 CLI_OK);
+	assert_int_equal(cfg.console, CONSOLE_STDIO);
+	assert_string_equal(cfg.console_log, "/tmp/a,b.log");
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console=stdio,log=c.log"), CLI_OK);
+	assert_string_equal(cfg.console_log, "c.log");
+	/* A later --console replaces the whole choice, log included. */
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "stdio,log=c.log", "--console",
+			       "stdio"), CLI_OK);
+	assert_null(cfg.console_log);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--console", "stdio,log=c.log", "--console",
+			       "file:f.txt"), CLI_OK);
+	assert_int_equal(cfg.console, CONSOLE_FILE);
+	assert_null(cfg.console_log);
 
+	REJECT("--console", "--kernel", "k", "--console", "stdio,log=");
+	REJECT("--console", "--kernel", "k", "--console", "stdio,");
+	REJECT("--console", "--kernel", "k", "--console", "stdio,foo=x");
 	REJECT("--console", "--kernel", "k", "--console", "bogus");
 	REJECT("--console", "--kernel", "k", "--console", "file:");
 	REJECT("--console", "--kernel", "k", "--console", "");
@@ -519,6 +540,167 @@ static void test_paused_boot(void **state)
 	assert_null(cfg.restore_dir);
 }
 
+static void test_exit_json_quiet(void **state)
+{
+	struct vm_config cfg;
+
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_null(cfg.exit_json);
+	assert_false(cfg.quiet);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--exit-json", "out.json", "--quiet"), CLI_OK);
+	assert_string_equal(cfg.exit_json, "out.json");
+	assert_true(cfg.quiet);
+	/* Both are run-time options: allowed with --restore. */
+	assert_int_equal(PARSE(&cfg, "--restore", "snap", "--exit-json=v.json", "--quiet"), CLI_OK);
+	assert_string_equal(cfg.exit_json, "v.json");
+	assert_true(cfg.quiet);
+	REJECT("--exit-json", "--kernel", "k", "--exit-json", "");
+	REJECT("--exit-json", "--kernel", "k", "--exit-json");
+	REJECT("--quiet", "--kernel", "k", "--quiet=yes");
+}
+
+/* ---- --config FILE ---- */
+
+/* Write @text to a new temporary file; its path goes to @path (64 bytes). */
+static void write_config(char *path, const char *text)
+{
+	int fd;
+
+	strcpy(path, "/tmp/vmrun-cli-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static void test_config_file(void **state)
+{
+	struct vm_config cfg;
+	char path[64];
+
+	write_config(path, "{\"kernel\": \"vmlinux\", \"mem\": \"512M\", \"cpus\": 2,"
+			   " \"disk\": [\"a.qcow2,cache=none\", \"b.img,readonly\"],"
+			   " \"cmdline\": \"console=ttyS0\", \"console\": \"none\","
+			   " \"api-sock\": \"/run/vm.sock\", \"timeout\": 10, \"paused\": true,"
+			   " \"no-nested-workarounds\": false}");
+	assert_int_equal(PARSE(&cfg, "--config", path), CLI_OK);
+	assert_non_null(cfg.cli_owned);
+	assert_string_equal(cfg.kernel_path, "vmlinux");
+	assert_int_equal(cfg.mem_size, 512 * MiB);
+	assert_int_equal(cfg.cpus, 2);
+	assert_int_equal(cfg.n_disks, 2);
+	assert_string_equal(cfg.disks[0].path, "a.qcow2");
+	assert_int_equal(cfg.disks[0].cache, DISK_CACHE_NONE);
+	assert_string_equal(cfg.disks[0].spec, "a.qcow2,cache=none");
+	assert_true(cfg.disks[1].readonly);
+	assert_string_equal(cfg.cmdline, "console=ttyS0");
+	assert_int_equal(cfg.console, CONSOLE_NONE);
+	assert_string_equal(cfg.api_sock, "/run/vm.sock");
+	assert_float_equal(cfg.timeout_s, 10.0, 0.0);
+	assert_true(cfg.start_paused);
+	assert_false(cfg.no_nested_workarounds);
+	/* The strings belong to cfg, not to the file: it may go. */
+	unlink(path);
+	assert_string_equal(cfg.cmdline, "console=ttyS0");
+	cli_config_free(&cfg);
+	assert_null(cfg.cli_owned);
+	cli_config_free(&cfg); /* twice is harmless */
+
+	/* A plain number for mem is MiB, as on the command line; a real
+	 * timeout; the equals form of --config. */
+	write_config(path, "{\"kernel\": \"k\", \"mem\": 64, \"timeout\": 2.5}");
+	{
+		char opt[80];
+
+		snprintf(opt, sizeof(opt), "--config=%s", path);
+		assert_int_equal(PARSE(&cfg, opt), CLI_OK);
+	}
+	assert_int_equal(cfg.mem_size, 64 * MiB);
+	assert_float_equal(cfg.timeout_s, 2.5, 0.0);
+	cli_config_free(&cfg);
+	unlink(path);
+
+	/* Without --config nothing is kept. */
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_null(cfg.cli_owned);
+}
+
+static void test_config_command_line_overrides(void **state)
+{
+	struct vm_config cfg;
+	char path[64];
+
+	write_config(path, "{\"kernel\": \"file-kernel\", \"cpus\": 4, \"mem\": \"1G\","
+			   " \"disk\": [\"a.img\", \"b.img\"], \"net\": [\"tap=tap0\"]}");
+	/* Options before and after --config both win over the file. */
+	assert_int_equal(PARSE(&cfg, "--cpus", "2", "--config", path, "--disk", "c.img",
+			       "--kernel", "cli-kernel"),
+			 CLI_OK);
+	assert_string_equal(cfg.kernel_path, "cli-kernel");
+	assert_int_equal(cfg.cpus, 2);
+	assert_int_equal(cfg.mem_size, 1 * GiB);
+	/* A repeatable option on the command line replaces the file's list. */
+	assert_int_equal(cfg.n_disks, 1);
+	assert_string_equal(cfg.disks[0].path, "c.img");
+	/* ... and leaves the other lists alone. */
+	assert_int_equal(cfg.n_nics, 1);
+	assert_string_equal(cfg.nics[0].tap, "tap0");
+	cli_config_free(&cfg);
+	/* --help still wins, and leaves nothing behind. */
+	assert_int_equal(PARSE(&cfg, "--config", path, "--help"), CLI_HELP);
+	unlink(path);
+}
+
+/* The file's error, one line that names the file and what is wrong. */
+static void expect_config_reject(const char *text, const char *needle)
+{
+	struct vm_config cfg;
+	char path[64];
+	int r;
+
+	write_config(path, text);
+	r = PARSE(&cfg, "--config", path, "--kernel", "k");
+	unlink(path);
+	if (r != -EINVAL)
+		fail_msg("expected -EINVAL for %s, got %d", text, r);
+	assert_one_line_naming(errbuf, path);
+	assert_one_line_naming(errbuf, needle);
+}
+
+static void test_config_errors(void **state)
+{
+	struct vm_config cfg;
+
+	/* Unknown keys, flags or not. */
+	expect_config_reject("{\"kernal\": \"k\"}", "unknown key 'kernal'");
+	expect_config_reject("{\"pasued\": true}", "unknown key 'pasued'");
+	expect_config_reject("{\"help\": true}", "unknown key 'help'");
+	expect_config_reject("{\"config\": \"other.json\"}", "'config'");
+	/* Wrong types. */
+	expect_config_reject("{\"cpus\": \"two\"}", "--cpus");
+	expect_config_reject("{\"cpus\": true}", "key 'cpus': expected a number or a string, not a boolean");
+	expect_config_reject("{\"kernel\": 5}", "key 'kernel': expected a string, not a number");
+	expect_config_reject("{\"cmdline\": null}", "not null");
+	expect_config_reject("{\"disk\": {\"path\": \"a\"}}", "key 'disk': expected a string or an array");
+	expect_config_reject("{\"disk\": [\"a\", 7]}", "key 'disk': item 1 is a number");
+	expect_config_reject("{\"paused\": \"yes\"}", "key 'paused': expected true or false");
+	/* Values the option itself refuses. */
+	expect_config_reject("{\"mem\": \"lots\"}", "--mem: invalid size");
+	expect_config_reject("{\"cpus\": 0}", "--cpus");
+	expect_config_reject("{\"disk\": [\"a,bogus\"]}", "unknown option 'bogus'");
+	/* Malformed files. */
+	expect_config_reject("{\"kernel\": \"k\",}", "line 1");
+	expect_config_reject("", "--config");
+	expect_config_reject("[\"kernel\"]", "expected a JSON object, not an array");
+	expect_config_reject("{\"cpus\": 1, \"cpus\": 2}", "duplicate");
+	/* Unreadable. */
+	assert_int_equal(PARSE(&cfg, "--config", "/nonexistent/vm.json"), -EINVAL);
+	assert_one_line_naming(errbuf, "/nonexistent/vm.json");
+	/* Given wrong on the command line. */
+	REJECT("--config", "--config");
+	REJECT("--config", "--config", "a", "--config", "b");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -544,9 +726,13 @@ int main(void)
 		cmocka_unit_test(test_missing_value_at_end),
 		cmocka_unit_test(test_kernel_required),
 		cmocka_unit_test(test_help_version),
+		cmocka_unit_test(test_exit_json_quiet),
 		cmocka_unit_test(test_small_error_buffer),
 		cmocka_unit_test(test_restore),
 		cmocka_unit_test(test_paused_boot),
+		cmocka_unit_test(test_config_file),
+		cmocka_unit_test(test_config_command_line_overrides),
+		cmocka_unit_test(test_config_errors),
 	};
 
 	return cmocka_run_group_tests_name("cli", tests, NULL, NULL);

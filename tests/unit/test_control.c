@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmrun/control.h"
@@ -366,6 +367,64 @@ static void test_length_is_respected(void **state)
 	json_decref(reply);
 }
 
+
+/* "help" answers one line for every command, and every command it names
+ * (and the greeting lists) is known to the dispatcher. */
+static void test_help_lists_every_command(void **state)
+{
+	json_t *reply = handle("{\"id\": 1, \"cmd\": \"help\"}");
+	json_t *greeting = control_greeting(), *names, *cmds, *name;
+	size_t i;
+
+	assert_ok(reply);
+	cmds = json_object_get(json_object_get(reply, "result"), "commands");
+	assert_true(json_is_object(cmds));
+	assert_non_null(greeting);
+	names = json_object_get(json_object_get(greeting, "greeting"), "commands");
+	assert_true(json_is_array(names));
+	assert_int_equal(json_array_size(names), json_object_size(cmds));
+	json_array_foreach(names, i, name) {
+		json_t *line = json_object_get(cmds, json_string_value(name));
+		char req[128];
+		json_t *r;
+
+		assert_true(json_is_string(line));
+		assert_true(json_string_length(line) > 0);
+		assert_null(strchr(json_string_value(line), '\n'));
+		snprintf(req, sizeof(req), "{\"cmd\": \"%s\"}", json_string_value(name));
+		r = handle(req);
+		if (json_is_false(json_object_get(r, "ok")))
+			assert_null(strstr(json_string_value(json_object_get(r, "error")),
+					   "unknown command"));
+		json_decref(r);
+	}
+	assert_non_null(json_object_get(cmds, "help"));
+	assert_non_null(json_object_get(cmds, "query-status"));
+	json_decref(greeting);
+	json_decref(reply);
+	/* An unknown command's error names "help". */
+	reply = handle("{\"cmd\": \"frobnicate\"}");
+	assert_failed(reply);
+	assert_non_null(strstr(json_string_value(json_object_get(reply, "error")), "help"));
+	json_decref(reply);
+}
+
+/* Numbers at sensible precision: a value rounded to milliseconds prints as
+ * such, not with 17 significant digits. */
+static void test_dump_line_precision(void **state)
+{
+	json_t *o = json_pack("{s:f,s:f,s:I}", "uptime_s", (double)1508 / 1000.0, "tenth", 0.1,
+			      "n", (json_int_t)17179869184);
+	size_t len = 0;
+	char *text = control_dump_line(o, &len);
+
+	assert_non_null(text);
+	assert_int_equal(len, strlen("{\"uptime_s\":1.508,\"tenth\":0.1,\"n\":17179869184}\n"));
+	assert_memory_equal(text, "{\"uptime_s\":1.508,\"tenth\":0.1,\"n\":17179869184}\n", len);
+	free(text);
+	json_decref(o);
+}
+
 /* ---- the socket ---- */
 
 static char tmpdir[64];
@@ -433,6 +492,7 @@ static void client_send(int fd, const char *s)
 struct reader {
 	char buf[8192];
 	size_t len;
+	unsigned greetings; /* greeting lines skipped by read_replies */
 };
 
 /* Run the loop until @want more complete lines arrived on @fd (or ~3 s
@@ -458,7 +518,14 @@ static void read_replies(struct evloop *loop, int fd, struct reader *rd, json_t 
 			if (!out[got])
 				fail_msg("reply is not JSON: %.*s (%s)", (int)line_len, rd->buf,
 					 jerr.text);
-			got++;
+			if (json_object_get(out[got], "greeting")) {
+				/* Each client's first line; tested on its own. */
+				assert_int_equal(rd->greetings, 0);
+				rd->greetings++;
+				json_decref(out[got]);
+			} else {
+				got++;
+			}
 			memmove(rd->buf, nl + 1, rd->len - line_len - 1);
 			rd->len -= line_len + 1;
 		}
@@ -528,10 +595,22 @@ static void test_socket_requests(void **state)
 		assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 5);
 		json_decref(r[0]);
 
+		time_t before = time(NULL), after;
+
 		control_emit_event(&c, "guest-exit", json_pack("{s:i}", "status", 3));
+		after = time(NULL);
 		read_replies(&loop, fd, rd, r, 1);
 		read_replies(&loop, fd2, rd2, r + 1, 1);
 		for (int i = 0; i < 2; i++) {
+			json_t *ts = json_object_get(r[i], "timestamp");
+			json_int_t us = json_integer_value(json_object_get(ts, "microseconds"));
+
+			/* Every event carries the wall-clock time it was sent. */
+			assert_true(json_is_integer(json_object_get(ts, "seconds")));
+			assert_true(json_integer_value(json_object_get(ts, "seconds")) >= before);
+			assert_true(json_integer_value(json_object_get(ts, "seconds")) <= after);
+			assert_true(json_is_integer(json_object_get(ts, "microseconds")));
+			assert_true(us >= 0 && us < 1000000);
 			assert_string_equal(json_string_value(json_object_get(r[i], "event")),
 					    "guest-exit");
 			assert_int_equal(json_integer_value(json_object_get(
@@ -555,6 +634,66 @@ static void test_socket_requests(void **state)
 	loop_once(&loop, 10);
 	control_exit(&c);
 	assert_int_equal(access(path, F_OK), -1); /* unlinked */
+	evloop_exit(&loop);
+	free(rd);
+}
+
+/* The first line a client receives, before asking anything, is the greeting:
+ * vmrun's version, the protocol version and the command names. */
+static void test_socket_greeting(void **state)
+{
+	struct evloop loop;
+	struct control c;
+	char path[128], err[256] = "", buf[4096];
+	size_t have = 0;
+	json_t *g, *body, *names, *r[1];
+	struct reader *rd = calloc(1, sizeof(*rd));
+	char *nl = NULL;
+	bool has_help = false;
+	size_t i;
+	json_t *name;
+	int fd;
+
+	assert_non_null(rd);
+	sock_path(path, sizeof(path), "ctl.sock");
+	assert_int_equal(evloop_init(&loop), 0);
+	assert_int_equal(control_init(&c, &loop, path, &fake_ops, &vm, err, sizeof(err)), 0);
+	fd = client_connect(path);
+	assert_true(fd >= 0);
+	for (int round = 0; round < 300 && !nl; round++) {
+		ssize_t n;
+
+		loop_once(&loop, 10);
+		n = recv(fd, buf + have, sizeof(buf) - 1 - have, MSG_DONTWAIT);
+		if (n > 0)
+			have += (size_t)n;
+		nl = memchr(buf, '\n', have);
+	}
+	assert_non_null(nl);
+	g = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+	assert_non_null(g);
+	body = json_object_get(g, "greeting");
+	assert_true(json_is_object(body));
+	assert_true(json_is_string(json_object_get(body, "vmrun")));
+	assert_true(json_string_length(json_object_get(body, "vmrun")) > 0);
+	assert_int_equal(json_integer_value(json_object_get(body, "protocol")),
+			 CONTROL_PROTOCOL_VERSION);
+	names = json_object_get(body, "commands");
+	assert_true(json_is_array(names));
+	json_array_foreach(names, i, name)
+		has_help |= !strcmp(json_string_value(name), "help");
+	assert_true(has_help);
+	json_decref(g);
+	/* Nothing else arrived unasked; the first reply follows. */
+	assert_int_equal(have, (size_t)(nl - buf) + 1);
+	client_send(fd, "{\"id\":1,\"cmd\":\"query-status\"}\n");
+	read_replies(&loop, fd, rd, r, 1);
+	assert_int_equal(rd->greetings, 0);
+	assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 1);
+	json_decref(r[0]);
+	close(fd);
+	loop_once(&loop, 10);
+	control_exit(&c);
 	evloop_exit(&loop);
 	free(rd);
 }
@@ -769,6 +908,9 @@ int main(void)
 		cmocka_unit_test_setup(test_snapshot_args, setup_handle),
 		cmocka_unit_test_setup(test_deep_nesting, setup_handle),
 		cmocka_unit_test_setup(test_length_is_respected, setup_handle),
+		cmocka_unit_test_setup(test_help_lists_every_command, setup_handle),
+		cmocka_unit_test_setup(test_dump_line_precision, setup_handle),
+		cmocka_unit_test_setup_teardown(test_socket_greeting, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_socket_requests, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_socket_refuses_regular_file, setup_dir,
 						teardown_dir),

@@ -78,11 +78,60 @@ static void test_reset_line(void **state)
 	assert_int_equal(log.status, VMRUN_EXIT_RESET);
 }
 
+/* The raw 32-bit value the guest wrote is kept beside the status, which
+ * keeps only its low 7 bits; a second write (another vCPU) changes neither. */
+static void test_debug_exit_value(void **state)
+{
+	struct exit_log log = { 0 };
+	struct device_host host = { .request_exit = record_exit, .opaque = &log };
+	struct debug_exit d;
+	uint32_t v = 0x12345680, w = 3;
+
+	(void)state;
+	debug_exit_init(&d, &host);
+	assert_false(atomic_load(&d.fired));
+	assert_int_equal(d.region.ops->write(&d.region, 0, &v, 4), 0);
+	assert_int_equal(log.calls, 1);
+	assert_int_equal(log.status, vmrun_exit_status_for_debug_exit(v));
+	assert_true(atomic_load(&d.fired));
+	assert_int_equal(d.value, 0x12345680);
+	assert_int_equal(d.region.ops->write(&d.region, 0, &w, 4), 0);
+	assert_int_equal(log.calls, 1);
+	assert_int_equal(d.value, 0x12345680);
+}
+
+/* The ports Linux probes on every PC answer "nothing here" through the bus,
+ * which then logs nothing: they are claimed. */
+static void test_probe_ports(void **state)
+{
+	static const uint16_t ports[] = { 0x80, 0x87, 0x2e9, 0x2f9, 0x3e9 };
+	struct probe_ports p;
+	struct bus bus;
+
+	(void)state;
+	bus_init(&bus, "port");
+	probe_ports_init(&p);
+	for (unsigned i = 0; i < PROBE_PORTS_N; i++)
+		assert_int_equal(bus_register(&bus, &p.regions[i]), 0);
+	for (unsigned i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+		uint8_t b = 0x12;
+
+		assert_true(bus_write(&bus, ports[i], &b, 1));
+		b = 0;
+		assert_true(bus_read(&bus, ports[i], &b, 1));
+		assert_int_equal(b, 0xff);
+	}
+	assert_int_equal(bus.unclaimed_count, 0);
+	bus_exit(&bus);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_probe_finds_no_controller),
 		cmocka_unit_test(test_reset_line),
+		cmocka_unit_test(test_debug_exit_value),
+		cmocka_unit_test(test_probe_ports),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

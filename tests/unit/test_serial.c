@@ -482,10 +482,165 @@ static void test_rx_ready_after_fifo_clear(void **state)
 
 	memset(buf, 'f', sizeof(buf));
 	assert_int_equal(serial_receive(&f->s, buf, sizeof(buf)), SERIAL_RX_BUF);
+	outb(f, IER, 0x01); /* listening: the reset discards (else it holds) */
 	outb(f, FCR, 0x03); /* enable and clear the receive FIFO */
 	(void)inb(f, LSR);
 	(void)inb(f, RBR);
 	assert_int_equal(f->rx_ready_calls, 1);
+}
+
+/* Read what the guest can read now, up to @cap bytes, as a driver would:
+ * RBR while LSR says data is ready. */
+static size_t guest_read_all(struct fx *f, uint8_t *buf, size_t cap)
+{
+	size_t n = 0;
+
+	while (n < cap && (inb(f, LSR) & LSR_DR))
+		buf[n++] = inb(f, RBR);
+	return n;
+}
+
+/* The hold: a receive-FIFO reset while IER.RDI is off keeps the input and
+ * hides it (LSR.DR clear, RBR 0, no interrupt), along with what arrives
+ * later, until IER.RDI goes on; then all of it comes, in order. */
+static void test_hold_until_rdi(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[16];
+
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"ab", 2), 2);
+	outb(f, FCR, 0x07); /* enable, clear RX and TX, IER still 0 */
+	assert_false(inb(f, LSR) & LSR_DR);
+	assert_int_equal(inb(f, RBR), 0);
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"cd", 2), 2);
+	assert_false(inb(f, LSR) & LSR_DR);
+	/* Other interrupt enables do not open the receiver. */
+	outb(f, IER, 0x02);
+	assert_int_equal(inb(f, IIR), 0x02 | 0xc0);
+	assert_false(inb(f, LSR) & LSR_DR);
+	assert_int_equal(f->level, 0);
+	/* A second reset while held discards nothing either. */
+	outb(f, IER, 0x00);
+	outb(f, FCR, 0x07);
+	outb(f, IER, 0x05); /* RLSI | RDI: the driver listens */
+	assert_int_equal(f->level, 1);
+	assert_int_equal(inb(f, IIR), 0x04 | 0xc0);
+	assert_int_equal(guest_read_all(f, buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "abcd", 4);
+	assert_int_equal(f->level, 0);
+	/* Open: IER.RDI off for a moment (Linux's console write) hides nothing. */
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"e", 1), 1);
+	outb(f, IER, 0x00);
+	assert_true(inb(f, LSR) & LSR_DR);
+	assert_int_equal(inb(f, RBR), 'e');
+}
+
+/* Linux 6.1's 8250 register traffic from probe (autoconfig) to open
+ * (serial8250_do_startup), with input arriving from the first instant:
+ * nothing is lost, the stray RBR reads return nothing, and the input comes
+ * in order once the driver enables the receive interrupt. */
+static void test_hold_linux_probe_and_open(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[64];
+
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"echo hi\n", 8), 8);
+	/* autoconfig: IER existence test, loopback test, FIFO probe, clear. */
+	outb(f, IER, 0x00);
+	(void)inb(f, IER);
+	outb(f, IER, 0x0f);
+	(void)inb(f, IER);
+	outb(f, IER, 0x00);
+	outb(f, MCR, 0x1a);
+	(void)inb(f, MSR);
+	outb(f, MCR, 0x08);
+	outb(f, FCR, 0x01);
+	(void)inb(f, IIR);
+	outb(f, FCR, 0x01);
+	outb(f, FCR, 0x07);
+	outb(f, FCR, 0x00);
+	assert_int_equal(inb(f, RBR), 0);
+	outb(f, IER, 0x00);
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"poweroff\n", 9), 9);
+	/* startup: clear FIFOs, clear interrupts, THRE test, then listen. */
+	outb(f, FCR, 0x01);
+	outb(f, FCR, 0x07);
+	outb(f, FCR, 0x00);
+	(void)inb(f, LSR);
+	assert_int_equal(inb(f, RBR), 0);
+	(void)inb(f, IIR);
+	(void)inb(f, MSR);
+	outb(f, LCR, 0x03);
+	outb(f, MCR, 0x0b);
+	outb(f, IER, 0x02);
+	(void)inb(f, LSR);
+	(void)inb(f, IIR);
+	outb(f, IER, 0x00);
+	(void)inb(f, LSR);
+	assert_int_equal(inb(f, RBR), 0);
+	(void)inb(f, IIR);
+	(void)inb(f, MSR);
+	assert_int_equal(f->level, 0);
+	outb(f, IER, 0x05);
+	assert_int_equal(f->level, 1);
+	assert_int_equal(guest_read_all(f, buf, sizeof(buf)), 17);
+	assert_memory_equal(buf, "echo hi\npoweroff\n", 17);
+}
+
+/* Held input counts against the buffer: the host is flow-controlled while
+ * the driver is not listening, and rx_ready() fires once it has read. */
+static void test_hold_flow_control(void **state)
+{
+	struct fx *f = *state;
+	uint8_t in[SERIAL_RX_BUF + 10], buf[SERIAL_RX_BUF];
+
+	for (unsigned i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)i;
+	outb(f, FCR, 0x03);
+	assert_int_equal(serial_receive(&f->s, in, sizeof(in)), SERIAL_RX_BUF);
+	assert_int_equal(serial_rx_space(&f->s), 0);
+	assert_false(inb(f, LSR) & (LSR_DR | LSR_OE));
+	assert_int_equal(f->rx_ready_calls, 0);
+	outb(f, IER, 0x01);
+	assert_int_equal(guest_read_all(f, buf, sizeof(buf)), SERIAL_RX_BUF);
+	assert_memory_equal(buf, in, SERIAL_RX_BUF);
+	assert_int_equal(f->rx_ready_calls, 1);
+}
+
+/* A reset of the receive FIFO while the driver listens discards, as on
+ * hardware, and starts no hold. */
+static void test_reset_while_listening_discards(void **state)
+{
+	struct fx *f = *state;
+
+	outb(f, IER, 0x01);
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"old", 3), 3);
+	outb(f, FCR, 0x03);
+	assert_false(inb(f, LSR) & LSR_DR);
+	outb(f, IER, 0x00);
+	assert_int_equal(serial_receive(&f->s, (const uint8_t *)"n", 1), 1);
+	assert_true(inb(f, LSR) & LSR_DR);
+	assert_int_equal(inb(f, RBR), 'n');
+}
+
+/* serial_set_log_fd(): every transmitted byte goes to both. */
+static void test_log_fd(void **state)
+{
+	struct fx *f = *state;
+	int p[2];
+	uint8_t a[8], b[8];
+
+	assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	serial_set_log_fd(&f->s, p[1]);
+	outb(f, THR, 'o');
+	outb(f, THR, 'k');
+	assert_int_equal(drain_pipe(f, a, sizeof(a)), 2);
+	assert_int_equal(read(p[0], b, sizeof(b)), 2);
+	assert_memory_equal(a, "ok", 2);
+	assert_memory_equal(b, "ok", 2);
+	serial_set_log_fd(&f->s, -1);
+	close(p[0]);
+	close(p[1]);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -514,6 +669,11 @@ int main(void)
 		T(test_no_rx_ready_without_full),
 		T(test_rx_ready_after_low_water),
 		T(test_rx_ready_after_fifo_clear),
+		T(test_hold_until_rdi),
+		T(test_hold_linux_probe_and_open),
+		T(test_hold_flow_control),
+		T(test_reset_while_listening_discards),
+		T(test_log_fd),
 	};
 
 	return cmocka_run_group_tests_name("serial", tests, NULL, NULL);

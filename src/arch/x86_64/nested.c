@@ -89,9 +89,13 @@ bool nested_workarounds_enable(const struct vm_config *cfg)
 {
 	if (cfg->no_nested_workarounds || nested_host_lacks_hw_virt("/proc/cpuinfo") != 1)
 		return false;
-	fprintf(stderr, "vmrun: nested KVM without VT-x/AMD-V detected: instruction fallbacks on "
-			"(--no-nested-workarounds disables)\n");
 	return true;
+}
+
+void nested_print_banner(void)
+{
+	log_info("nested KVM without VT-x/AMD-V detected: instruction fallbacks on "
+		 "(--no-nested-workarounds disables)");
 }
 
 /* ---- is it Linux? ---- */
