@@ -101,15 +101,6 @@ int main(int argc, char *argv[])
 	}
 	log_set_quiet(cfg.quiet);
 
-	/* Block the signals the main loop takes through a signalfd, and the
-	 * vCPU kick, before any thread exists: threads inherit the mask. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
 	vm = calloc(1, sizeof(*vm));
 	snap = cfg.restore_dir ? calloc(1, sizeof(*snap)) : NULL;
 	if (!vm || (cfg.restore_dir && !snap)) {
@@ -145,6 +136,16 @@ int main(int argc, char *argv[])
 		status = VMRUN_EXIT_SETUP;
 		exit_report_failure(&rep, status, err);
 	} else {
+		/* Block the signals the main loop takes through a signalfd,
+		 * and the vCPU kick, before any thread exists (threads inherit
+		 * the mask) and only now: during the set-up above, a step that
+		 * blocks must still end on SIGINT, SIGTERM or SIGHUP. */
+		sigemptyset(&sigs);
+		sigaddset(&sigs, SIGINT);
+		sigaddset(&sigs, SIGTERM);
+		sigaddset(&sigs, SIGHUP);
+		sigaddset(&sigs, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 		status = vm_run(vm);
 		vm_exit_report(vm, status, &rep);
 		/* The reason lives in @vm, which goes below. */

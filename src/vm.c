@@ -30,6 +30,7 @@
 #include "vmrun/nested.h"
 #include "vmrun/notify.h"
 #include "vmrun/x86.h"
+#include "vmrun/utf8.h"
 
 #define KVM_CPUID_MAX_ENTRIES 256
 
@@ -379,8 +380,9 @@ static json_t *comp_disk_query(void *obj)
 	struct vm_device *d = obj;
 	const struct blk *b = d->vm->blks[d->index].backend;
 
-	return json_pack("{s:i,s:s,s:s,s:b,s:s,s:I}", "disk", (int)d->index, "image",
-			 d->vm->cfg->disks[d->index].path, "format",
+	/* A path that is not UTF-8 is shown made valid (vmrun/utf8.h). */
+	return json_pack("{s:i,s:o,s:s,s:b,s:s,s:I}", "disk", (int)d->index, "image",
+			 utf8_json_string(d->vm->cfg->disks[d->index].path), "format",
 			 blk_format(b) == BLK_FORMAT_QCOW2 ? "qcow2" : "raw", "readonly",
 			 blk_readonly(b), "transport", "virtio-mmio", "address",
 			 (json_int_t)d->vm->blk_mmio[d->index].region.base);
@@ -919,9 +921,14 @@ static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t e
 			if (n < vm->n_blks)
 				i = (unsigned)n;
 		} else {
-			for (unsigned k = 0; k < vm->n_blks && i == vm->n_blks; k++)
-				if (!strcmp(vm->cfg->disks[k].path, w))
+			/* The path as given, or as query-status shows it. */
+			for (unsigned k = 0; k < vm->n_blks && i == vm->n_blks; k++) {
+				char *shown = utf8_make_valid_dup(vm->cfg->disks[k].path);
+
+				if (!strcmp(vm->cfg->disks[k].path, w) || (shown && !strcmp(shown, w)))
 					i = k;
+				free(shown);
+			}
 		}
 	}
 	if (i == vm->n_blks) {
@@ -932,12 +939,15 @@ static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t e
 	r = vm_disk_freeze(vm, i, base, sizeof(base), err, errlen);
 	if (r)
 		return NULL;
+	/* The snapshot is taken: its report must not be lost to a path that
+	 * is not UTF-8 (jansson refuses those), so both are made valid. */
 	if (vm->control_active)
 		control_emit_event(&vm->control, "disk-snapshot",
-				   json_pack("{s:i,s:s,s:s}", "disk", (int)i, "image",
-					     vm->cfg->disks[i].path, "base", base));
-	return json_pack("{s:i,s:s,s:s}", "disk", (int)i, "image", vm->cfg->disks[i].path, "base",
-			 base);
+				   json_pack("{s:i,s:o,s:o}", "disk", (int)i, "image",
+					     utf8_json_string(vm->cfg->disks[i].path), "base",
+					     utf8_json_string(base)));
+	return json_pack("{s:i,s:o,s:o}", "disk", (int)i, "image",
+			 utf8_json_string(vm->cfg->disks[i].path), "base", utf8_json_string(base));
 }
 
 /* "save" {"path": DIR}: pause (unless paused), quiesce, save, and leave
@@ -1137,7 +1147,8 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 	    (r = evloop_add(&vm->loop, &vm->rx_src, EPOLLIN)))
 		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 
-	/* main() blocked these signals before any thread existed. */
+	/* main() blocked these signals just before vm_run(), before any thread
+	 * existed; what arrived since waits in the signalfd. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);

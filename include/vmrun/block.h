@@ -39,7 +39,9 @@ enum blk_cache {
  * qcow2, anything else raw.  A raw image whose format was probed refuses
  * guest writes that would put the qcow2 magic into its first bytes, so a
  * guest can never turn its raw disk into a qcow2 image (with a backing
- * file of the guest's choosing) at the next start. */
+ * file of the guest's choosing) at the next start.  RAW given explicitly
+ * refuses a file that starts with the qcow2 magic and names a backing file
+ * (a live snapshot's overlay under a raw image's name). */
 enum blk_format {
 	BLK_FORMAT_AUTO,
 	BLK_FORMAT_RAW,

@@ -30,8 +30,8 @@ struct console {
 /* Open the console described by @cfg: stdio (with cfg->console_log, also
  * a copy of the output in that file, created or truncated), file:PATH or
  * none.  With file: or none and a terminal on stdin in the foreground,
- * stdin is still read, for the Ctrl-A escape only.  Returns 0 or -errno
- * with @err set. */
+ * stdin is still read, for the Ctrl-A escape only.  A FIFO with no reader
+ * is an error (-ENXIO), never a wait.  Returns 0 or -errno with @err set. */
 int console_open(struct console *c, const struct vm_config *cfg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

@@ -51,8 +51,10 @@ void nested_print_banner(void);
 /* Whether the kernel image in @buf (@len bytes) is Linux: a bzImage (boot
  * sector signature 0xAA55 at 0x1FE and "HdrS" at 0x202), or an ELF64 file
  * with an ELF note named "Linux" in a PT_NOTE segment (every vmlinux since
- * 4.19 carries its build-salt note) or the "Linux version " banner.  The
- * project's test guests have none of these. */
+ * 4.19 carries its build-salt note) or the "Linux version " banner in its
+ * first NESTED_BANNER_SCAN_MAX bytes (never the whole of a file padded to
+ * gigabytes).  The project's test guests have none of these. */
+#define NESTED_BANNER_SCAN_MAX (64u << 20)
 bool nested_image_is_linux(const uint8_t *buf, size_t len);
 
 /* Write to @out (@outlen bytes) the command line @user (NULL: empty) with

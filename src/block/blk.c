@@ -198,6 +198,38 @@ static enum blk_format blk_probe(const char *path)
 	return BLK_FORMAT_RAW;
 }
 
+/* Whether @path is a qcow2 overlay: the qcow2 magic and a backing file
+ * named in its header (offset and length at bytes 8 and 16).  A file that
+ * cannot be read here is left to the raw open to report. */
+static bool blk_is_qcow2_overlay(const char *path)
+{
+	uint8_t h[20];
+	/* O_NONBLOCK: a FIFO must not hang this (raw then refuses it). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	uint64_t off = 0;
+	uint32_t len = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) {
+		close(fd);
+		return false;
+	}
+	do {
+		n = pread(fd, h, sizeof(h), 0);
+	} while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n != (ssize_t)sizeof(h) || memcmp(h, BLK_QCOW2_MAGIC, 4))
+		return false;
+	for (int i = 0; i < 8; i++)
+		off = off << 8 | h[8 + i];
+	for (int i = 0; i < 4; i++)
+		len = len << 8 | h[16 + i];
+	return off && len;
+}
+
 /* blk_open(), and with @data_file blk_open_data_file(). */
 static int blk_open_common(const char *path, const struct blk_open_opts *opts, bool data_file,
 			   struct evloop *loop, struct blk **out, char *err, size_t errlen)
@@ -238,6 +270,15 @@ static int blk_open_common(const char *path, const struct blk_open_opts *opts, b
 		b->probed_raw = b->format == BLK_FORMAT_RAW;
 		break;
 	case BLK_FORMAT_RAW:
+		/* What a live snapshot leaves under a raw image's name: as
+		 * raw, the guest would see the overlay's metadata. */
+		if (!data_file && blk_is_qcow2_overlay(path)) {
+			r = errmsg(-EINVAL, err, errlen,
+				   "%s is a qcow2 overlay (a snapshot's?): use format=qcow2 or leave format out",
+				   path);
+			goto fail;
+		}
+		/* fallthrough */
 	case BLK_FORMAT_QCOW2:
 		b->format = opts->format;
 		break;

@@ -540,11 +540,14 @@ static void raw_destroy(struct blk *b)
 }
 
 /* Open @path, falling back from O_DIRECT to the page cache where the
- * filesystem refuses it.  Sets b->fd and b->direct; -errno with @err. */
+ * filesystem refuses it.  Only a regular file or a block device: O_NONBLOCK
+ * keeps a FIFO without a writer from holding open() forever, fstat refuses
+ * it, and the flag goes again.  Sets b->fd and b->direct; -errno with @err. */
 static int raw_open_fd(struct blk *b, const char *path, const struct blk_open_opts *opts,
 		       char *err, size_t errlen)
 {
-	int flags = (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	int flags = (opts->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK, fl;
+	struct stat st;
 
 	b->direct = opts->cache == BLK_CACHE_NONE;
 	b->fd = open(path, flags | (b->direct ? O_DIRECT : 0));
@@ -556,6 +559,14 @@ static int raw_open_fd(struct blk *b, const char *path, const struct blk_open_op
 	}
 	if (b->fd < 0)
 		return errmsg(-errno, err, errlen, "cannot open %s: %s", path, strerror(errno));
+	if (fstat(b->fd, &st) < 0)
+		return errmsg(-errno, err, errlen, "cannot stat %s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return errmsg(-EINVAL, err, errlen, "%s is not a regular file or block device",
+			      path);
+	fl = fcntl(b->fd, F_GETFL);
+	if (fl < 0 || fcntl(b->fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return errmsg(-errno, err, errlen, "%s: fcntl: %s", path, strerror(errno));
 	return 0;
 }
 

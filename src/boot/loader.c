@@ -20,13 +20,16 @@
  * kernel's own initrd_addr_max (boot protocol < 2.03 default). */
 #define INITRD_ADDR_MAX 0x38000000ull
 
-/* Map a whole file read-only.  Returns 0, or -errno with a message. */
-static int map_file(const char *path, const char *what, const uint8_t **buf, size_t *len,
-		    char *err, size_t errlen)
+/* Map a whole file read-only.  Only a regular file: O_NONBLOCK keeps a FIFO
+ * without a writer from holding open() forever, and fstat then refuses it.
+ * An empty file is an error, or with @empty_ok *@buf NULL and *@len 0.
+ * Returns 0, or -errno with a message. */
+static int map_file(const char *path, const char *what, bool empty_ok, const uint8_t **buf,
+		    size_t *len, char *err, size_t errlen)
 {
 	struct stat st;
 	void *p;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), r;
 
 	if (fd < 0) {
 		r = -errno;
@@ -38,7 +41,11 @@ static int map_file(const char *path, const char *what, const uint8_t **buf, siz
 	}
 	if (st.st_size == 0) {
 		close(fd);
-		return errmsg(-ENOEXEC, err, errlen, "%s %s: empty file", what, path);
+		if (!empty_ok)
+			return errmsg(-ENOEXEC, err, errlen, "%s %s: empty file", what, path);
+		*buf = NULL;
+		*len = 0;
+		return 0;
 	}
 	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
 	r = -errno;
@@ -113,7 +120,8 @@ static int load_bzimage(const struct guest_mem *gm, const struct vm_config *cfg,
 }
 
 /* Place the initrd at the top of low RAM, above the kernel and ending at or
- * below @end_max. */
+ * below @end_max.  An empty one (an empty file, or gzip that inflates to
+ * nothing) leaves @info without an initrd, as if there were no --initrd. */
 static int load_initrd(const struct guest_mem *gm, const struct vm_config *cfg, uint64_t kernel_end,
 		       uint64_t end_max, struct boot_info *info, char *err, size_t errlen)
 {
@@ -123,10 +131,12 @@ static int load_initrd(const struct guest_mem *gm, const struct vm_config *cfg, 
 	size_t mapped_len, len;
 	uint64_t top = gm->regions[0].size, gpa;
 	char why[200];
-	int r = map_file(path, "--initrd", &mapped, &mapped_len, err, errlen);
+	int r = map_file(path, "--initrd", true, &mapped, &mapped_len, err, errlen);
 
 	if (r)
 		return r;
+	if (!mapped_len)
+		return 0; /* an empty initrd: the guest gets none */
 	if (top > end_max)
 		top = end_max;
 	buf = mapped;
@@ -147,6 +157,13 @@ static int load_initrd(const struct guest_mem *gm, const struct vm_config *cfg, 
 				log_warn("--initrd %s: %s; handing it over compressed", path, why);
 			len = mapped_len;
 		}
+	}
+	if (!len) {
+		/* Inflated to nothing (an empty archive): like an empty
+		 * file, no initrd; not a zero-length one at the top of RAM. */
+		munmap((void *)mapped, mapped_len);
+		free(inflated);
+		return 0;
 	}
 	if (len > top || ((top - len) & ~0xfffull) < kernel_end) {
 		munmap((void *)mapped, mapped_len);
@@ -177,7 +194,7 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 	size_t len;
 	int r;
 
-	r = map_file(cfg->kernel_path, "--kernel", &buf, &len, err, errlen);
+	r = map_file(cfg->kernel_path, "--kernel", false, &buf, &len, err, errlen);
 	if (r)
 		return r;
 	if (len >= SELFMAG && !memcmp(buf, ELFMAG, SELFMAG))

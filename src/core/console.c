@@ -6,6 +6,34 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Open @path for the console's output: created or truncated.  O_NONBLOCK so
+ * that a FIFO with no reader fails (ENXIO) instead of holding open()
+ * forever; then cleared, so a FIFO's reader paces the output as a file
+ * would.  The fd, or -errno with a one-line message naming @what. */
+static int console_open_out(const char *path, const char *what, char *err, size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644), r;
+	int fl;
+
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENXIO)
+			snprintf(err, errlen, "%s%s: a FIFO with no reader: start its reader first",
+				 what, path);
+		else
+			snprintf(err, errlen, "%s%s: %s", what, path, strerror(-r));
+		return r;
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		close(fd);
+		snprintf(err, errlen, "%s%s: %s", what, path, strerror(-r));
+		return r;
+	}
+	return fd;
+}
+
 int console_open(struct console *c, const struct vm_config *cfg, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
@@ -20,21 +48,20 @@ int console_open(struct console *c, const struct vm_config *cfg, char *err, size
 		c->in_is_tty = isatty(STDIN_FILENO);
 		if (!cfg->console_log)
 			break;
-		c->log_fd = open(cfg->console_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		c->log_fd = console_open_out(cfg->console_log, "--console stdio,log=", err, errlen);
 		if (c->log_fd < 0) {
-			int r = -errno;
+			int r = c->log_fd;
 
-			snprintf(err, errlen, "--console stdio,log=%s: %s", cfg->console_log,
-				 strerror(-r));
+			c->log_fd = -1;
 			return r;
 		}
 		break;
 	case CONSOLE_FILE:
-		c->out_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		c->out_fd = console_open_out(cfg->console_path, "--console file:", err, errlen);
 		if (c->out_fd < 0) {
-			int r = -errno;
+			int r = c->out_fd;
 
-			snprintf(err, errlen, "--console file:%s: %s", cfg->console_path, strerror(-r));
+			c->out_fd = -1;
 			return r;
 		}
 		c->out_owned = true;

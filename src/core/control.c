@@ -13,19 +13,29 @@
 #include <unistd.h>
 
 #include "vmrun/log.h"
+#include "vmrun/utf8.h"
 
 static json_t *reply_error(json_t *id, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* An error message is cut to 255 bytes; the cut falls between characters,
+ * and bytes from outside that are not UTF-8 are escaped (vmrun/utf8.h), so
+ * that jansson accepts it: a message it refused would be no reply at all. */
 static json_t *reply_error(json_t *id, const char *fmt, ...)
 {
-	char msg[256];
+	char full[1024], msg[256];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(full, sizeof(full), fmt, ap);
 	va_end(ap);
+	utf8_make_valid(msg, sizeof(msg), full, strlen(full));
 	return json_pack("{s:O?,s:b,s:s}", "id", id, "ok", 0, "error", msg);
 }
+
+/* Sent when a reply cannot be built or serialised (out of memory), so that
+ * a request never goes unanswered. */
+static const char reply_failed[] =
+	"{\"id\":null,\"ok\":false,\"error\":\"internal error: the reply could not be built\"}\n";
 
 static json_t *reply_ok(json_t *id, json_t *result)
 {
@@ -101,7 +111,8 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 
 		if (!ctl->ops->disk_snapshot)
 			snprintf(err, sizeof(err), "no disks");
-		return res ? reply_ok(id, res) : reply_error(id, "snapshot failed: %s", err);
+		return res ? reply_ok(id, res) : reply_error(id, "snapshot failed: %s",
+							     err[0] ? err : "no reason given");
 	}
 	if (!strcmp(cmd, "save")) {
 		char err[512] = "";
@@ -110,7 +121,8 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 
 		if (!ctl->ops->save)
 			snprintf(err, sizeof(err), "not supported");
-		return res ? reply_ok(id, res) : reply_error(id, "save failed: %s", err);
+		return res ? reply_ok(id, res) : reply_error(id, "save failed: %s",
+							     err[0] ? err : "no reason given");
 	}
 	if (!strcmp(cmd, "query-status")) {
 		json_t *st = ctl->ops->query_status(ctl->opaque);
@@ -172,19 +184,25 @@ static void client_close(struct control_client *cl)
 
 /* Send one JSON object and a newline.  A client that cannot take a small
  * reply right now is not reading: it is disconnected rather than allowed to
- * block the loop. */
-static void client_send(struct control_client *cl, json_t *obj)
+ * block the loop.  A reply (@is_reply) that cannot be serialised, or none
+ * at all (@obj NULL), is answered with reply_failed instead. */
+static void client_send(struct control_client *cl, json_t *obj, bool is_reply)
 {
-	size_t len;
-	char *text = control_dump_line(obj, &len);
+	size_t len = 0;
+	char *text = obj ? control_dump_line(obj, &len) : NULL;
 	ssize_t n;
 
-	if (!text) {
+	if (!text && !is_reply) {
 		client_close(cl);
 		return;
 	}
-	n = send(cl->src.fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	free(text);
+	if (text) {
+		n = send(cl->src.fd, text, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		free(text);
+	} else {
+		len = sizeof(reply_failed) - 1;
+		n = send(cl->src.fd, reply_failed, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
 	if (n != (ssize_t)len)
 		client_close(cl);
 }
@@ -218,10 +236,8 @@ static void client_handle(struct ev_source *src, uint32_t events)
 			line_len--;
 		if (line_len) {
 			reply = control_handle_line(cl->ctl, cl->buf, line_len);
-			if (reply) {
-				client_send(cl, reply);
-				json_decref(reply);
-			}
+			client_send(cl, reply, true);
+			json_decref(reply);
 			if (cl->src.fd < 0)
 				return; /* closed while replying */
 		}
@@ -231,7 +247,7 @@ static void client_handle(struct ev_source *src, uint32_t events)
 	if (cl->len == CONTROL_LINE_MAX) {
 		json_t *reply = reply_error(NULL, "line longer than %d bytes", CONTROL_LINE_MAX);
 
-		client_send(cl, reply);
+		client_send(cl, reply, true);
 		json_decref(reply);
 		client_close(cl);
 	}
@@ -263,7 +279,7 @@ static void control_accept(struct ev_source *src, uint32_t events)
 		json_t *hello = control_greeting();
 
 		if (hello)
-			client_send(cl, hello);
+			client_send(cl, hello, false);
 		else
 			client_close(cl);
 		json_decref(hello);
@@ -377,6 +393,6 @@ void control_emit_event(struct control *ctl, const char *name, json_t *data)
 		return;
 	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++)
 		if (ctl->clients[i].src.fd >= 0)
-			client_send(&ctl->clients[i], ev);
+			client_send(&ctl->clients[i], ev, false);
 	json_decref(ev);
 }

@@ -58,6 +58,7 @@
 #include "vmrun/block.h"
 #include "vmrun/cli.h"
 #include "vmrun/fdio.h"
+#include "vmrun/utf8.h"
 
 #define IMG_CLUSTER_BITS 16u
 #define IMG_CLUSTER ((uint64_t)1 << IMG_CLUSTER_BITS)
@@ -646,7 +647,9 @@ static int img_info(int argc, char *const argv[])
 			fprintf(stderr, "vmrun img info: %s%s\n", level ? "backing file: " : "", err);
 			goto out;
 		}
-		o = json_pack("{s:s,s:s,s:I,s:I}", "filename", path, "format",
+		/* Names are shown made valid UTF-8 (vmrun/utf8.h): jansson
+		 * refuses raw bytes, and a level must not vanish for that. */
+		o = json_pack("{s:o,s:s,s:I,s:I}", "filename", utf8_json_string(path), "format",
 			      format_name(h.format), "virtual-size", (json_int_t)h.size,
 			      "actual-size", (json_int_t)h.file_size);
 		if (h.format == BLK_FORMAT_QCOW2) {
@@ -662,15 +665,18 @@ static int img_info(int argc, char *const argv[])
 				json_decref(o);
 				goto out;
 			}
-			json_object_set_new(o, "backing-filename", json_string(h.backing));
-			json_object_set_new(o, "full-backing-filename", json_string(next));
+			json_object_set_new(o, "backing-filename", utf8_json_string(h.backing));
+			json_object_set_new(o, "full-backing-filename", utf8_json_string(next));
 			if (h.backing_fmt[0])
 				json_object_set_new(o, "backing-filename-format",
-						    json_string(h.backing_fmt));
+						    utf8_json_string(h.backing_fmt));
 		}
 		if (level == 0)
 			top = json_deep_copy(o);
-		json_array_append_new(chain, o);
+		if (!o || !top || json_array_append_new(chain, o)) {
+			fprintf(stderr, "vmrun img info: out of memory\n");
+			goto out;
+		}
 		if (!h.has_backing)
 			break;
 		snprintf(path, sizeof(path), "%s", next);

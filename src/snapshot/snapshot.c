@@ -35,6 +35,7 @@
 #include "vmrun/fdio.h"
 #include "vmrun/img.h"
 #include "vmrun/log.h"
+#include "vmrun/utf8.h"
 #include "vmrun/vm.h"
 #include "vmrun/x86.h"
 
@@ -368,8 +369,9 @@ int vm_save(struct vm *vm, const char *dir, json_t **result, char *err, size_t e
 	close(dfd);
 	disks = json_array();
 	for (unsigned i = 0; i < vm->n_blks; i++)
-		json_array_append_new(disks, json_pack("{s:i,s:s,s:s}", "disk", (int)i, "image",
-						       vm->cfg->disks[i].path, "base", bases[i]));
+		json_array_append_new(disks, json_pack("{s:i,s:o,s:o}", "disk", (int)i, "image",
+						       utf8_json_string(vm->cfg->disks[i].path),
+						       "base", utf8_json_string(bases[i])));
 	*result = json_pack("{s:s,s:[s,s],s:I,s:I,s:I,s:o}", "path", dir, "files",
 			    SNAPSHOT_STATE_FILE, SNAPSHOT_MEMORY_FILE, "bytes",
 			    (json_int_t)(vm->pause_state_len + mem_written), "state_bytes",
@@ -687,8 +689,10 @@ static int show(const char *dir, bool as_json)
 		state_get_str(r, node, "format", fmt, sizeof(fmt));
 		state_get_u32(r, node, "readonly", &ro);
 		state_get_u64(r, node, "base-size", &size);
-		json_array_append_new(disks, json_pack("{s:i,s:s,s:s,s:s,s:b,s:I}", "disk", (int)i,
-						       "image", image, "base", bases[i], "format", fmt,
+		json_array_append_new(disks, json_pack("{s:i,s:o,s:o,s:o,s:b,s:I}", "disk", (int)i,
+						       "image", utf8_json_string(image), "base",
+						       utf8_json_string(bases[i]), "format",
+						       utf8_json_string(fmt),
 						       "readonly", (int)ro, "base_size", (json_int_t)size));
 	}
 	for (unsigned j = 0; j < n_nics; j++) {

@@ -1674,9 +1674,168 @@ def test_blk_live_snapshot_failure():
             kill(p)
 
 
+def test_control_non_utf8_disk():
+    # A --disk path that is not UTF-8 (paths are bytes) appears in
+    # query-status made valid (the byte as \xHH), its live snapshot
+    # answers with the base it made, and the shown path selects the disk.
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "api.sock")
+        img = os.path.join(d, os.fsdecode(b"disk\xff.qcow2"))  # raw bytes on exec
+        shown = os.path.join(d, "disk\\xff.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "1M"], check=True,
+                       timeout=HANG_GUARD_S)
+        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--api-sock", sock, "--disk", img],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(p.stdout, b"echo ready\n")
+            rc, out, err = ctl(sock, "query-status")
+            check(rc == 0, f"query-status: {rc} {err}")
+            disks = json.loads(out)["disks"]
+            check(len(disks) == 1 and disks[0]["image"] == shown, f"query-status disks: {disks}")
+            for k, which in enumerate(("disk=0", "disk=" + shown)):
+                rc, out, err = ctl(sock, "snapshot", which)
+                check(rc == 0, f"snapshot {which}: {rc} {err}")
+                res = json.loads(out)
+                want = {"disk": 0, "image": shown, "base": f"{shown}.base-{k + 1}"}
+                check(res == want, f"snapshot {which}: reply {res}, want {want}")
+                check(os.path.exists(f"{img}.base-{k + 1}"), f"snapshot {which}: no base file")
+            rc, _, err = ctl(sock, "quit")
+            check(rc == 0 and p.wait(timeout=HANG_GUARD_S) == 0, f"quit: {rc} {err}")
+        finally:
+            kill(p)
+        subprocess.run(["qemu-img", "check", "-q", img], check=True, timeout=HANG_GUARD_S)
+
+
 # ---------------------------------------------------------------- examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ---------------------------------------------------------------- hostile files
+
+def test_fifo_refused():
+    # A FIFO where a file is expected, with nobody at its other end: one line
+    # and status 4, promptly (open() used to wait for a writer or reader
+    # forever, and SIGTERM could not end it).
+    with tempfile.TemporaryDirectory() as d:
+        fifo = os.path.join(d, "fifo")
+        os.mkfifo(fifo)
+        for args, needle in [(["--disk", fifo + ",readonly"], "not a regular file or block device"),
+                             (["--disk", fifo], "not a regular file or block device"),
+                             (["--disk", fifo + ",format=raw"], "not a regular file or block device"),
+                             (["--initrd", fifo], "not a regular file"),
+                             (["--console", "file:" + fifo], "a FIFO with no reader"),
+                             (["--console", "stdio,log=" + fifo], "a FIFO with no reader")]:
+            try:
+                rc, _, err = run_vmrun(["--kernel", guest("hello"), "--cmdline", "exit=0"] + args,
+                                       timeout=10)
+            except subprocess.TimeoutExpired:
+                check(False, f"{args}: vmrun still waits after 10 s")
+            check(rc == 4 and needle in err and err.count("\n") <= 2,
+                  f"{args}: status {rc}, stderr {err!r}, want {needle!r}")
+        try:
+            rc, _, err = run_vmrun(["--kernel", fifo], timeout=10)
+        except subprocess.TimeoutExpired:
+            check(False, "--kernel FIFO: vmrun still waits after 10 s")
+        check(rc == 4 and "not a regular file" in err, f"--kernel FIFO: status {rc}, {err!r}")
+        # A FIFO with a reader is a fine console.
+        rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            rc, _, err = run_vmrun(["--kernel", guest("hello"), "--console", "file:" + fifo,
+                                    "--cmdline", "exit=0"], timeout=HANG_GUARD_S)
+            out = os.read(rfd, 65536)
+        finally:
+            os.close(rfd)
+        check(rc == debug_exit_status(0) and b"hello from vmrun test guest" in out,
+              f"console FIFO with a reader: status {rc}, {err!r}, read {out!r}")
+
+
+def test_sigterm_during_setup():
+    # A set-up step that blocks (open_stall.c makes the open of "*.stall"
+    # wait for good, as a hung filesystem would): SIGTERM still ends vmrun,
+    # by its default action.  vmrun blocks the signal for its signalfd only
+    # once the VM is built.
+    shim = os.environ.get("VMRUN_TEST_OPEN_STALL")
+    if not shim or not os.path.exists(shim):
+        print("SKIP: VMRUN_TEST_OPEN_STALL (the open_stall module, set by ctest) is missing")
+        return SKIP
+    env = dict(os.environ, LD_PRELOAD=shim)
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.Popen([VMRUN, "--kernel", guest("hello"), "--disk",
+                              os.path.join(d, "disk.stall")], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            got = wait_for_fd(p.stderr.fileno(), b"open_stall: stalled\n", timeout=30)
+            check(b"open_stall: stalled" in got, f"{got!r}")
+            p.send_signal(signal.SIGTERM)
+            try:
+                rc = p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                check(False, "SIGTERM during set-up: vmrun still runs after 10 s")
+            check(rc == -signal.SIGTERM, f"SIGTERM during set-up: status {rc}")
+        finally:
+            kill(p)
+
+
+def test_kernel_padded_4g():
+    # The hello guest padded to 4 GiB (sparse): it boots, quickly and with
+    # little memory; the nested host's Linux detection used to read the
+    # whole file for a banner (seconds, and gigabytes of RSS).
+    with tempfile.TemporaryDirectory() as d:
+        big = os.path.join(d, "big.elf")
+        shutil.copyfile(guest("hello"), big)
+        os.truncate(big, 4 << 30)
+        with open(os.path.join(d, "out"), "w+b") as out, \
+             open(os.path.join(d, "err"), "w+b") as err:
+            # timeout(1) as the guard; wait4() gives the peak RSS of it and
+            # of vmrun, its reaped child.
+            p = subprocess.Popen(["timeout", "-s", "KILL", "60", VMRUN, "--kernel", big,
+                                  "--cmdline", "exit=0"], stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=err)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            ctx = f"status {p.returncode}, stderr {err.read()!r}"
+            check(p.returncode == debug_exit_status(0), ctx)
+            check(b"hello from vmrun test guest" in out.read(), ctx)
+            check(ru.ru_maxrss < 512 * 1024, f"peak RSS {ru.ru_maxrss} KiB for a sparse 4 GiB kernel")
+
+
+def test_initrd_inflates_to_nothing():
+    # A gzip initrd of nothing is an empty initrd (accepted), as it is with
+    # --initrd-decompress guest and as an empty file is; it used to be
+    # refused as "outside guest RAM".
+    with tempfile.TemporaryDirectory() as d:
+        gz = os.path.join(d, "empty.gz")
+        with open(gz, "wb") as f:
+            f.write(bytes([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+        empty = os.path.join(d, "empty")
+        open(empty, "w").close()
+        for path, extra in [(gz, []), (gz, ["--initrd-decompress", "guest"]), (empty, [])]:
+            expect(["--kernel", guest("hello"), "--initrd", path, "--cmdline", "exit=5"] + extra,
+                   debug_exit_status(5))
+
+
+def test_disk_overlay_as_raw():
+    # What a live snapshot of a raw disk leaves under the raw image's name is
+    # a qcow2 overlay: format=raw on it is refused with the fix named (the
+    # guest would see the overlay's metadata as its disk); without format,
+    # or with format=qcow2, it opens as the overlay it is.
+    with tempfile.TemporaryDirectory() as d:
+        img = os.path.join(d, "live.raw")
+        with open(img, "wb") as f:
+            f.truncate(1 << 20)
+        p = subprocess.run([VMRUN, "img", "snapshot", img], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
+        check(p.returncode == 0, f"img snapshot: {p.returncode} {p.stderr!r}")
+        _, err = expect(["--kernel", guest("hello"), "--disk", img + ",format=raw",
+                         "--cmdline", "exit=0"], 4,
+                        stderr_has=[f"{img} is a qcow2 overlay", "use format=qcow2 or leave format out"])
+        check(err.count("\n") == 1, f"one line: {err!r}")
+        for spec in (img, img + ",format=qcow2", img + ".base-1,format=raw"):
+            expect(["--kernel", guest("hello"), "--disk", spec, "--cmdline", "exit=0"],
+                   debug_exit_status(0))
 
 
 def test_example_script():

@@ -175,6 +175,41 @@ def test_info_json():
             check(want in text, f"info {top}: {want!r} missing from:\n{text}")
 
 
+def test_info_non_utf8():
+    """Names that are not UTF-8 (paths are bytes): shown made valid, each
+    byte that is not part of a UTF-8 character as \\xHH (as Python's
+    backslashreplace), and no level of the chain left out."""
+    with q.tmpdir() as d:
+        raw_name = b"base\xff\xfe-\xc3\xa9.raw"
+        name = os.fsdecode(raw_name)   # surrogateescape: the same bytes on exec
+        shown = "base\\xff\\xfe-\u00e9.raw"
+        base = os.path.join(d, name)
+        with open(base, "wb") as f:
+            f.truncate(MiB)
+        top = os.path.join(d, "top.qcow2")
+        qemu_img("create", "-f", "qcow2", "-b", name, "-F", "raw", top)
+        p = img("info", top, "--json")
+        mine = json.loads(p.stdout)
+        check(mine.get("backing-filename") == shown,
+              f"info --json: backing-filename {mine.get('backing-filename')!r}, want {shown!r}")
+        check(mine.get("full-backing-filename") == os.path.join(d, shown),
+              f"info --json: full-backing-filename {mine.get('full-backing-filename')!r}")
+        chain = mine.get("backing-chain", [])
+        check(len(chain) == 2 and chain[1].get("filename") == os.path.join(d, shown)
+              and chain[1].get("format") == "raw" and chain[1].get("virtual-size") == MiB,
+              f"info --json: chain {chain}")
+        # The file itself, by its non-UTF-8 name: its info, not "out of memory".
+        out = img("info", base).stdout.decode()
+        check("image: " + os.path.join(d, shown) in out and "virtual size: 1048576" in out,
+              f"info on a non-UTF-8 name: {out!r}")
+        mine = json.loads(img("info", base, "--json").stdout)
+        check(mine.get("filename") == os.path.join(d, shown) and
+              len(mine.get("backing-chain", [])) == 1, f"info --json on a non-UTF-8 name: {mine}")
+        text = img("info", top).stdout.decode()
+        check("backing file: " + shown in text and "backing file (level 1)" in text,
+              f"info: {text}")
+
+
 # ---------------------------------------------------------------- snapshot
 
 def test_snapshot():

@@ -844,6 +844,40 @@ static void test_boot_load_host(void **state)
 	free(elf.p);
 }
 
+/* An initrd that is empty, as a file or once inflated (a gzip member of
+ * nothing): accepted, and the guest gets no initrd, not a zero-length one
+ * at the top of RAM (which was refused as "outside guest RAM"). */
+static void test_boot_load_empty_initrd(void **state)
+{
+	static const uint8_t gz_empty[] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3,
+					    3, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+	struct bz_opts o = default_opts();
+	struct buf img = bz_with_codec(&codecs[0], &o, NULL);
+	struct tmpfile kf, rf[2];
+	struct guest_mem gm;
+	struct boot_setup bs;
+	struct vm_config cfg;
+	const struct boot_params *bp;
+
+	tmp_write(&kf, img.p, img.len);
+	tmp_write(&rf[0], gz_empty, sizeof(gz_empty));
+	tmp_write(&rf[1], "", 0);
+	for (int i = 0; i < 2; i++) {
+		cfg = cfg_for(kf.path);
+		cfg.initrd_path = rf[i].path;
+		assert_int_equal(guest_mem_init(&gm, cfg.mem_size), 0);
+		memset(err, 0, sizeof(err));
+		assert_int_equal(boot_load(&gm, &cfg, &bs, err, sizeof(err)), 0);
+		bp = guest_mem_ptr(&gm, X86_BOOT_PARAMS, sizeof(*bp));
+		assert_int_equal(bp->hdr.ramdisk_image, 0);
+		assert_int_equal(bp->hdr.ramdisk_size, 0);
+		guest_mem_exit(&gm);
+		unlink(rf[i].path);
+	}
+	unlink(kf.path);
+	free(img.p);
+}
+
 static void test_boot_load_guest(void **state)
 {
 	struct bz_opts o = default_opts();
@@ -965,6 +999,7 @@ int main(void)
 		cmocka_unit_test(test_initrd_end_max),
 		cmocka_unit_test(test_load_protected),
 		cmocka_unit_test(test_boot_load_host),
+		cmocka_unit_test(test_boot_load_empty_initrd),
 		cmocka_unit_test(test_boot_load_guest),
 		cmocka_unit_test(test_boot_load_errors),
 	};

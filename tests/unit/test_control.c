@@ -12,11 +12,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "vmrun/control.h"
+#include "vmrun/ctl.h"
 #include "vmrun/evloop.h"
+#include "vmrun/utf8.h"
 
 struct fake_vm {
 	int n_query, n_pause, n_resume, n_quit, n_snapshot;
@@ -70,6 +73,11 @@ static json_t *fake_snapshot(void *opaque, json_t *args, char *err, size_t errle
 	vm->snapshot_args = json_deep_copy(args);
 	if (json_is_integer(disk) && json_integer_value(disk) == 0)
 		return json_pack("{s:s}", "base", "d.base-1");
+	if (json_is_string(disk) && !strcmp(json_string_value(disk), "bytes")) {
+		/* A reason naming a path that is not UTF-8. */
+		snprintf(err, errlen, "cannot create /tmp/d\xff\xfe.base-1: Permission denied");
+		return NULL;
+	}
 	snprintf(err, errlen, "no such disk");
 	return NULL;
 }
@@ -894,6 +902,170 @@ static void test_socket_all_clients_served(void **state)
 	free(rd);
 }
 
+/* ---- replies are valid JSON whatever the input (vmrun/utf8.h) ---- */
+
+static void expect_valid(const char *in, size_t len, size_t cap, const char *want)
+{
+	char out[64];
+
+	assert_true(cap <= sizeof(out));
+	utf8_make_valid(out, cap, in, len);
+	assert_string_equal(out, want);
+	assert_true(utf8_valid(out, strlen(out)));
+}
+
+static void test_utf8_make_valid(void **state)
+{
+	(void)state;
+	expect_valid("plain", 5, 64, "plain");
+	expect_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, 64,
+		     "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+	expect_valid("a\xff" "b", 3, 64, "a\\xffb");
+	expect_valid("\x80", 1, 64, "\\x80");                 /* stray continuation */
+	expect_valid("\xc3", 1, 64, "\\xc3");                 /* truncated */
+	expect_valid("\xc0\xaf", 2, 64, "\\xc0\\xaf");        /* overlong '/' */
+	expect_valid("\xe0\x80\xaf", 3, 64, "\\xe0\\x80\\xaf"); /* overlong */
+	expect_valid("\xed\xa0\x80", 3, 64, "\\xed\\xa0\\x80"); /* surrogate */
+	expect_valid("\xf4\x90\x80\x80", 4, 64, "\\xf4\\x90\\x80\\x80"); /* > U+10FFFF */
+	expect_valid("\xf0\x9f\x98", 3, 64, "\\xf0\\x9f\\x98");
+	/* Cut between characters and escapes, never inside one. */
+	expect_valid("ab\xc3\xa9", 4, 4, "ab");
+	expect_valid("ab\xc3\xa9", 4, 5, "ab\xc3\xa9");
+	expect_valid("a\xff", 2, 5, "a");
+	expect_valid("a\xff", 2, 6, "a\\xff");
+	assert_false(utf8_valid("\xff", 1));
+	assert_true(utf8_valid("", 0));
+
+	json_t *j = utf8_json_string("/tmp/d\xff.qcow2");
+
+	assert_non_null(j);
+	assert_string_equal(json_string_value(j), "/tmp/d\\xff.qcow2");
+	json_decref(j);
+}
+
+/* An unknown command of a few hundred multi-byte characters: the error
+ * message quoting it is cut at 255 bytes, wherever that falls inside a
+ * character (1..3 ASCII bytes first move the cut through each position of
+ * 2, 3 and 4-byte characters): the reply must still be there and be JSON. */
+static void test_error_cut_mid_character(void **state)
+{
+	static const char *const chars[] = { "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+
+	(void)state;
+	for (size_t c = 0; c < ARRAY_LEN(chars); c++) {
+		for (size_t shift = 0; shift < 4; shift++) {
+			json_t *req = json_object(), *reply;
+			char name[1200] = "", *line;
+			const char *e;
+			size_t len;
+
+			memset(name, 'x', shift);
+			name[shift] = '\0';
+			while (strlen(name) + strlen(chars[c]) < 1000)
+				strcat(name, chars[c]);
+			json_object_set_new(req, "id", json_integer(5));
+			json_object_set_new(req, "cmd", json_string(name));
+			line = json_dumps(req, JSON_COMPACT);
+			assert_non_null(line);
+			reply = control_handle_line(&ctl, line, strlen(line));
+			if (!reply)
+				fail_msg("char %zu shift %zu: no reply", c, shift);
+			assert_failed(reply);
+			e = json_string_value(json_object_get(reply, "error"));
+			assert_non_null(strstr(e, "unknown command"));
+			assert_true(strlen(e) <= 255);
+			assert_true(utf8_valid(e, strlen(e)));
+			assert_int_equal(json_integer_value(json_object_get(reply, "id")), 5);
+			free(control_dump_line(reply, &len));
+			json_decref(reply);
+			json_decref(req);
+			free(line);
+		}
+	}
+}
+
+/* A reason naming a path that is not UTF-8 arrives, escaped. */
+static void test_error_not_utf8(void **state)
+{
+	json_t *reply;
+	const char *e;
+
+	(void)state;
+	reply = handle("{\"id\":2,\"cmd\":\"snapshot\",\"args\":{\"disk\":\"bytes\"}}");
+	assert_failed(reply);
+	e = json_string_value(json_object_get(reply, "error"));
+	assert_string_equal(e, "snapshot failed: cannot create /tmp/d\\xff\\xfe.base-1: "
+			       "Permission denied");
+	json_decref(reply);
+	json_decref(vm.snapshot_args);
+	vm.snapshot_args = NULL;
+}
+
+/* ---- vmrun ctl never waits forever ---- */
+
+static int listen_at(const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	strcpy(addr.sun_path, path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	return fd;
+}
+
+/* A listener that never accepts (connect completes in its backlog) and a
+ * server that acknowledges wait-exit but never sends the exit event: both
+ * end in CTL_TIMEOUT after --timeout. */
+static void test_ctl_reply_timeout(void **state)
+{
+	char path[128];
+	int lfd, st;
+	pid_t pid;
+
+	(void)state;
+	sock_path(path, sizeof(path), "ctl.sock");
+	lfd = listen_at(path);
+	{
+		char *argv[] = { "ctl", "--timeout=1", path, "query-status", NULL };
+
+		assert_int_equal(ctl_main(4, argv), CTL_TIMEOUT);
+	}
+	{
+		char *argv[] = { "ctl", "--timeout", "x", path, "query-status", NULL };
+
+		assert_int_equal(ctl_main(5, argv), CTL_USAGE);
+	}
+	close(lfd);
+	unlink(path);
+
+	lfd = listen_at(path);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		static const char ack[] = "{\"greeting\":{}}\n{\"id\":1,\"ok\":true,\"result\":{}}\n";
+		int c = accept(lfd, NULL, NULL);
+		char b[256];
+
+		if (c < 0 || write(c, ack, sizeof(ack) - 1) != (ssize_t)(sizeof(ack) - 1))
+			_exit(1);
+		/* Hold the connection until the client gives up. */
+		while (read(c, b, sizeof(b)) > 0)
+			;
+		_exit(0);
+	}
+	{
+		char *argv[] = { "ctl", "--timeout=1", path, "wait-exit", NULL };
+
+		assert_int_equal(ctl_main(4, argv), CTL_TIMEOUT);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(lfd);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -919,6 +1091,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_socket_line_too_long, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_socket_all_clients_served, setup_dir,
 						teardown_dir),
+		cmocka_unit_test(test_utf8_make_valid),
+		cmocka_unit_test_setup(test_error_cut_mid_character, setup_handle),
+		cmocka_unit_test_setup(test_error_not_utf8, setup_handle),
+		cmocka_unit_test_setup_teardown(test_ctl_reply_timeout, setup_dir, teardown_dir),
 	};
 
 	return cmocka_run_group_tests_name("control", tests, NULL, NULL);

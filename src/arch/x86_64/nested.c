@@ -105,10 +105,11 @@ static bool in_file(uint64_t off, uint64_t size, size_t len)
 	return off <= len && size <= len - off;
 }
 
-/* A note named "Linux" in one PT_NOTE segment [off, off + size). */
+/* A note named "Linux" in one PT_NOTE segment [off, off + size), looked for
+ * in its first MiB (a vmlinux's notes take a few hundred bytes). */
 static bool notes_name_linux(const uint8_t *buf, uint64_t off, uint64_t size)
 {
-	uint64_t pos = off, end = off + size;
+	uint64_t pos = off, end = off + (size < (1u << 20) ? size : (1u << 20));
 
 	while (end - pos >= sizeof(Elf64_Nhdr)) {
 		Elf64_Nhdr nh;
@@ -146,8 +147,11 @@ static bool elf_is_linux(const uint8_t *buf, size_t len)
 				return true;
 		}
 	}
-	/* init/version.c's linux_banner, in every Linux image. */
-	return memmem(buf, len, "Linux version ", 14) != NULL;
+	/* init/version.c's linux_banner, in every Linux image: in .rodata,
+	 * right after .text, so within the first NESTED_BANNER_SCAN_MAX bytes
+	 * (a file padded to gigabytes is not read through). */
+	return memmem(buf, len < NESTED_BANNER_SCAN_MAX ? len : NESTED_BANNER_SCAN_MAX,
+		      "Linux version ", 14) != NULL;
 }
 
 bool nested_image_is_linux(const uint8_t *buf, size_t len)
@@ -164,7 +168,8 @@ static bool file_is_linux(const char *path)
 	struct stat st;
 	void *p;
 	bool linux_image;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not hang this (the loader refuses it). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		return false;
