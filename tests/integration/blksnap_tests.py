@@ -20,7 +20,6 @@ import json
 import os
 import re
 import select
-import shutil
 import struct
 import subprocess
 import sys
@@ -33,8 +32,9 @@ GUESTS = None
 HANG_GUARD_S = 240
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from testkit import (TestFailure, add_guest_args, check, guest_elf,  # noqa: E402
-                     guest_setup, run_main)
+from testkit import (TestFailure, add_guest_args, check, debug_exit_status,  # noqa: E402
+                     guest_elf, guest_setup, kill, qemu_img_contents, run_main, vmrun_ctl)
+from testkit import qemu_img as testkit_qemu_img  # noqa: E402
 
 # The guest's defaults (tests/guest/blksnap.c): sectors S + i*T, i < N;
 # every FLUSH_EVERY-th request a FLUSH; a progress line every ROUND
@@ -48,18 +48,9 @@ def guest(name):
     return guest_elf(GUESTS, name)
 
 
-def debug_exit_status(v):
-    """QEMU isa-debug-exit convention, from its documentation."""
-    return ((v << 1) | 1) & 0xFF
-
-
 def qemu_img(*args):
-    """qemu-img (Debian qemu-utils, installed by scripts/test.sh): the oracle."""
-    check(shutil.which("qemu-img"), "qemu-img is missing (scripts/test.sh installs qemu-utils)")
-    p = subprocess.run(["qemu-img"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=HANG_GUARD_S)
-    check(p.returncode == 0, f"qemu-img {' '.join(args)}: {p.returncode} {p.stderr.decode()}")
-    return p.stdout.decode()
+    """qemu-img with this script's hang guard."""
+    return testkit_qemu_img(*args, timeout=HANG_GUARD_S)
 
 
 def sha256(path):
@@ -89,18 +80,8 @@ def expected_disk(requests):
     return want
 
 
-def disk_contents(path, d):
-    """What a guest sees in @path through its backing chain, per qemu-img."""
-    out = os.path.join(d, "convert.raw")
-    qemu_img("convert", "-O", "raw", path, out)
-    with open(out, "rb") as f:
-        data = f.read()
-    os.unlink(out)
-    return data
-
-
 def check_disk(path, d, requests, what):
-    got = disk_contents(path, d)
+    got = qemu_img_contents(path, d, timeout=HANG_GUARD_S)
     want = expected_disk(requests)
     check(len(got) == len(want), f"{what}: {len(got)} bytes, want {len(want)}")
     if got != want:
@@ -127,9 +108,7 @@ def run(args, timeout=HANG_GUARD_S):
 
 
 def ctl(sock, *args):
-    p = subprocess.run([VMRUN, "ctl", sock] + list(args), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
+    return vmrun_ctl(VMRUN, sock, *args, timeout=HANG_GUARD_S)
 
 
 class Console:
@@ -152,12 +131,6 @@ class Console:
 
     def text(self):
         return self.buf.decode(errors="replace")
-
-
-def kill(p):
-    if p.poll() is None:
-        p.kill()
-        p.wait()
 
 
 def elf_symbol(path, name):

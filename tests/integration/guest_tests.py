@@ -33,8 +33,9 @@ HANG_GUARD_S = 120
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from testkit import (SKIP, Skip, TestFailure, add_guest_args, check,  # noqa: E402
-                     guest_elf, guest_setup, run_main)
+from testkit import (SKIP, LineClient, Skip, TestFailure, add_guest_args,  # noqa: E402
+                     check, debug_exit_status, guest_elf, guest_setup, kill, qemu_img,
+                     qemu_img_contents, run_main, vmrun_ctl)
 
 
 def guest(name):
@@ -58,11 +59,6 @@ def expect(args, status, stdout_has=(), stderr_has=(), **kw):
     for s in stderr_has:
         check(s in err, f"stderr lacks {s!r}{ctx}")
     return out, err
-
-
-def debug_exit_status(v):
-    """QEMU isa-debug-exit convention, from its documentation."""
-    return ((v << 1) | 1) & 0xFF
 
 
 # ---------------------------------------------------------------- basic boot
@@ -732,11 +728,36 @@ def test_bzimage_gzip_zstd():
 
 # ---------------------------------------------------------------- terminal
 
+class PtyVmrun:
+    """vmrun with @args on a new pseudo-terminal (its stdin, stdout and
+    stderr); .master is the terminal's master side.  On leaving the with
+    block a vmrun still running is killed and the master closed."""
+
+    def __init__(self, args):
+        self.pid, self.master = pty.fork()
+        if self.pid == 0:
+            os.execv(VMRUN, [VMRUN] + args)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.master)
+
+    def quit(self):
+        """Ctrl-A x; the exit status (os.waitpid's) once vmrun has ended."""
+        os.write(self.master, b"\x01x")
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return status
+
+
 def test_terminal_escape_and_restore():
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execv(VMRUN, [VMRUN, "--kernel", guest("echo")])
-    try:
+    with PtyVmrun(["--kernel", guest("echo")]) as t:
+        master = t.master
         before = termios.tcgetattr(master)
         wait_for_fd(master, b"echo ready")
         raw = termios.tcgetattr(master)
@@ -744,28 +765,19 @@ def test_terminal_escape_and_restore():
               "terminal not in raw mode while the guest runs")
         os.write(master, b"typed\r")
         wait_for_fd(master, b"echo: typed")
-        os.write(master, b"\x01x")
-        _, status = os.waitpid(pid, 0)
-        pid = 0
+        status = t.quit()
         check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
               f"Ctrl-A x: status {status}")
         after = termios.tcgetattr(master)
         check(after[3] == before[3] and after[0] == before[0],
               "terminal modes not restored after exit")
-    finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(master)
 
 
 def test_terminal_escape_help():
     """Ctrl-A h on a terminal prints the escape keys (on stderr, here the
     same terminal) and is not passed to the guest: the bytes around it are."""
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execv(VMRUN, [VMRUN, "--kernel", guest("echo")])
-    try:
+    with PtyVmrun(["--kernel", guest("echo")]) as t:
+        master = t.master
         wait_for_fd(master, b"echo ready")
         os.write(master, b"ab\x01hcd\r")
         got = wait_for_fd(master, b"echo: ")
@@ -773,15 +785,8 @@ def test_terminal_escape_help():
         check(b"escape keys" in got and b"quit" in got, f"no escape key list: {got!r}")
         line = got.split(b"echo: ", 1)[1].split(b"\r")[0].split(b"\n")[0]
         check(line == b"abcd", f"the guest got {line!r}, wanted b'abcd'")
-        os.write(master, b"\x01x")
-        _, status = os.waitpid(pid, 0)
-        pid = 0
+        status = t.quit()
         check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"Ctrl-A x: status {status}")
-    finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(master)
 
 
 def test_terminal_escape_file_console():
@@ -792,26 +797,17 @@ def test_terminal_escape_file_console():
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "console.log")
             console = "file:" + path if kind == "file" else "none"
-            pid, master = pty.fork()
-            if pid == 0:
-                os.execv(VMRUN, [VMRUN, "--kernel", guest("echo"), "--console", console])
-            try:
+            with PtyVmrun(["--kernel", guest("echo"), "--console", console]) as t:
+                master = t.master
                 before = termios.tcgetattr(master)
                 os.write(master, b"\x01h")
                 wait_for_fd(master, b"escape keys")
-                os.write(master, b"\x01x")
-                _, status = os.waitpid(pid, 0)
-                pid = 0
+                status = t.quit()
                 check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
                       f"--console {kind}: Ctrl-A x: status {status}")
                 after = termios.tcgetattr(master)
                 check(after[3] == before[3] and after[0] == before[0],
                       f"--console {kind}: terminal modes not restored after exit")
-            finally:
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                os.close(master)
 
 
 # ---------------------------------------------------------------- control socket
@@ -837,47 +833,8 @@ def wait_for_output(pipe, needle):
     return wait_for_fd(pipe.fileno(), needle)
 
 
-def kill(p):
-    if p.poll() is None:
-        p.kill()
-        p.wait()
-
-
 def ctl(sock, *args):
-    p = subprocess.run([VMRUN, "ctl", sock] + list(args), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
-
-
-class LineClient:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.buf = b""
-        self.greeting = None
-
-    def send(self, data):
-        self.s.sendall(data)
-
-    def recv_json(self, timeout=HANG_GUARD_S):
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            self.s.settimeout(max(0.01, deadline - time.monotonic()))
-            chunk = self.s.recv(65536)
-            check(chunk, "control socket closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg = json.loads(line)
-        if "greeting" in msg:  # the first line on connect
-            self.greeting = msg["greeting"]
-            return self.recv_json(timeout)
-        return msg
-
-    def wait_event(self, name):
-        while True:
-            msg = self.recv_json()
-            if msg.get("event") == name:
-                return msg
+    return vmrun_ctl(VMRUN, sock, *args, timeout=HANG_GUARD_S)
 
 
 def test_control_socket():
@@ -1513,25 +1470,6 @@ def test_blk_reset_in_flight():
 
 
 # ---------------------------------------------------------------- live disk snapshots
-
-def qemu_img(*args):
-    """qemu-img (Debian qemu-utils, installed by scripts/test.sh): the oracle."""
-    check(shutil.which("qemu-img"), "qemu-img is missing (scripts/test.sh installs qemu-utils)")
-    p = subprocess.run(["qemu-img"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=HANG_GUARD_S)
-    check(p.returncode == 0, f"qemu-img {' '.join(args)}: {p.returncode} {p.stderr.decode()}")
-    return p.stdout.decode()
-
-
-def qemu_img_contents(path, d):
-    """What a guest sees in @path (through its backing chain), per qemu-img."""
-    out = os.path.join(d, "convert.raw")
-    qemu_img("convert", "-O", "raw", path, out)
-    with open(out, "rb") as f:
-        data = f.read()
-    os.unlink(out)
-    return bytearray(data)
-
 
 def snapshot_run(d, fmt, sock, extra_args=(), wrapper=()):
     """Start the blk guest's snapshot scenario (three phases) on disk.<fmt>

@@ -24,18 +24,25 @@ static void stall_if_asked(const char *path)
 		pause();
 }
 
+/* The mode argument of open() or openat(): there only when @flags create a
+ * file, after @flags, the last named parameter of the function it is used in. */
+#define CREATE_MODE(flags, mode) \
+	do { \
+		if ((flags) & (O_CREAT | O_TMPFILE)) { \
+			va_list ap; \
+			\
+			va_start(ap, flags); \
+			(mode) = va_arg(ap, mode_t); \
+			va_end(ap); \
+		} \
+	} while (0)
+
 int open(const char *path, int flags, ...)
 {
 	int (*real)(const char *, int, ...) = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, "open");
 	mode_t mode = 0;
 
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	CREATE_MODE(flags, mode);
 	stall_if_asked(path);
 	return real(path, flags, mode);
 }
@@ -46,13 +53,7 @@ int openat(int dfd, const char *path, int flags, ...)
 		(int (*)(int, const char *, int, ...))dlsym(RTLD_NEXT, "openat");
 	mode_t mode = 0;
 
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_list ap;
-
-		va_start(ap, flags);
-		mode = va_arg(ap, mode_t);
-		va_end(ap);
-	}
+	CREATE_MODE(flags, mode);
 	stall_if_asked(path);
 	return real(dfd, path, flags, mode);
 }

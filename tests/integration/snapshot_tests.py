@@ -54,17 +54,12 @@ FDT_MAGIC = 0xD00DFEED
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from testkit import (SKIP, TestFailure, add_guest_args, check, guest_elf,  # noqa: E402
-                     guest_setup, run_main)
+from testkit import (SKIP, LineClient, TestFailure, add_guest_args, check,  # noqa: E402
+                     debug_exit_status, guest_elf, guest_setup, run_main, vmrun_ctl)
 
 
 def guest(name):
     return guest_elf(GUESTS, name)
-
-
-def debug_exit_status(v):
-    """QEMU isa-debug-exit convention, from its documentation."""
-    return ((v << 1) | 1) & 0xFF
 
 
 # ---------------------------------------------------------------- expectations
@@ -181,9 +176,7 @@ class Vm:
 
 def ctl(sock, *args):
     """`vmrun ctl SOCK ARGS...`: (status, stdout, stderr)."""
-    p = subprocess.run([VMRUN, "ctl", sock] + list(args), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=HANG_GUARD_S)
-    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    return vmrun_ctl(VMRUN, sock, *args, timeout=HANG_GUARD_S, errors="replace")
 
 
 def ctl_ok(sock, *args, vm=None):
@@ -203,60 +196,6 @@ def quit_vm(vm, sock):
     check(rc == 0, f"vmrun ctl quit: status {rc}: {out} {err}{vm.ctx()}")
     rc = vm.finish()
     check(rc == 0, f"quit should end vmrun with status 0, got {rc}{vm.ctx()}")
-
-
-class LineClient:
-    """A raw control-socket client: one JSON object per line both ways."""
-
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.buf = b""
-        self.greeting = None
-        self.events = []
-
-    def close(self):
-        self.s.close()
-
-    def recv_json(self, timeout=HANG_GUARD_S):
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            check(left > 0, "timed out waiting on the control socket")
-            self.s.settimeout(left)
-            chunk = self.s.recv(65536)
-            check(chunk, "control socket closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg = json.loads(line)
-        if "greeting" in msg:  # the first line on connect
-            self.greeting = msg["greeting"]
-            return self.recv_json(timeout)
-        return msg
-
-    def call(self, req_id, cmd, args=None):
-        """Send a command and return its reply; events on the way are kept."""
-        req = {"id": req_id, "cmd": cmd}
-        if args is not None:
-            req["args"] = args
-        self.s.sendall(json.dumps(req).encode() + b"\n")
-        while True:
-            msg = self.recv_json()
-            if "event" in msg:
-                self.events.append(msg)
-            elif msg.get("id") == req_id:
-                return msg
-
-    def wait_event(self, name):
-        for i, ev in enumerate(self.events):
-            if ev["event"] == name:
-                return self.events.pop(i)
-        while True:
-            msg = self.recv_json()
-            if msg.get("event") == name:
-                return msg
-            if "event" in msg:
-                self.events.append(msg)
 
 
 def wait_socket(vm, sock, timeout=HANG_GUARD_S):

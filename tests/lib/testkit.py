@@ -9,11 +9,16 @@ when one failed, SKIP (ctest's skip code) when every test skipped or
 @setup said so.
 """
 import argparse
+import json
 import os
+import shutil
+import socket
 import subprocess
 import time
 
 SKIP = 77
+# Generous guard against hangs only; never a performance assertion.
+HANG_GUARD_S = 120
 
 
 class TestFailure(Exception):
@@ -96,3 +101,103 @@ def guest_elf(guests, name):
     path = os.path.join(guests, name + ".elf")
     check(os.path.exists(path), f"guest {path} was not built")
     return path
+
+
+def debug_exit_status(v):
+    """QEMU isa-debug-exit convention, from its documentation."""
+    return ((v << 1) | 1) & 0xFF
+
+
+def kill(p):
+    """SIGKILL process @p (a Popen) if it still runs, and reap it."""
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def vmrun_ctl(vmrun, sock, *args, timeout=HANG_GUARD_S, errors="strict"):
+    """`VMRUN ctl SOCK ARGS...`: (status, stdout, stderr), decoded with
+    @errors."""
+    p = subprocess.run([vmrun, "ctl", sock] + list(args), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors=errors), p.stderr.decode(errors=errors)
+
+
+class LineClient:
+    """A raw control-socket client: one JSON object per line both ways.  The
+    greeting line sent on connect is kept in .greeting, not returned."""
+
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.buf = b""
+        self.greeting = None
+        self.events = []
+
+    def close(self):
+        self.s.close()
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def recv_json(self, timeout=HANG_GUARD_S):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            check(left > 0, "timed out waiting on the control socket")
+            self.s.settimeout(left)
+            chunk = self.s.recv(65536)
+            check(chunk, "control socket closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg = json.loads(line)
+        if "greeting" in msg:  # the first line on connect
+            self.greeting = msg["greeting"]
+            return self.recv_json(timeout)
+        return msg
+
+    def call(self, req_id, cmd, args=None):
+        """Send a command and return its reply; events on the way are kept."""
+        req = {"id": req_id, "cmd": cmd}
+        if args is not None:
+            req["args"] = args
+        self.s.sendall(json.dumps(req).encode() + b"\n")
+        while True:
+            msg = self.recv_json()
+            if "event" in msg:
+                self.events.append(msg)
+            elif msg.get("id") == req_id:
+                return msg
+
+    def wait_event(self, name):
+        for i, ev in enumerate(self.events):
+            if ev["event"] == name:
+                return self.events.pop(i)
+        while True:
+            msg = self.recv_json()
+            if msg.get("event") == name:
+                return msg
+            if "event" in msg:
+                self.events.append(msg)
+
+
+# ---- qemu-img, the oracle for disk images ----
+
+def qemu_img(*args, timeout=HANG_GUARD_S):
+    """qemu-img (Debian qemu-utils, installed by scripts/test.sh): the oracle."""
+    check(shutil.which("qemu-img"), "qemu-img is missing (scripts/test.sh installs qemu-utils)")
+    p = subprocess.run(["qemu-img"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    check(p.returncode == 0, f"qemu-img {' '.join(args)}: {p.returncode} {p.stderr.decode()}")
+    return p.stdout.decode()
+
+
+def qemu_img_contents(path, d, timeout=HANG_GUARD_S):
+    """What a guest sees in @path (through its backing chain), per qemu-img;
+    a scratch file in directory @d holds it on the way."""
+    out = os.path.join(d, "convert.raw")
+    qemu_img("convert", "-O", "raw", path, out, timeout=timeout)
+    with open(out, "rb") as f:
+        data = f.read()
+    os.unlink(out)
+    return data

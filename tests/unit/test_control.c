@@ -410,6 +410,8 @@ static void test_help_lists_every_command(void **state)
 	assert_non_null(json_object_get(cmds, "query-status"));
 	json_decref(greeting);
 	json_decref(reply);
+	json_decref(vm.snapshot_args); /* the snapshot command's call above */
+	vm.snapshot_args = NULL;
 	/* An unknown command's error names "help". */
 	reply = handle("{\"cmd\": \"frobnicate\"}");
 	assert_failed(reply);
