@@ -34,7 +34,6 @@ error; 77 when /dev/kvm cannot be opened.  See bench/README.md.
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -43,6 +42,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from startup import host_description  # bench/startup.py: one description of the host
 
 SKIP = 77
 MIB = 1 << 20
@@ -714,23 +715,6 @@ def fmt_ratio(num, den):
 
 def size_name(mib):
     return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
-
-
-def host_description():
-    model, nested = "unknown CPU", None
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        flags = next((l for l in text.splitlines() if l.startswith("flags")), "")
-        nested = not (" vmx" in flags or " svm" in flags)
-    except OSError:
-        pass
-    return {"kernel": platform.release(), "cpu": model, "cpus": os.cpu_count(),
-            "no_vmx_svm_flag": nested}
 
 
 def mem_available_mib():

@@ -383,7 +383,7 @@ static json_t *comp_disk_query(void *obj)
 	/* A path that is not UTF-8 is shown made valid (vmrun/utf8.h). */
 	return json_pack("{s:i,s:o,s:s,s:b,s:s,s:I}", "disk", (int)d->index, "image",
 			 utf8_json_string(d->vm->cfg->disks[d->index].path), "format",
-			 blk_format(b) == BLK_FORMAT_QCOW2 ? "qcow2" : "raw", "readonly",
+			 blk_format_name(blk_format(b)), "readonly",
 			 blk_readonly(b), "transport", "virtio-mmio", "address",
 			 (json_int_t)d->vm->blk_mmio[d->index].region.base);
 }

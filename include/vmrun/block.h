@@ -89,6 +89,9 @@ int blk_open(const char *path, const struct blk_open_opts *opts, struct evloop *
 /* The format in use (never AUTO once open). */
 enum blk_format blk_format(const struct blk *b);
 
+/* "qcow2" or "raw": how images, messages and the state stream name @f. */
+const char *blk_format_name(enum blk_format f);
+
 /* Size of the image in bytes. */
 uint64_t blk_size(const struct blk *b);
 

@@ -332,6 +332,11 @@ enum blk_format blk_format(const struct blk *b)
 	return b->format;
 }
 
+const char *blk_format_name(enum blk_format f)
+{
+	return f == BLK_FORMAT_QCOW2 ? "qcow2" : "raw";
+}
+
 uint64_t blk_size(const struct blk *b)
 {
 	return b->size;

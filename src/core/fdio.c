@@ -24,6 +24,13 @@ ssize_t fd_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return (ssize_t)done;
 }
 
+int fd_pread_exact(int fd, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = fd_pread_full(fd, buf, len, off);
+
+	return n < 0 ? (int)n : (size_t)n == len ? 0 : -EIO;
+}
+
 int fd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
 	const char *p = buf;

@@ -139,19 +139,6 @@ static void put_be64(uint8_t *p, uint64_t v)
 	memcpy(p, &v, 8);
 }
 
-/* The whole of [@off, @off + @len): callers checked the file size first. */
-static int full_pread(int fd, void *buf, size_t len, uint64_t off)
-{
-	ssize_t n = fd_pread_full(fd, buf, len, off);
-
-	return n < 0 ? (int)n : (size_t)n == len ? 0 : -EIO;
-}
-
-static const char *format_name(enum blk_format f)
-{
-	return f == BLK_FORMAT_QCOW2 ? "qcow2" : "raw";
-}
-
 /* Parse the header of the image open on @fd (@path for messages). */
 static int img_read_header(int fd, const char *path, struct img_hdr *h, char *err, size_t errlen)
 {
@@ -177,7 +164,7 @@ static int img_read_header(int fd, const char *path, struct img_hdr *h, char *er
 	c = malloc(104);
 	if (!c)
 		return fail(err, errlen, -ENOMEM, "out of memory");
-	r = full_pread(fd, c, 72, 0);
+	r = fd_pread_exact(fd, c, 72, 0);
 	if (r) {
 		r = fail(err, errlen, r, "cannot read %s: %s", path, strerror(-r));
 		goto out;
@@ -208,7 +195,7 @@ static int img_read_header(int fd, const char *path, struct img_hdr *h, char *er
 	c = malloc(clen);
 	if (!c)
 		return fail(err, errlen, -ENOMEM, "out of memory");
-	r = full_pread(fd, c, clen, 0);
+	r = fd_pread_exact(fd, c, clen, 0);
 	if (r) {
 		r = fail(err, errlen, r, "cannot read %s: %s", path, strerror(-r));
 		goto out;
@@ -576,7 +563,7 @@ static int img_create(int argc, char *const argv[])
 		}
 		size = (size + 511) & ~(uint64_t)511;
 	}
-	r = write_temp_image(file, size, backing, format_name(bfmt), tmp, sizeof(tmp), err,
+	r = write_temp_image(file, size, backing, blk_format_name(bfmt), tmp, sizeof(tmp), err,
 			     sizeof(err));
 	if (r) {
 		fprintf(stderr, "vmrun img create: %s\n", err);
@@ -650,7 +637,7 @@ static int img_info(int argc, char *const argv[])
 		/* Names are shown made valid UTF-8 (vmrun/utf8.h): jansson
 		 * refuses raw bytes, and a level must not vanish for that. */
 		o = json_pack("{s:o,s:s,s:I,s:I}", "filename", utf8_json_string(path), "format",
-			      format_name(h.format), "virtual-size", (json_int_t)h.size,
+			      blk_format_name(h.format), "virtual-size", (json_int_t)h.size,
 			      "actual-size", (json_int_t)h.file_size);
 		if (h.format == BLK_FORMAT_QCOW2) {
 			json_object_set_new(o, "cluster-size",
@@ -770,7 +757,7 @@ int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, si
 	if (!copy)
 		return fail(err, errlen, -ENOMEM, "out of memory");
 	base_name = basename(copy);
-	r = write_temp_image(file, h.size, base_name, format_name(h.format), s->tmp,
+	r = write_temp_image(file, h.size, base_name, blk_format_name(h.format), s->tmp,
 			     sizeof(s->tmp), err, errlen);
 	free(copy);
 	if (r)
@@ -807,7 +794,7 @@ int img_create_overlay(const char *path, const char *backing, uint64_t *size, ch
 	if (h.size == 0 || h.size > IMG_MAX_SIZE || (h.size & 511))
 		return fail(err, errlen, -EINVAL, "%s: size %" PRIu64 " cannot back an overlay",
 			    backing, h.size);
-	r = write_temp_image(path, h.size, backing, format_name(h.format), tmp, sizeof(tmp), err,
+	r = write_temp_image(path, h.size, backing, blk_format_name(h.format), tmp, sizeof(tmp), err,
 			     errlen);
 	if (r)
 		return r;
@@ -934,7 +921,7 @@ static int commit_walk(int fd, const char *file, const struct img_hdr *h, struct
 		r = fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
-	r = full_pread(fd, l1, (size_t)h->l1_size * 8, h->l1_offset);
+	r = fd_pread_exact(fd, l1, (size_t)h->l1_size * 8, h->l1_offset);
 	if (r) {
 		r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
 		goto out;
@@ -948,7 +935,7 @@ static int commit_walk(int fd, const char *file, const struct img_hdr *h, struct
 			r = fail(err, errlen, -EINVAL, "%s: L2 table outside the file", file);
 			goto out;
 		}
-		r = full_pread(fd, l2, csize, l2_off);
+		r = fd_pread_exact(fd, l2, csize, l2_off);
 		if (r) {
 			r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
 			goto out;
@@ -986,7 +973,7 @@ static int commit_walk(int fd, const char *file, const struct img_hdr *h, struct
 			}
 			if (!base)
 				continue;
-			r = full_pread(fd, data, len, hoff);
+			r = fd_pread_exact(fd, data, len, hoff);
 			if (r) {
 				r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
 				goto out;
@@ -1109,7 +1096,7 @@ static int img_commit(int argc, char *const argv[])
 	base = NULL;
 	/* The base has everything: empty the overlay. */
 	r = write_temp_image(file, h.size, h.backing,
-			     h.backing_fmt[0] ? h.backing_fmt : format_name(bh.format), tmp,
+			     h.backing_fmt[0] ? h.backing_fmt : blk_format_name(bh.format), tmp,
 			     sizeof(tmp), err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "vmrun img commit: data committed, but cannot empty the overlay: %s\n",

@@ -75,12 +75,9 @@ static int disk_fingerprint(const char *path, uint64_t *size, uint32_t *crc)
 		uint64_t len = *size < FINGERPRINT_BYTES ? *size : FINGERPRINT_BYTES;
 		uint64_t off = part ? *size - len : 0;
 
-		ssize_t n = fd_pread_full(fd, buf, (size_t)len, off);
-
-		if (n != (ssize_t)len) {
-			r = n < 0 ? (int)n : -EIO;
+		r = fd_pread_exact(fd, buf, (size_t)len, off);
+		if (r)
 			goto out;
-		}
 		c = (uint32_t)crc32(c, buf, (uInt)len);
 	}
 	*crc = c;
@@ -88,11 +85,6 @@ out:
 	close(fd);
 	free(buf);
 	return r;
-}
-
-static const char *format_name(enum blk_format f)
-{
-	return f == BLK_FORMAT_QCOW2 ? "qcow2" : "raw";
 }
 
 /* ---- memory ---- */
@@ -105,12 +97,6 @@ static bool page_is_zero(const uint8_t *p)
 		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
 			return false;
 	return true;
-}
-
-/* Write bytes [0, @len) of the run at @host to @fd at @off. */
-static int write_run(int fd, const uint8_t *host, uint64_t len, uint64_t off)
-{
-	return fd_pwrite_full(fd, host, (size_t)len, off);
 }
 
 /* Write guest RAM to @fd laid out by guest-physical address, skipping
@@ -154,8 +140,8 @@ static int write_memory(const struct guest_mem *gm, int fd, uint64_t *written)
 						continue;
 				}
 				if (run_len) {
-					r = write_run(fd, g->host + base + run_start, run_len,
-						      g->gpa + base + run_start);
+					r = fd_pwrite_full(fd, g->host + base + run_start,
+							   (size_t)run_len, g->gpa + base + run_start);
 					*written += run_len;
 					run_len = 0;
 				}
@@ -194,7 +180,7 @@ static void save_header(struct vm *vm, struct state_writer *w,
 		state_begin(w, CONFIG_VERSION, "/config/disk@%u", i);
 		state_put_str(w, "image", d->path);
 		state_put_str(w, "base", bases[i]);
-		state_put_str(w, "format", format_name(blk_format(vm->blks[i].backend)));
+		state_put_str(w, "format", blk_format_name(blk_format(vm->blks[i].backend)));
 		state_put_u32(w, "readonly", d->readonly);
 		state_put_u32(w, "cache", (uint32_t)d->cache);
 		state_put_str(w, "serial", d->serial);
@@ -400,8 +386,7 @@ static int read_state(struct snapshot *s, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 16];
 	struct stat st;
-	ssize_t n;
-	int fd;
+	int fd, r;
 
 	snprintf(path, sizeof(path), "%s/%s", s->dir, SNAPSHOT_STATE_FILE);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -418,12 +403,11 @@ static int read_state(struct snapshot *s, char *err, size_t errlen)
 		return errmsg(-ENOMEM, err, errlen, "out of memory");
 	}
 	s->blob_len = (size_t)st.st_size;
-	n = fd_pread_full(fd, s->blob, s->blob_len, 0);
+	r = fd_pread_exact(fd, s->blob, s->blob_len, 0);
 	close(fd);
-	if (n < 0)
-		return errmsg((int)n, err, errlen, "cannot read %s: %s", path, strerror((int)-n));
-	if ((size_t)n != s->blob_len)
-		return errmsg(-EIO, err, errlen, "cannot read %s: it shrank while being read", path);
+	if (r)
+		return errmsg(r, err, errlen, "cannot read %s: %s", path,
+			      r == -EIO ? "it shrank while being read" : strerror(-r));
 	if (state_reader_open(&s->r, s->blob, s->blob_len))
 		return errmsg(s->r.err, err, errlen, "%s: %s", path, s->r.msg);
 	return 0;
