@@ -403,6 +403,7 @@ static int setup(struct drv *d, const char *path, enum blk_cache cache, unsigned
 		d->backend = NULL;
 		return r;
 	}
+	d->k.pci = d->opt.pci;
 	return drv_attach(&d->k, &d->blk.dev);
 }
 
@@ -546,6 +547,7 @@ static void usage(FILE *f)
 		"  --cache MODE       none (O_DIRECT, default), writeback or unsafe\n"
 		"  --no-event-idx     do not negotiate VIRTIO_F_EVENT_IDX\n"
 		"  --verify           check read data against the stamps (needs a --create file)\n"
+		"  --pci              the device on virtio-pci with MSI-X (default: virtio-mmio)\n"
 		"  --json             one JSON object per point instead of a table\n",
 		MAX_QD);
 }

@@ -34,6 +34,8 @@ def run_harness(a, point):
             "--cache", a.cache, "--json"]
     if a.no_event_idx:
         argv.append("--no-event-idx")
+    if a.pci:
+        argv.append("--pci")
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=a.time + 120)
     lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
@@ -94,6 +96,8 @@ def main():
                     help="vmrun's cache mode; fio gets --direct=1 only with none")
     ap.add_argument("--no-event-idx", action="store_true",
                     help="the harness's driver does not negotiate EVENT_IDX")
+    ap.add_argument("--pci", action="store_true",
+                    help="the harness's device is on virtio-pci (MSI-X), not virtio-mmio")
     ap.add_argument("--fio", default=shutil.which("fio"))
     ap.add_argument("--keep", action="store_true", help="keep the test file")
     ap.add_argument("--json", help="write every sample and the summary to this file")

@@ -83,6 +83,74 @@ int drv_init(struct drv_kit *k, const char *name, uint64_t ram_bytes)
 	return r;
 }
 
+#define DRV_PCI_WINDOW 0xe0000000ull
+#define DRV_PCI_CONFIG_DATA 0xc0f
+
+/* An MSI-X message (the irqfd's path without KVM): wake the driver. */
+static void on_msi(void *opaque, uint64_t addr, uint32_t data)
+{
+	struct drv_kit *k = opaque;
+
+	(void)addr;
+	if (data == DRV_PCI_CONFIG_DATA)
+		k->config_irq = true;
+	else if (k->cnt)
+		k->cnt->interrupts++;
+	k->loop.stop = true;
+}
+
+static void pci_mem_write(struct drv_kit *k, uint64_t gpa, uint64_t v, unsigned size)
+{
+	(void)bus_write(&k->pcimmio, gpa, &v, size);
+}
+
+static uint64_t pci_mem_read(struct drv_kit *k, uint64_t gpa, unsigned size)
+{
+	uint64_t v = 0;
+
+	(void)bus_read(&k->pcimmio, gpa, &v, size);
+	return v;
+}
+
+/* The device as a virtio-pci function, BARs decoded, MSI-X on. */
+static int attach_pci(struct drv_kit *k, struct virtio_device *dev)
+{
+	struct virtio_pci_host host = { .vm_fd = -1, .loop = &k->loop, .bus = &k->pcibus,
+					.msi = on_msi, .msi_opaque = k };
+	unsigned slot;
+	char err[320];
+	int r;
+
+	r = pci_bus_init(&k->pcibus, DRV_PCI_WINDOW, 0x10000000ull, -1, NULL, NULL);
+	if (r < 0) {
+		fprintf(stderr, "%s: PCI bus: %s\n", k->name, strerror(-r));
+		return r;
+	}
+	bus_init(&k->pcimmio, "mmio");
+	k->pci_up = true;
+	r = bus_register(&k->pcimmio, &k->pcibus.window);
+	if (!r)
+		r = virtio_pci_init(&k->vp, dev, &host, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "%s: %s\n", k->name, r == -EEXIST ? "PCI window" : err);
+		return r;
+	}
+	slot = (unsigned)k->vp.slot;
+	pci_bus_enable_all(&k->pcibus);
+	k->bar0 = pci_config_read(&k->pcibus, slot, PCI_BAR0, 4) & ~0xfull;
+	k->bar1 = pci_config_read(&k->pcibus, slot, PCI_BAR0 + 4, 4) & ~0xfull;
+	for (unsigned v = 0; v < k->vp.n_vectors; v++) {
+		uint64_t e = k->bar1 + VIRTIO_PCI_MSIX_TABLE + 16 * v;
+
+		pci_mem_write(k, e, 0xfee00000u, 4);
+		pci_mem_write(k, e + 8, v ? v : DRV_PCI_CONFIG_DATA, 4);
+		pci_mem_write(k, e + 12, 0, 4);
+	}
+	pci_config_write(&k->pcibus, slot, k->vp.msix_cap + 2u, 2, PCI_MSIX_FLAGS_ENABLE);
+	k->dev = dev;
+	return 0;
+}
+
 int drv_attach(struct drv_kit *k, struct virtio_device *dev)
 {
 	struct virtio_mmio_host host = { .vm_fd = -1, .loop = &k->loop };
@@ -91,6 +159,12 @@ int drv_attach(struct drv_kit *k, struct virtio_device *dev)
 	char err[320];
 	int r;
 
+	if (k->pci) {
+		r = attach_pci(k, dev);
+		if (r < 0)
+			return r;
+		goto watchdog;
+	}
 	r = virtio_mmio_init(&k->mmio, dev, DRV_MMIO_BASE, DRV_MMIO_IRQ, &host, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "%s: %s\n", k->name, err);
@@ -102,6 +176,7 @@ int drv_attach(struct drv_kit *k, struct virtio_device *dev)
 	k->transport_interrupt_config = dev->interrupt_config;
 	dev->interrupt_used = on_interrupt;
 	dev->interrupt_config = on_config_interrupt;
+watchdog:
 
 	k->watchdog = (struct ev_source){ .fd = -1, .handler = on_watchdog, .opaque = k };
 	r = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -133,6 +208,12 @@ void drv_detach(struct drv_kit *k)
 	if (k->mmio_up)
 		virtio_mmio_exit(&k->mmio);
 	k->mmio_up = false;
+	if (k->pci_up) {
+		virtio_pci_exit(&k->vp);
+		pci_bus_exit(&k->pcibus);
+		bus_exit(&k->pcimmio);
+	}
+	k->pci_up = false;
 }
 
 void drv_exit(struct drv_kit *k)
@@ -144,7 +225,9 @@ void drv_exit(struct drv_kit *k)
 
 bool drv_opt_flag(struct drv_opts *o, const char *arg)
 {
-	if (!strcmp(arg, "--no-event-idx"))
+	if (!strcmp(arg, "--pci"))
+		o->pci = true;
+	else if (!strcmp(arg, "--no-event-idx"))
 		o->no_event_idx = true;
 	else if (!strcmp(arg, "--verify"))
 		o->verify = true;
@@ -193,11 +276,78 @@ void drv_error(struct drv_kit *k, const char *fmt, ...)
 /* ------------------------------------------------------------------ */
 /* The register window, as the guest sees it                           */
 
+/* --pci: virtio-mmio register @off read from its virtio-pci field. */
+static uint32_t pci_reg_read(struct drv_kit *k, uint64_t off, unsigned size)
+{
+	uint64_t c = k->bar0 + VIRTIO_PCI_COMMON_OFF;
+
+	if (off >= VIRTIO_MMIO_CONFIG)
+		return (uint32_t)pci_mem_read(k, k->bar0 + VIRTIO_PCI_DEVICE_OFF + off -
+						      VIRTIO_MMIO_CONFIG, size);
+	switch (off) {
+	case VIRTIO_MMIO_MAGIC_VALUE: return VIRTIO_MMIO_MAGIC;
+	case VIRTIO_MMIO_VERSION: return 2;
+	case VIRTIO_MMIO_DEVICE_ID: return k->dev->device_id;
+	case VIRTIO_MMIO_DEVICE_FEATURES: return (uint32_t)pci_mem_read(k, c + VIRTIO_PCI_COMMON_DF, 4);
+	case VIRTIO_MMIO_QUEUE_NUM_MAX:
+		return (uint32_t)pci_mem_read(k, c + VIRTIO_PCI_COMMON_Q_SIZE, 2);
+	case VIRTIO_MMIO_QUEUE_READY:
+		return (uint32_t)pci_mem_read(k, c + VIRTIO_PCI_COMMON_Q_ENABLE, 2);
+	case VIRTIO_MMIO_INTERRUPT_STATUS:
+		k->isr_latched |= (uint32_t)pci_mem_read(k, k->bar0 + VIRTIO_PCI_ISR_OFF, 1);
+		return k->isr_latched;
+	case VIRTIO_MMIO_STATUS: return (uint32_t)pci_mem_read(k, c + VIRTIO_PCI_COMMON_STATUS, 1);
+	case VIRTIO_MMIO_CONFIG_GENERATION:
+		return (uint32_t)pci_mem_read(k, c + VIRTIO_PCI_COMMON_CFGGENERATION, 1);
+	default: return 0;
+	}
+}
+
+/* --pci: virtio-mmio register @off written to its virtio-pci field. */
+static void pci_reg_write(struct drv_kit *k, uint64_t off, uint32_t v)
+{
+	uint64_t c = k->bar0 + VIRTIO_PCI_COMMON_OFF;
+
+	switch (off) {
+	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: pci_mem_write(k, c + VIRTIO_PCI_COMMON_DFSELECT, v, 4); break;
+	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: pci_mem_write(k, c + VIRTIO_PCI_COMMON_GFSELECT, v, 4); break;
+	case VIRTIO_MMIO_DRIVER_FEATURES: pci_mem_write(k, c + VIRTIO_PCI_COMMON_GF, v, 4); break;
+	case VIRTIO_MMIO_QUEUE_SEL: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_SELECT, v, 2); break;
+	case VIRTIO_MMIO_QUEUE_NUM: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_SIZE, v, 2); break;
+	case VIRTIO_MMIO_QUEUE_READY:
+		/* Vectors first: configuration on 0, the selected queue on q + 1. */
+		pci_mem_write(k, c + VIRTIO_PCI_COMMON_MSIX, 0, 2);
+		pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_MSIX,
+			      pci_mem_read(k, c + VIRTIO_PCI_COMMON_Q_SELECT, 2) + 1, 2);
+		pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_ENABLE, v, 2);
+		break;
+	case VIRTIO_MMIO_QUEUE_NOTIFY:
+		pci_mem_write(k, k->bar0 + VIRTIO_PCI_NOTIFY_OFF + VIRTIO_PCI_NOTIFY_MULT * (uint64_t)v,
+			      v, 2);
+		break;
+	case VIRTIO_MMIO_INTERRUPT_ACK: k->isr_latched &= ~v; break;
+	case VIRTIO_MMIO_STATUS:
+		pci_mem_write(k, c + VIRTIO_PCI_COMMON_STATUS, v, 1);
+		if (!v)
+			k->isr_latched = 0;
+		break;
+	case VIRTIO_MMIO_QUEUE_DESC_LOW: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_DESCLO, v, 4); break;
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_DESCHI, v, 4); break;
+	case VIRTIO_MMIO_QUEUE_DRIVER_LOW: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_AVAILLO, v, 4); break;
+	case VIRTIO_MMIO_QUEUE_DRIVER_HIGH: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_AVAILHI, v, 4); break;
+	case VIRTIO_MMIO_QUEUE_DEVICE_LOW: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_USEDLO, v, 4); break;
+	case VIRTIO_MMIO_QUEUE_DEVICE_HIGH: pci_mem_write(k, c + VIRTIO_PCI_COMMON_Q_USEDHI, v, 4); break;
+	default: break;
+	}
+}
+
 /* A @size-byte read of register @off; UINT32_MAX when it fails. */
 static uint32_t reg_read(struct drv_kit *k, uint64_t off, unsigned size)
 {
 	uint32_t v = 0;
 
+	if (k->pci)
+		return pci_reg_read(k, off, size);
 	if (k->mmio.region.ops->read(&k->mmio.region, off, &v, size) < 0)
 		v = UINT32_MAX;
 	return v;
@@ -210,6 +360,10 @@ uint32_t drv_read32(struct drv_kit *k, uint64_t off)
 
 void drv_write32(struct drv_kit *k, uint64_t off, uint32_t v)
 {
+	if (k->pci) {
+		pci_reg_write(k, off, v);
+		return;
+	}
 	(void)k->mmio.region.ops->write(&k->mmio.region, off, &v, 4);
 }
 

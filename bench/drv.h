@@ -34,6 +34,7 @@
 #include "vmrun/guest_mem.h"
 #include "vmrun/virtio.h"
 #include "vmrun/virtio_mmio.h"
+#include "vmrun/virtio_pci.h"
 
 #define DRV_QUEUE_SIZE 256u
 #define DRV_HANG_S 10.0        /* no progress for this long with work pending */
@@ -46,6 +47,7 @@ struct drv_opts {
 	bool no_event_idx; /* --no-event-idx: do not negotiate VIRTIO_F_EVENT_IDX */
 	bool verify;       /* --verify: check the data, not only the counts */
 	bool json;         /* --json: one JSON object per point, not a table */
+	bool pci;          /* --pci: the device on virtio-pci (MSI-X), not virtio-mmio */
 };
 
 /* If @arg is one of the flags of struct drv_opts, set it in @o and return
@@ -81,6 +83,18 @@ struct drv_kit {
 	struct evloop loop;
 	struct virtio_mmio mmio;
 	bool mmio_up;
+	/* --pci (set k->pci before drv_attach()): the device is a virtio-pci
+	 * function on a PCI bus of its own, reached through the bus's MMIO
+	 * window; the VMMIO_* register offsets the kit speaks are carried to
+	 * the virtio-pci structures, and interrupts are MSI-X messages (config
+	 * on vector 0, queue q on q + 1) caught where an irqfd would fire. */
+	bool pci;
+	struct pci_bus pcibus;
+	struct bus pcimmio;
+	struct virtio_pci vp;
+	bool pci_up;
+	uint64_t bar0, bar1;
+	uint32_t isr_latched;
 	struct virtio_device *dev;
 	void (*transport_interrupt_used)(struct virtio_device *dev, unsigned q);
 	void (*transport_interrupt_config)(struct virtio_device *dev);

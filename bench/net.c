@@ -565,6 +565,7 @@ static int setup(struct drv *d, const char *tap)
 		return r;
 	}
 	d->net_up = true;
+	d->k.pci = d->opt.pci;
 	return drv_attach(&d->k, &d->net.dev);
 }
 
@@ -617,6 +618,7 @@ static void usage(FILE *f)
 		"  --points LIST    all (default) or comma-separated tx64, rx64, tx64k, rx64k\n"
 		"  --time S         seconds per TX point (default 3)\n"
 		"  --verify         compare every byte (TX: through an AF_PACKET capture)\n"
+		"  --pci            the device on virtio-pci with MSI-X (default: virtio-mmio)\n"
 		"  --no-event-idx   do not negotiate VIRTIO_F_EVENT_IDX\n"
 		"  --json           one JSON object per point instead of a table\n"
 		"An RX point prints \"ready\" and waits for \"go N\" on stdin; by then N frames\n"

@@ -16,6 +16,7 @@
 static const char usage_text[] =
 	"Usage: vmrun --kernel PATH [--disk PATH[,OPTS]] [--net tap=NAME] [OPTIONS]\n"
 	"       vmrun --restore DIR [--paused] [RUN-TIME OPTIONS]\n"
+	"       vmrun --incoming tcp:ADDR:PORT [RUN-TIME OPTIONS]  (live migration)\n"
 	"       vmrun ctl SOCKET COMMAND [KEY=VALUE ...]\n"
 	"       vmrun img create|info|snapshot|commit ...  (disk images; vmrun img --help)\n"
 	"       vmrun snapshot show DIR [--json]           (whole-VM snapshots)\n"
@@ -23,7 +24,8 @@ static const char usage_text[] =
 	"Boot a guest kernel on /dev/kvm.\n"
 	"\n"
 	"Options:\n"
-	"  --kernel PATH          guest kernel: an ELF64 image (Linux 64-bit entry or PVH note) or a bzImage\n"
+	"  --kernel PATH          guest kernel: an ELF64 image (Linux 64-bit entry or PVH note), an ELF32\n"
+	"                         image with a PVH note, or a bzImage\n"
 	"  --initrd PATH          initial ramdisk handed to the guest\n"
 	"  --cmdline STR          guest kernel command line\n"
 	"  --mem SIZE             guest RAM; K, M or G suffix, plain numbers are MiB (default 256M)\n"
@@ -37,8 +39,9 @@ static const char usage_text[] =
 	"  --initrd-decompress W  gzip initrd: host (default, vmrun inflates it) or guest\n"
 	"  --disk PATH[,OPTS]     virtio-blk disk: raw or qcow2 image, or block device;\n"
 	"                         repeatable; OPTS: readonly, cache=writeback|none|unsafe,\n"
-	"                         serial=ID, format=raw|qcow2 (default: probed)\n"
-	"  --net tap=NAME[,mac=MAC][,queues=N]\n"
+	"                         serial=ID, format=raw|qcow2 (default: probed),\n"
+	"                         transport=mmio|pci (default: mmio)\n"
+	"  --net tap=NAME[,mac=MAC][,queues=N][,transport=mmio|pci]\n"
 	"                         virtio-net interface on a tap device, repeatable;\n"
 	"                         queues=N: N queue pairs on a multi-queue tap\n"
 	"  --paused               start with the vCPUs paused (until `vmrun ctl SOCK resume`)\n"
@@ -46,8 +49,13 @@ static const char usage_text[] =
 	"                         the machine comes from DIR: only --console, --api-sock,\n"
 	"                         --timeout, --paused, --exit-json, --quiet and the two below\n"
 	"                         may be given with it\n"
-	"  --restore-disk N=PATH  disk N's frozen image is PATH on this host\n"
+	"  --restore-disk N=PATH  disk N's frozen image (--incoming: its image) is PATH on this host\n"
 	"  --restore-tap N=NAME   NIC N uses tap NAME on this host\n"
+	"  --incoming tcp:ADDR:PORT  wait for one live migration on ADDR:PORT (port 0: any free\n"
+	"                         port, printed) and run the guest it brings; takes the same\n"
+	"                         options as --restore\n"
+	"  --migration-key FILE   secret shared by both ends of a migration: the destination\n"
+	"                         accepts only a source that proves it holds it, and the reverse\n"
 	"  --exit-json FILE       when the run ends, write its verdict to FILE as one JSON object\n"
 	"                         (status, kind, debug-exit value, reason, timings), atomically\n"
 	"  --quiet                print only errors and the guest's console (no warnings or notices)\n"
@@ -128,7 +136,7 @@ static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
 	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", "net",
 	"exit-json",
-	"restore", "restore-disk", "restore-tap", NULL,
+	"restore", "restore-disk", "restore-tap", "incoming", "migration-key", NULL,
 };
 
 static bool option_takes_value(const char *name, size_t len)
@@ -141,7 +149,8 @@ static bool option_takes_value(const char *name, size_t len)
 
 
 
-/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2]: the
+/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2]
+ * [,transport=mmio|pci]: the
  * path runs to the first comma (a path with commas cannot be given). */
 static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t errlen)
 {
@@ -175,6 +184,10 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 			d->format = DISK_FORMAT_RAW;
 		} else if (len == 12 && !memcmp(opt, "format=qcow2", 12)) {
 			d->format = DISK_FORMAT_QCOW2;
+		} else if (len == 14 && !memcmp(opt, "transport=mmio", 14)) {
+			d->transport = VIRTIO_TRANSPORT_MMIO;
+		} else if (len == 13 && !memcmp(opt, "transport=pci", 13)) {
+			d->transport = VIRTIO_TRANSPORT_PCI;
 		} else if (len > 7 && !memcmp(opt, "serial=", 7)) {
 			if (len - 7 > VMRUN_DISK_SERIAL_MAX)
 				return errmsg(-EINVAL, err, errlen,
@@ -183,7 +196,7 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 			memcpy(d->serial, opt + 7, len - 7);
 		} else {
 			return errmsg(-EINVAL, err, errlen,
-				      "--disk %s: unknown option '%.*s' (readonly, cache=writeback|none|unsafe, serial=ID, format=raw|qcow2)",
+				      "--disk %s: unknown option '%.*s' (readonly, cache=writeback|none|unsafe, serial=ID, format=raw|qcow2, transport=mmio|pci)",
 				      d->path, (int)len, opt);
 		}
 	}
@@ -191,7 +204,7 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 }
 
 
-/* --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,queues=N] */
+/* --net tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,queues=N][,transport=mmio|pci] */
 static int parse_net(const char *spec, struct net_config *n, char *err, size_t errlen)
 {
 	const char *p = spec;
@@ -237,10 +250,14 @@ static int parse_net(const char *spec, struct net_config *n, char *err, size_t e
 					      "--net: queues=%.*s: a number of queue pairs, 1 to %d",
 					      (int)len - 7, p + 7, VMRUN_MAX_NET_QUEUES);
 			n->queues = (unsigned)q;
+		} else if (len == 14 && !memcmp(p, "transport=mmio", 14)) {
+			n->transport = VIRTIO_TRANSPORT_MMIO;
+		} else if (len == 13 && !memcmp(p, "transport=pci", 13)) {
+			n->transport = VIRTIO_TRANSPORT_PCI;
 		} else {
 			return errmsg(-EINVAL, err, errlen,
 				      "--net: unknown option '%.*s' (tap=NAME, mac=XX:XX:XX:XX:XX:XX,"
-				      " queues=N)", (int)len, p);
+				      " queues=N, transport=mmio|pci)", (int)len, p);
 		}
 		p += len + (end ? 1 : 0);
 	}
@@ -362,6 +379,14 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 		if (!*val)
 			return errmsg(-EINVAL, err, errlen, "--restore: empty path");
 		cfg->restore_dir = val;
+	} else if (!strcmp(name, "incoming")) {
+		if (strncmp(val, "tcp:", 4) || !strchr(val + 4, ':'))
+			return errmsg(-EINVAL, err, errlen, "--incoming: '%s' is not tcp:ADDR:PORT", val);
+		cfg->incoming = val;
+	} else if (!strcmp(name, "migration-key")) {
+		if (!*val)
+			return errmsg(-EINVAL, err, errlen, "--migration-key: empty path");
+		cfg->migration_key = val;
 	} else if (!strcmp(name, "restore-disk") || !strcmp(name, "restore-tap")) {
 		bool disk = !strcmp(name, "restore-disk");
 		unsigned max = disk ? VMRUN_MAX_DISKS : VMRUN_MAX_NICS;
@@ -480,19 +505,22 @@ static int parse_argv(int argc, char *const argv[], struct vm_config *cfg, char 
 		if (is_machine_option(namebuf) && !machine_name[0])
 			snprintf(machine_name, sizeof(machine_name), "%s", namebuf);
 	}
-	if (cfg->restore_dir) {
+	if (cfg->restore_dir && cfg->incoming)
+		return errmsg(-EINVAL, err, errlen, "--restore and --incoming exclude each other");
+	if (cfg->restore_dir || cfg->incoming) {
 		if (machine_name[0])
 			return errmsg(-EINVAL, err, errlen,
-				      "--%s cannot be given with --restore: the machine comes from the snapshot",
-				      machine_name);
+				      "--%s cannot be given with --%s: the machine comes from the %s",
+				      machine_name, cfg->incoming ? "incoming" : "restore",
+				      cfg->incoming ? "migration stream" : "snapshot");
 		return CLI_OK;
 	}
 	for (unsigned k = 0; k < VMRUN_MAX_DISKS; k++)
 		if (cfg->restore_disk[k])
-			return errmsg(-EINVAL, err, errlen, "--restore-disk needs --restore DIR");
+			return errmsg(-EINVAL, err, errlen, "--restore-disk needs --restore DIR or --incoming");
 	for (unsigned k = 0; k < VMRUN_MAX_NICS; k++)
 		if (cfg->restore_tap[k])
-			return errmsg(-EINVAL, err, errlen, "--restore-tap needs --restore DIR");
+			return errmsg(-EINVAL, err, errlen, "--restore-tap needs --restore DIR or --incoming");
 	if (!cfg->kernel_path)
 		return errmsg(-EINVAL, err, errlen, "--kernel PATH is required (see vmrun --help)");
 	return CLI_OK;

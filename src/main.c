@@ -15,6 +15,7 @@
 #include "vmrun/exit_status.h"
 #include "vmrun/img.h"
 #include "vmrun/log.h"
+#include "vmrun/migrate.h"
 #include "vmrun/snapshot.h"
 #include "vmrun/vm.h"
 
@@ -70,6 +71,7 @@ int main(int argc, char *argv[])
 	struct vm_config cfg;
 	struct exit_report rep;
 	struct snapshot *snap;
+	struct migrate_incoming *in;
 	struct timespec start;
 	struct vm *vm;
 	sigset_t sigs;
@@ -100,12 +102,21 @@ int main(int argc, char *argv[])
 		return 0;
 	}
 	log_set_quiet(cfg.quiet);
+	if (cfg.migration_key && !cfg.incoming &&
+	    migrate_check_key(cfg.migration_key, err, sizeof(err))) {
+		log_error("%s", err);
+		cli_config_free(&cfg);
+		return VMRUN_EXIT_SETUP;
+	}
 
 	vm = calloc(1, sizeof(*vm));
 	snap = cfg.restore_dir ? calloc(1, sizeof(*snap)) : NULL;
-	if (!vm || (cfg.restore_dir && !snap)) {
+	in = cfg.incoming ? calloc(1, sizeof(*in)) : NULL;
+	if (!vm || (cfg.restore_dir && !snap) || (cfg.incoming && !in)) {
 		log_error("out of memory");
 		free(vm);
+		free(snap);
+		free(in);
 		exit_report_failure(&rep, VMRUN_EXIT_SETUP, "out of memory");
 		write_exit_json(cfg.exit_json, &rep, &start);
 		cli_config_free(&cfg);
@@ -130,7 +141,28 @@ int main(int argc, char *argv[])
 			return VMRUN_EXIT_SETUP;
 		}
 	}
+	if (in) {
+		/* Waits for the source; its description is the machine. */
+		r = migrate_incoming_accept(in, &cfg, err, sizeof(err));
+		if (r) {
+			log_error("%s", err);
+			migrate_incoming_close(in, true);
+			free(in);
+			free(vm);
+			exit_report_failure(&rep, VMRUN_EXIT_SETUP, err);
+			write_exit_json(cfg.exit_json, &rep, &start);
+			cli_config_free(&cfg);
+			return VMRUN_EXIT_SETUP;
+		}
+		snap = &in->snap;
+	}
 	r = vm_build(vm, snap ? &snap->cfg : &cfg, snap, err, sizeof(err));
+	if (in) {
+		if (r)
+			migrate_incoming_refuse(in, err);
+		else
+			r = migrate_incoming_receive(in, vm, err, sizeof(err));
+	}
 	if (r) {
 		log_error("%s", err);
 		status = VMRUN_EXIT_SETUP;
@@ -154,7 +186,10 @@ int main(int argc, char *argv[])
 	}
 	vm_destroy(vm);
 	free(vm);
-	if (snap) {
+	if (in) {
+		migrate_incoming_close(in, r != 0);
+		free(in);
+	} else if (snap) {
 		/* A restore that never ran leaves nothing behind. */
 		snapshot_close(snap, r != 0);
 		free(snap);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "vmrun/disk_snapshot.h"
+#include "vmrun/migrate.h"
 #include "vmrun/snapshot.h"
 #include "vmrun/state.h"
 #include "vmrun/x86_state.h"
@@ -332,12 +333,102 @@ static void mmio_node(const struct virtio_mmio *m, const char *kind, char *buf, 
 	snprintf(buf, len, "/devices/%s@%llx", kind, (unsigned long long)m->region.base);
 }
 
-/* A disk: virtio-blk on virtio-mmio. */
+static bool disk_on_pci(const struct vm_device *d)
+{
+	return d->vm->cfg->disks[d->index].transport == VIRTIO_TRANSPORT_PCI;
+}
+
+static bool nic_on_pci(const struct vm_device *d)
+{
+	return d->vm->cfg->nics[d->index].transport == VIRTIO_TRANSPORT_PCI;
+}
+
+/* A virtio device's transport, whichever it is: the hooks below. */
+static void vt_quiesce(struct virtio_mmio *m, struct virtio_pci *p)
+{
+	if (p)
+		virtio_pci_quiesce(p);
+	else
+		virtio_mmio_quiesce(m);
+}
+
+static void vt_resume(struct virtio_mmio *m, struct virtio_pci *p)
+{
+	if (p)
+		virtio_pci_resume(p);
+	else
+		virtio_mmio_resume(m);
+}
+
+static void vt_save(struct virtio_mmio *m, struct virtio_pci *p, struct state_writer *w,
+		    const char *kind, char *node, size_t len)
+{
+	if (p) {
+		virtio_pci_save(p, w, kind);
+		virtio_pci_node(p, kind, node, len);
+	} else {
+		virtio_mmio_save(m, w, kind);
+		mmio_node(m, kind, node, len);
+	}
+}
+
+static void vt_node(struct virtio_mmio *m, struct virtio_pci *p, const char *kind, char *node,
+		    size_t len)
+{
+	if (p)
+		virtio_pci_node(p, kind, node, len);
+	else
+		mmio_node(m, kind, node, len);
+}
+
+static int vt_load(struct virtio_mmio *m, struct virtio_pci *p, struct state_reader *r,
+		   const char *kind)
+{
+	return p ? virtio_pci_load(p, r, kind) : virtio_mmio_load(m, r, kind);
+}
+
+static int vt_activate_loaded(struct virtio_mmio *m, struct virtio_pci *p)
+{
+	return p ? virtio_pci_activate_loaded(p) : virtio_mmio_activate_loaded(m);
+}
+
+static void vt_exit(struct virtio_mmio *m, struct virtio_pci *p)
+{
+	if (p)
+		virtio_pci_exit(p);
+	else
+		virtio_mmio_exit(m);
+}
+
+/* query-status's transport and address of a device. */
+static json_t *vt_query(json_t *o, struct virtio_mmio *m, struct virtio_pci *p)
+{
+	char addr[32];
+
+	if (!o)
+		return NULL;
+	if (p) {
+		virtio_pci_address(p, addr, sizeof(addr));
+		json_object_set_new(o, "transport", json_string("virtio-pci"));
+		json_object_set_new(o, "address", json_string(addr));
+	} else {
+		json_object_set_new(o, "transport", json_string("virtio-mmio"));
+		json_object_set_new(o, "address", json_integer((json_int_t)m->region.base));
+	}
+	return o;
+}
+
+#define DISK_MMIO(d) (&(d)->vm->blk_mmio[(d)->index])
+#define DISK_PCI(d) (disk_on_pci(d) ? &(d)->vm->blk_pci[(d)->index] : NULL)
+#define NIC_MMIO(d) (&(d)->vm->net_mmio[(d)->index])
+#define NIC_PCI(d) (nic_on_pci(d) ? &(d)->vm->net_pci[(d)->index] : NULL)
+
+/* A disk: virtio-blk on virtio-mmio or virtio-pci. */
 static void comp_disk_quiesce(void *obj)
 {
 	struct vm_device *d = obj;
 
-	virtio_mmio_quiesce(&d->vm->blk_mmio[d->index]);
+	vt_quiesce(DISK_MMIO(d), DISK_PCI(d));
 	virtio_blk_quiesce(&d->vm->blks[d->index]);
 }
 
@@ -345,7 +436,7 @@ static void comp_disk_resume(void *obj)
 {
 	struct vm_device *d = obj;
 
-	virtio_mmio_resume(&d->vm->blk_mmio[d->index]);
+	vt_resume(DISK_MMIO(d), DISK_PCI(d));
 }
 
 static void comp_disk_save(void *obj, struct state_writer *w)
@@ -353,24 +444,23 @@ static void comp_disk_save(void *obj, struct state_writer *w)
 	struct vm_device *d = obj;
 	char node[STATE_PATH_MAX];
 
-	virtio_mmio_save(&d->vm->blk_mmio[d->index], w, "virtio-blk");
-	mmio_node(&d->vm->blk_mmio[d->index], "virtio-blk", node, sizeof(node));
+	vt_save(DISK_MMIO(d), DISK_PCI(d), w, "virtio-blk", node, sizeof(node));
 	virtio_blk_save(&d->vm->blks[d->index], w, node);
 }
 
 static int comp_disk_load(void *obj, struct state_reader *r)
 {
 	struct vm_device *d = obj;
-	struct virtio_mmio *m = &d->vm->blk_mmio[d->index];
+	struct virtio_device *dev = &d->vm->blks[d->index].dev;
 	char node[STATE_PATH_MAX];
 	int e;
 
-	mmio_node(m, "virtio-blk", node, sizeof(node));
+	vt_node(DISK_MMIO(d), DISK_PCI(d), "virtio-blk", node, sizeof(node));
 	if ((e = virtio_blk_load(&d->vm->blks[d->index], r, node)) ||
-	    (e = virtio_mmio_load(m, r, "virtio-blk")))
+	    (e = vt_load(DISK_MMIO(d), DISK_PCI(d), r, "virtio-blk")))
 		return e;
-	if ((e = virtio_mmio_activate_loaded(m)))
-		return state_reject(r, e, "%s: cannot restart the device: %s", m->dev->name,
+	if ((e = vt_activate_loaded(DISK_MMIO(d), DISK_PCI(d))))
+		return state_reject(r, e, "%s: cannot restart the device: %s", dev->name,
 				    strerror(-e));
 	return 0;
 }
@@ -381,11 +471,10 @@ static json_t *comp_disk_query(void *obj)
 	const struct blk *b = d->vm->blks[d->index].backend;
 
 	/* A path that is not UTF-8 is shown made valid (vmrun/utf8.h). */
-	return json_pack("{s:i,s:o,s:s,s:b,s:s,s:I}", "disk", (int)d->index, "image",
-			 utf8_json_string(d->vm->cfg->disks[d->index].path), "format",
-			 blk_format_name(blk_format(b)), "readonly",
-			 blk_readonly(b), "transport", "virtio-mmio", "address",
-			 (json_int_t)d->vm->blk_mmio[d->index].region.base);
+	return vt_query(json_pack("{s:i,s:o,s:s,s:b}", "disk", (int)d->index, "image",
+				  utf8_json_string(d->vm->cfg->disks[d->index].path), "format",
+				  blk_format_name(blk_format(b)), "readonly", blk_readonly(b)),
+			DISK_MMIO(d), DISK_PCI(d));
 }
 
 static void comp_disk_destroy(void *obj)
@@ -394,7 +483,7 @@ static void comp_disk_destroy(void *obj)
 
 	/* Drain first: its last completions still raise interrupts. */
 	virtio_blk_exit(&d->vm->blks[d->index]);
-	virtio_mmio_exit(&d->vm->blk_mmio[d->index]);
+	vt_exit(DISK_MMIO(d), DISK_PCI(d));
 }
 
 static const struct vm_component_ops disk_ops = {
@@ -403,12 +492,12 @@ static const struct vm_component_ops disk_ops = {
 	.destroy = comp_disk_destroy,
 };
 
-/* A NIC: virtio-net on virtio-mmio. */
+/* A NIC: virtio-net on virtio-mmio or virtio-pci. */
 static void comp_nic_quiesce(void *obj)
 {
 	struct vm_device *d = obj;
 
-	virtio_mmio_quiesce(&d->vm->net_mmio[d->index]);
+	vt_quiesce(NIC_MMIO(d), NIC_PCI(d));
 	virtio_net_quiesce(&d->vm->nets[d->index]);
 }
 
@@ -417,7 +506,7 @@ static void comp_nic_resume(void *obj)
 	struct vm_device *d = obj;
 
 	virtio_net_resume(&d->vm->nets[d->index]);
-	virtio_mmio_resume(&d->vm->net_mmio[d->index]);
+	vt_resume(NIC_MMIO(d), NIC_PCI(d));
 }
 
 static void comp_nic_save(void *obj, struct state_writer *w)
@@ -425,24 +514,23 @@ static void comp_nic_save(void *obj, struct state_writer *w)
 	struct vm_device *d = obj;
 	char node[STATE_PATH_MAX];
 
-	virtio_mmio_save(&d->vm->net_mmio[d->index], w, "virtio-net");
-	mmio_node(&d->vm->net_mmio[d->index], "virtio-net", node, sizeof(node));
+	vt_save(NIC_MMIO(d), NIC_PCI(d), w, "virtio-net", node, sizeof(node));
 	virtio_net_save(&d->vm->nets[d->index], w, node);
 }
 
 static int comp_nic_load(void *obj, struct state_reader *r)
 {
 	struct vm_device *d = obj;
-	struct virtio_mmio *m = &d->vm->net_mmio[d->index];
+	struct virtio_device *dev = &d->vm->nets[d->index].dev;
 	char node[STATE_PATH_MAX];
 	int e;
 
-	mmio_node(m, "virtio-net", node, sizeof(node));
-	if ((e = virtio_mmio_load(m, r, "virtio-net")))
+	vt_node(NIC_MMIO(d), NIC_PCI(d), "virtio-net", node, sizeof(node));
+	if ((e = vt_load(NIC_MMIO(d), NIC_PCI(d), r, "virtio-net")))
 		return e;
-	if ((e = virtio_mmio_activate_loaded(m)))
+	if ((e = vt_activate_loaded(NIC_MMIO(d), NIC_PCI(d))))
 		return state_reject(r, e, "%s: cannot restart the device (tap offloads): %s",
-				    m->dev->name, strerror(-e));
+				    dev->name, strerror(-e));
 	return virtio_net_load(&d->vm->nets[d->index], r, node);
 }
 
@@ -453,15 +541,14 @@ static json_t *comp_nic_query(void *obj)
 	json_t *o;
 
 	pthread_mutex_lock(&n->dev.lock);
-	o = json_pack("{s:i,s:s,s:b,s:i,s:i,s:I,s:I,s:I,s:I,s:s,s:I}", "nic", (int)d->index, "tap",
+	o = json_pack("{s:i,s:s,s:b,s:i,s:i,s:I,s:I,s:I,s:I}", "nic", (int)d->index, "tap",
 		      d->vm->cfg->nics[d->index].tap, "link_up", n->link_up, "queue_pairs",
 		      (int)n->queue_pairs, "queue_pairs_active", (int)n->queue_pairs_active,
 		      "rx_frames", (json_int_t)n->stats.rx_frames, "tx_frames",
 		      (json_int_t)n->stats.tx_frames, "rx_dropped", (json_int_t)n->stats.rx_dropped,
-		      "tx_dropped", (json_int_t)n->stats.tx_dropped, "transport", "virtio-mmio",
-		      "address", (json_int_t)d->vm->net_mmio[d->index].region.base);
+		      "tx_dropped", (json_int_t)n->stats.tx_dropped);
 	pthread_mutex_unlock(&n->dev.lock);
-	return o;
+	return vt_query(o, NIC_MMIO(d), NIC_PCI(d));
 }
 
 static void comp_nic_destroy(void *obj)
@@ -469,7 +556,7 @@ static void comp_nic_destroy(void *obj)
 	struct vm_device *d = obj;
 
 	virtio_net_exit(&d->vm->nets[d->index]);
-	virtio_mmio_exit(&d->vm->net_mmio[d->index]);
+	vt_exit(NIC_MMIO(d), NIC_PCI(d));
 }
 
 static const struct vm_component_ops nic_ops = {
@@ -572,18 +659,30 @@ static int vm_boot_vcpu(struct vm *vm, char *err, size_t errlen)
 static const uint32_t virtio_irqs[] = { 5, 6, 7, 9, 10, 11, 12, 13, 14, 15 };
 _Static_assert(sizeof(virtio_irqs) / sizeof(virtio_irqs[0]) >= VMRUN_MAX_DISKS + VMRUN_MAX_NICS,
 	       "an IRQ for every virtio device");
+_Static_assert(VIRTIO_MMIO_BASE + (VMRUN_MAX_DISKS + VMRUN_MAX_NICS) * VIRTIO_MMIO_STRIDE <=
+		       X86_PCI_MMIO_BASE, "the PCI window stays clear of virtio-mmio");
 
 /* Claim device @k's (disks first, then NICs) register window and IRQ for
  * @m, set up by the caller's device model, and add it to the guest's
- * command line. */
-static int vm_attach_mmio(struct vm *vm, struct virtio_mmio *m, struct virtio_device *dev,
-			  unsigned k, const char *what, char *err, size_t errlen)
+ * command line.  With @p, the device goes on PCI instead (@m unused): the
+ * next free slot, its BARs in the PCI window, nothing on the command line. */
+static int vm_attach_mmio(struct vm *vm, struct virtio_mmio *m, struct virtio_pci *p,
+			  struct virtio_device *dev, unsigned k, const char *what, char *err,
+			  size_t errlen)
 {
 	struct virtio_mmio_host host = { .vm_fd = vm->vm_fd, .loop = &vm->loop };
 	size_t used = strlen(vm->device_cmdline);
 	char why[300];
 	int r;
 
+	if (p) {
+		struct virtio_pci_host ph = { .vm_fd = vm->vm_fd, .loop = &vm->loop, .bus = &vm->pci };
+
+		r = virtio_pci_init(p, dev, &ph, why, sizeof(why));
+		if (r)
+			return errmsg(r, err, errlen, "%s: %s", what, why);
+		return 0;
+	}
 	r = virtio_mmio_init(m, dev, VIRTIO_MMIO_BASE + k * VIRTIO_MMIO_STRIDE, virtio_irqs[k], &host,
 			     why, sizeof(why));
 	if (r)
@@ -593,6 +692,50 @@ static int vm_attach_mmio(struct vm *vm, struct virtio_mmio *m, struct virtio_de
 		return errmsg(r, err, errlen, "%s: cannot claim MMIO: %s", what, strerror(-r));
 	snprintf(vm->device_cmdline + used, sizeof(vm->device_cmdline) - used, "%s%s",
 		 used ? " " : "", m->cmdline_arg);
+	return 0;
+}
+
+/* PCI INTx: the IOAPIC pin's level. */
+static void pci_host_set_irq(void *opaque, unsigned gsi, bool level)
+{
+	host_set_irq(opaque, gsi, level);
+}
+
+static const struct pci_host_ops vm_pci_host_ops = { .set_irq = pci_host_set_irq };
+
+static void comp_pci_destroy(void *obj)
+{
+	struct vm *vm = obj;
+
+	/* Last of the devices (the table is destroyed backwards). */
+	pci_bus_exit(&vm->pci);
+	free(vm->blk_pci);
+	free(vm->net_pci);
+	vm->blk_pci = vm->net_pci = NULL;
+	vm->pci_ready = false;
+}
+
+static const struct vm_component_ops pci_comp_ops = { .destroy = comp_pci_destroy };
+
+/* PCI bus 0 with its host bridge, always there (a kernel with PCI support
+ * probes it): configuration ports and the MMIO window claimed, before the
+ * first virtio device. */
+static int vm_build_pci(struct vm *vm, char *err, size_t errlen)
+{
+	int r;
+
+	r = pci_bus_init(&vm->pci, X86_PCI_MMIO_BASE, X86_PCI_MMIO_SIZE, vm->vm_fd,
+			 &vm_pci_host_ops, vm);
+	if (r)
+		return errmsg(r, err, errlen, "PCI bus: %s", strerror(-r));
+	vm->pci_ready = true;
+	if (vm_register(vm, "pci", &pci_comp_ops, vm))
+		return errmsg(-ENOSPC, err, errlen, "too many components");
+	if ((r = bus_register(&vm->pio_bus, &vm->pci.addr_region)) ||
+	    (r = bus_register(&vm->pio_bus, &vm->pci.data_region)) ||
+	    (r = bus_register(&vm->mmio_bus, &vm->pci.window)))
+		return errmsg(r, err, errlen, "PCI bus: cannot claim its ports or window: %s",
+			      strerror(-r));
 	return 0;
 }
 
@@ -613,12 +756,22 @@ static struct blk_open_opts disk_open_opts(const struct disk_config *d)
 	};
 }
 
-/* Open every --disk, build its virtio-blk device and virtio-mmio transport,
- * claim the register window, and collect the guest's declarations. */
+/* Open every --disk, build its virtio-blk device and its transport
+ * (virtio-mmio: claim the register window and collect the guest's
+ * declarations; virtio-pci: a function on bus 0).  The PCI bus comes
+ * first, whether or not a device uses it. */
 static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_config *cfg = vm->cfg;
+	unsigned n_pci = 0;
+	int r;
 
+	if ((r = vm_build_pci(vm, err, errlen)))
+		return r;
+	vm->blk_pci = calloc(VMRUN_MAX_DISKS, sizeof(*vm->blk_pci));
+	vm->net_pci = calloc(VMRUN_MAX_NICS, sizeof(*vm->net_pci));
+	if (!vm->blk_pci || !vm->net_pci)
+		return errmsg(-ENOMEM, err, errlen, "out of memory");
 	if (!cfg->n_disks)
 		return 0;
 	vm->blks = calloc(cfg->n_disks, sizeof(*vm->blks));
@@ -628,10 +781,14 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 	for (unsigned i = 0; i < cfg->n_disks; i++) {
 		const struct disk_config *d = &cfg->disks[i];
 		struct blk_open_opts opts = disk_open_opts(d);
+		bool pci = d->transport == VIRTIO_TRANSPORT_PCI;
 		struct blk *backend;
 		char why[300], what[VMRUN_DISK_PATH_MAX + 16];
-		int r;
 
+		/* An incoming migration: the source still holds the image; the
+		 * locked handle replaces this one at the switch-over
+		 * (vm_take_disks()). */
+		opts.no_lock = vm->restore && vm->restore->incoming;
 		r = blk_open(d->path, &opts, &vm->loop, &backend, why, sizeof(why));
 		if (r)
 			return errmsg(r, err, errlen, "--disk: %s", why);
@@ -643,12 +800,16 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 		}
 		vm->n_blks = i + 1;
 		vm->blk_slots[i] = (struct vm_device){ .vm = vm, .index = i };
-		snprintf(what, sizeof(what), "virtio-blk@0x%llx",
-			 VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE);
+		if (pci)
+			snprintf(what, sizeof(what), "virtio-blk@pci-%u", ++n_pci);
+		else
+			snprintf(what, sizeof(what), "virtio-blk@0x%llx",
+				 VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE);
 		if (vm_register(vm, what, &disk_ops, &vm->blk_slots[i]))
 			return errmsg(-ENOSPC, err, errlen, "too many components");
 		snprintf(what, sizeof(what), "--disk %s", d->path);
-		r = vm_attach_mmio(vm, &vm->blk_mmio[i], &vm->blks[i].dev, i, what, err, errlen);
+		r = vm_attach_mmio(vm, &vm->blk_mmio[i], pci ? &vm->blk_pci[i] : NULL,
+				   &vm->blks[i].dev, i, what, err, errlen);
 		if (r)
 			return r;
 	}
@@ -659,9 +820,12 @@ static int vm_build_disks(struct vm *vm, char *err, size_t errlen)
 static int vm_build_nets(struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_config *cfg = vm->cfg;
+	unsigned n_pci = 0;
 
+	for (unsigned i = 0; i < cfg->n_disks; i++)
+		n_pci += cfg->disks[i].transport == VIRTIO_TRANSPORT_PCI;
 	if (!cfg->n_nics)
-		return 0;
+		goto out;
 	vm->nets = calloc(cfg->n_nics, sizeof(*vm->nets));
 	vm->net_mmio = calloc(cfg->n_nics, sizeof(*vm->net_mmio));
 	if (!vm->nets || !vm->net_mmio)
@@ -670,6 +834,7 @@ static int vm_build_nets(struct vm *vm, char *err, size_t errlen)
 		const struct net_config *nc = &cfg->nics[j];
 		struct virtio_net_config_opts opts = { .tap = nc->tap, .mac_given = nc->mac_given,
 						       .index = j, .queues = nc->queues };
+		bool pci = nc->transport == VIRTIO_TRANSPORT_PCI;
 		char what[48];
 		int r;
 
@@ -679,16 +844,23 @@ static int vm_build_nets(struct vm *vm, char *err, size_t errlen)
 			return r;
 		vm->n_nets = j + 1;
 		vm->net_slots[j] = (struct vm_device){ .vm = vm, .index = j };
-		snprintf(what, sizeof(what), "virtio-net@0x%llx",
-			 VIRTIO_MMIO_BASE + (cfg->n_disks + j) * VIRTIO_MMIO_STRIDE);
+		if (pci)
+			snprintf(what, sizeof(what), "virtio-net@pci-%u", ++n_pci);
+		else
+			snprintf(what, sizeof(what), "virtio-net@0x%llx",
+				 VIRTIO_MMIO_BASE + (cfg->n_disks + j) * VIRTIO_MMIO_STRIDE);
 		if (vm_register(vm, what, &nic_ops, &vm->net_slots[j]))
 			return errmsg(-ENOSPC, err, errlen, "too many components");
 		snprintf(what, sizeof(what), "--net tap=%s", nc->tap);
-		r = vm_attach_mmio(vm, &vm->net_mmio[j], &vm->nets[j].dev, cfg->n_disks + j, what, err,
-				   errlen);
+		r = vm_attach_mmio(vm, &vm->net_mmio[j], pci ? &vm->net_pci[j] : NULL,
+				   &vm->nets[j].dev, cfg->n_disks + j, what, err, errlen);
 		if (r)
 			return r;
 	}
+out:
+	/* As firmware leaves them: every BAR decoded where vmrun put it (a
+	 * restore then loads what the guest had). */
+	pci_bus_enable_all(&vm->pci);
 	return 0;
 }
 
@@ -720,10 +892,8 @@ static int vm_load_kernel(struct vm *vm, char *err, size_t errlen)
 /* Restore: every component's saved state, in build order (vCPUs, then the
  * irqchip, PIT and clock, then devices), after which the devices stay
  * quiesced until vm_run() starts the guest. */
-static int vm_load_state(struct vm *vm, char *err, size_t errlen)
+int vm_load_components(struct vm *vm, struct state_reader *r, char *err, size_t errlen)
 {
-	struct state_reader *r = &vm->restore->r;
-
 	for (unsigned i = 0; i < vm->n_comps; i++) {
 		const struct vm_component *c = &vm->comps[i];
 
@@ -734,6 +904,84 @@ static int vm_load_state(struct vm *vm, char *err, size_t errlen)
 	vm->devices_quiesced = false;
 	vm_quiesce(vm);
 	return 0;
+}
+
+int vm_take_disks(struct vm *vm, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->n_blks; i++) {
+		const struct disk_config *d = &vm->cfg->disks[i];
+		struct blk_open_opts opts = disk_open_opts(d);
+		struct blk *fresh, *old = NULL;
+		char why[300];
+		int r = blk_open(d->path, &opts, &vm->loop, &fresh, why, sizeof(why));
+
+		if (r)
+			return errmsg(r, err, errlen, "disk %u: %s", i, why);
+		r = virtio_blk_replace_backend(&vm->blks[i], fresh, &old);
+		if (r) {
+			blk_close(fresh);
+			return errmsg(r, err, errlen, "disk %u: %s changed size or writability during the migration",
+				      i, d->path);
+		}
+		blk_close(old);
+	}
+	return 0;
+}
+
+/* vm_call_on_loop()'s eventfd: run the pending call. */
+static void on_loop_call(struct ev_source *src, uint32_t events)
+{
+	struct vm *vm = src->opaque;
+	struct vm_loop_call *c;
+	uint64_t n;
+
+	(void)events;
+	(void)!read(src->fd, &n, sizeof(n));
+	pthread_mutex_lock(&vm->call_lock);
+	c = vm->call_pending;
+	pthread_mutex_unlock(&vm->call_lock);
+	if (!c)
+		return;
+	c->result = c->fn(vm, c->arg);
+	pthread_mutex_lock(&vm->call_lock);
+	c->done = true;
+	vm->call_pending = NULL;
+	pthread_cond_broadcast(&vm->call_cond);
+	pthread_mutex_unlock(&vm->call_lock);
+}
+
+int vm_call_on_loop(struct vm *vm, int (*fn)(struct vm *vm, void *arg), void *arg)
+{
+	struct vm_loop_call c = { .fn = fn, .arg = arg };
+	uint64_t one = 1;
+	int r;
+
+	pthread_mutex_lock(&vm->call_lock);
+	while (vm->call_pending && !vm->calls_closed)
+		pthread_cond_wait(&vm->call_cond, &vm->call_lock);
+	if (vm->calls_closed) {
+		pthread_mutex_unlock(&vm->call_lock);
+		return -ECANCELED;
+	}
+	vm->call_pending = &c;
+	(void)!write(vm->call_eventfd, &one, sizeof(one));
+	while (!c.done && !vm->calls_closed)
+		pthread_cond_wait(&vm->call_cond, &vm->call_lock);
+	if (!c.done)
+		vm->call_pending = NULL; /* the loop stopped first: never ran */
+	r = c.done ? c.result : -ECANCELED;
+	pthread_cond_broadcast(&vm->call_cond);
+	pthread_mutex_unlock(&vm->call_lock);
+	return r;
+}
+
+/* The loop has stopped: every call waiting, and every later one, fails. */
+static void vm_close_calls(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->call_lock);
+	vm->calls_closed = true;
+	pthread_cond_broadcast(&vm->call_cond);
+	pthread_mutex_unlock(&vm->call_lock);
 }
 
 int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restore, char *err,
@@ -752,7 +1000,10 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 	vm->loop.epfd = -1;
 	vm->console.out_fd = vm->console.in_fd = vm->console.log_fd = -1;
 	vm->signal_src.fd = vm->timer_src.fd = vm->halt_watch_src.fd = -1;
+	vm->call_eventfd = -1;
 	pthread_mutex_init(&vm->state_lock, NULL);
+	pthread_mutex_init(&vm->call_lock, NULL);
+	pthread_cond_init(&vm->call_cond, NULL);
 	pthread_cond_init(&vm->state_cond, NULL);
 	pthread_cond_init(&vm->ack_cond, NULL);
 	bus_init(&vm->pio_bus, "port");
@@ -761,7 +1012,8 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 
 	vm->exit_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->rx_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (vm->exit_eventfd < 0 || vm->rx_eventfd < 0)
+	vm->call_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->exit_eventfd < 0 || vm->rx_eventfd < 0 || vm->call_eventfd < 0)
 		return errmsg(-errno, err, errlen, "eventfd: %s", strerror(errno));
 	r = kvm_open(vm, err, errlen);
 	if (!r)
@@ -772,8 +1024,9 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 		return r;
 	vm->nested_workarounds = nested_workarounds_enable(cfg);
 	/* ---- the machine's shape ---- */
-	r = restore ? guest_mem_init_file(&vm->mem, cfg->mem_size, restore->mem_fd) :
-		      guest_mem_init(&vm->mem, cfg->mem_size);
+	r = restore && restore->mem_fd >= 0 ?
+		    guest_mem_init_file(&vm->mem, cfg->mem_size, restore->mem_fd) :
+		    guest_mem_init(&vm->mem, cfg->mem_size);
 	if (r)
 		return errmsg(r, err, errlen, "cannot map %llu MiB of guest RAM: %s",
 				  (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
@@ -802,8 +1055,10 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 	if (r)
 		return r;
 	/* ---- its contents ---- */
+	if (restore && restore->incoming)
+		return 0; /* the migration stream brings them (vm_load_components()) */
 	if (restore)
-		return vm_load_state(vm, err, errlen);
+		return vm_load_components(vm, &restore->r, err, errlen);
 	r = vm_load_kernel(vm, err, errlen);
 	if (r)
 		return r;
@@ -871,6 +1126,9 @@ static int ctl_resume(void *opaque)
 {
 	struct vm *vm = opaque;
 
+	/* The stop-and-copy has the guest: it resumes it itself if it fails. */
+	if (migrate_stopping(vm))
+		return -EBUSY;
 	vm_resume(vm);
 	if (vm->control_active)
 		control_emit_event(&vm->control, "resumed", NULL);
@@ -902,6 +1160,11 @@ static json_t *ctl_disk_snapshot(void *opaque, json_t *args, char *err, size_t e
 	char base[PATH_MAX];
 	unsigned i = vm->n_blks;
 	int r;
+
+	if (migrate_running(vm)) {
+		errmsg(-EBUSY, err, errlen, "a migration is running (migrate-cancel it first)");
+		return NULL;
+	}
 
 	if (!vm->n_blks) {
 		errmsg(-ENODEV, err, errlen, "this VM has no disks");
@@ -960,6 +1223,11 @@ static json_t *ctl_save(void *opaque, json_t *args, char *err, size_t errlen)
 	struct timespec t0, t1;
 	int r;
 
+	if (migrate_running(vm)) {
+		errmsg(-EBUSY, err, errlen, "a migration is running (migrate-cancel it first)");
+		return NULL;
+	}
+
 	if (!json_is_string(path) || !json_string_value(path)[0]) {
 		errmsg(-EINVAL, err, errlen, "\"path\": the snapshot directory to create");
 		return NULL;
@@ -986,8 +1254,27 @@ static json_t *ctl_save(void *opaque, json_t *args, char *err, size_t errlen)
 	return res;
 }
 
+static int ctl_migrate(void *opaque, json_t *args, struct control_deferred *later, char *err,
+		       size_t errlen)
+{
+	return migrate_start(opaque, args, later, err, errlen);
+}
+
+static json_t *ctl_query_migrate(void *opaque)
+{
+	return migrate_query(opaque);
+}
+
+static int ctl_migrate_cancel(void *opaque, char *err, size_t errlen)
+{
+	return migrate_cancel(opaque, err, errlen);
+}
+
 static const struct control_ops vm_control_ops = {
 	.save = ctl_save,
+	.migrate = ctl_migrate,
+	.query_migrate = ctl_query_migrate,
+	.migrate_cancel = ctl_migrate_cancel,
 	.query_status = ctl_query_status,
 	.pause = ctl_pause,
 	.resume = ctl_resume,
@@ -1143,8 +1430,10 @@ static int vm_setup_loop(struct vm *vm, char *err, size_t errlen)
 
 	vm->exit_src = (struct ev_source){ .fd = vm->exit_eventfd, .handler = on_exit_event, .opaque = vm };
 	vm->rx_src = (struct ev_source){ .fd = vm->rx_eventfd, .handler = on_rx_ready, .opaque = vm };
+	vm->call_src = (struct ev_source){ .fd = vm->call_eventfd, .handler = on_loop_call, .opaque = vm };
 	if ((r = evloop_add(&vm->loop, &vm->exit_src, EPOLLIN)) ||
-	    (r = evloop_add(&vm->loop, &vm->rx_src, EPOLLIN)))
+	    (r = evloop_add(&vm->loop, &vm->rx_src, EPOLLIN)) ||
+	    (r = evloop_add(&vm->loop, &vm->call_src, EPOLLIN)))
 		return errmsg(r, err, errlen, "epoll: %s", strerror(-r));
 
 	/* main() blocked these signals just before vm_run(), before any thread
@@ -1209,6 +1498,8 @@ static void vm_pit_disable_reinject(struct vm *vm)
  * operator's.  After the vCPUs stopped. */
 static const char *exit_kind(const struct vm *vm, int status)
 {
+	if (status == VMRUN_EXIT_POWEROFF && vm->migrated_away)
+		return "migrated";
 	return status == VMRUN_EXIT_POWEROFF && vm->exit_quit ? "quit" : vmrun_exit_kind(status);
 }
 
@@ -1272,11 +1563,20 @@ int vm_run(struct vm *vm)
 		vm_resume_devices(vm);
 	}
 	r = vcpus_start(vm);
+	if (!r && vm->restore && vm->restore->incoming) {
+		/* Switches learn where the guest went (three times, as QEMU's
+		 * announce; a lost frame only delays the learning). */
+		for (int k = 0; k < 3; k++)
+			for (unsigned j = 0; j < vm->n_nets; j++)
+				if (virtio_net_announce(&vm->nets[j]) && k == 0)
+					log_warn("nic %u: cannot announce the guest after the migration", j);
+	}
 	if (!r && vm->restore) {
 		struct timespec now;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		log_info("restored from %s: vCPUs %s %.2f ms after start", vm->restore->dir,
+		log_info("%s %s: vCPUs %s %.2f ms after start",
+			 vm->restore->incoming ? "migrated from" : "restored from", vm->restore->dir,
 			 vm->start_paused ? "ready (paused)" : "running",
 			 (double)(now.tv_sec - vm->process_start.tv_sec) * 1e3 +
 				 (double)(now.tv_nsec - vm->process_start.tv_nsec) / 1e6);
@@ -1300,6 +1600,10 @@ int vm_run(struct vm *vm)
 			vm_request_exit(vm, VMRUN_EXIT_HOST_ERROR, "event loop failed");
 		}
 	}
+	/* An outgoing migration still running ends here (failed: the guest
+	 * stops); its thread must not wait on this loop any more. */
+	vm_close_calls(vm);
+	migrate_shutdown(vm);
 	vcpus_stop(vm);
 	console_restore(&vm->console);
 
@@ -1360,6 +1664,10 @@ void vm_destroy(struct vm *vm)
 		close(vm->exit_eventfd);
 	if (vm->rx_eventfd >= 0)
 		close(vm->rx_eventfd);
+	if (vm->call_eventfd >= 0)
+		close(vm->call_eventfd);
+	pthread_cond_destroy(&vm->call_cond);
+	pthread_mutex_destroy(&vm->call_lock);
 	pthread_cond_destroy(&vm->state_cond);
 	pthread_cond_destroy(&vm->ack_cond);
 	pthread_mutex_destroy(&vm->state_lock);

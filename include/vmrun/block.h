@@ -53,6 +53,10 @@ struct blk_open_opts {
 	enum blk_cache cache;
 	bool no_aio; /* preadv/pwritev even where libaio works (tests, fallback) */
 	enum blk_format format;
+	/* Take no lock on the image (the top of a qcow2 chain): an incoming
+	 * migration's first look at a disk the source still holds.  Nothing
+	 * may be written through such a handle. */
+	bool no_lock;
 };
 
 /* One request.  The caller owns the memory and must keep it (and @iov and
@@ -120,14 +124,21 @@ int blk_submit(struct blk *b, struct blk_req *req) __attribute__((warn_unused_re
 int blk_io_wait(struct blk *b, enum blk_op op, uint64_t offset, void *buf, uint64_t len)
 	__attribute__((warn_unused_result));
 
-/* Turn the lock on the image file (the top of a qcow2 chain) into a shared
- * one, as backing files are held (@exclusive false), or back into the
- * writer's exclusive lock (@exclusive true).  For a live snapshot: the new
- * overlay opens this image as its backing file while this handle is still
- * open.  The caller writes nothing while the lock is shared.  Returns 0,
- * -EBUSY when another process holds a lock that conflicts, or -errno; a
- * filesystem without flock counts as success (as at open). */
-int blk_set_lock(struct blk *b, bool exclusive) __attribute__((warn_unused_result));
+enum blk_lock {
+	BLK_LOCK_EXCLUSIVE, /* the writer's lock, as blk_open() takes it */
+	BLK_LOCK_SHARED,    /* as backing files are held */
+	BLK_LOCK_NONE,      /* released */
+};
+
+/* Change the lock on the image file (the top of a qcow2 chain).  SHARED:
+ * a live snapshot's new overlay opens this image as its backing file while
+ * this handle is still open.  NONE: a migration's source hands the image
+ * to the destination, EXCLUSIVE takes it back if that fails.  The caller
+ * writes nothing unless the lock is EXCLUSIVE.  Returns 0, -EBUSY when
+ * another process holds a lock that conflicts, or -errno; a filesystem
+ * without flock counts as success (as at open).  A read-only handle is
+ * left as it is. */
+int blk_set_lock(struct blk *b, enum blk_lock mode) __attribute__((warn_unused_result));
 
 /* Requests submitted and not yet completed. */
 unsigned blk_inflight(const struct blk *b);

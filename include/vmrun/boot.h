@@ -27,7 +27,7 @@ struct guest_mem;
 int initrd_gunzip(const uint8_t *in, size_t in_len, uint64_t max, uint8_t **out,
 		  size_t *out_len, char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* ---- ELF64 ---- */
+/* ---- ELF (ELF64 x86-64; ELF32 i386 with a PVH note) ---- */
 
 #define ELF_MAX_LOAD_SEGMENTS 16
 #define ELF_MAX_PHDRS 64
@@ -42,7 +42,8 @@ struct elf_segment {
 };
 
 struct elf_image {
-	uint64_t entry;     /* guest-physical 64-bit entry */
+	bool is32;          /* an ELF32 file: only its PVH entry can be used */
+	uint64_t entry;     /* guest-physical 64-bit entry (is32: the PVH entry) */
 	bool has_pvh;
 	uint64_t pvh_entry; /* guest-physical 32-bit entry (PVH note) */
 	uint64_t lowest, highest; /* guest-physical span of the segments: [lowest, highest) */
@@ -50,9 +51,11 @@ struct elf_image {
 	struct elf_segment segments[ELF_MAX_LOAD_SEGMENTS];
 };
 
-/* Parse an ELF64 x86-64 executable in @buf (@len bytes): its PT_LOAD
- * segments, entry point (translated to a physical address when it is a
- * virtual one) and PVH note.  Checks everything against @len: a truncated file,
+/* Parse an ELF64 x86-64 executable, or an ELF32 i386 one with a PVH note
+ * (without one it is refused), in @buf (@len bytes): its PT_LOAD segments
+ * (an ELF32 one must end at or below 4 GiB), entry point (translated to a
+ * physical address when it is a virtual one) and PVH note.  Checks
+ * everything against @len: a truncated file,
  * a segment outside the file, overlapping segments or an entry outside every
  * segment is -ENOEXEC with a one-line reason in @err.  So is a file that is
  * no kernel but an ordinary program: position-independent (ET_DYN), or, with

@@ -51,7 +51,14 @@ enum disk_format {
 	DISK_FORMAT_QCOW2,
 };
 
-/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2] */
+/* How a virtio device reaches the guest (--disk/--net transport=). */
+enum virtio_transport_kind {
+	VIRTIO_TRANSPORT_MMIO, /* virtio-mmio, declared on the kernel command line (default) */
+	VIRTIO_TRANSPORT_PCI,  /* virtio-pci (modern) on PCI bus 0 */
+};
+
+/* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2]
+ * [,transport=mmio|pci] */
 struct disk_config {
 	const char *spec; /* as given on the command line (points into argv) */
 	char path[VMRUN_DISK_PATH_MAX];
@@ -59,9 +66,10 @@ struct disk_config {
 	enum disk_cache cache;
 	enum disk_format format;
 	char serial[VMRUN_DISK_SERIAL_MAX + 1]; /* "" when not given */
+	enum virtio_transport_kind transport;
 };
 
-/* --net tap=NAME[,mac=MAC][,queues=N] */
+/* --net tap=NAME[,mac=MAC][,queues=N][,transport=mmio|pci] */
 #define VMRUN_MAX_NET_QUEUES 8 /* queue pairs per NIC (VIRTIO_NET_MAX_PAIRS) */
 struct net_config {
 	const char *spec;  /* as given (points into argv) */
@@ -69,6 +77,7 @@ struct net_config {
 	uint8_t mac[6];
 	bool mac_given;
 	unsigned queues;   /* 0: one pair */
+	enum virtio_transport_kind transport;
 };
 
 struct vm_config {
@@ -97,6 +106,10 @@ struct vm_config {
 	const char *restore_disk[VMRUN_MAX_DISKS]; /* --restore-disk N=PATH */
 	const char *restore_tap[VMRUN_MAX_NICS];   /* --restore-tap N=NAME */
 	bool start_paused;        /* --paused: vCPUs wait for "resume" */
+	/* --incoming tcp:ADDR:PORT: build from a live migration (vmrun/migrate.h),
+	 * with the same run-time options and overrides as --restore. */
+	const char *incoming;
+	const char *migration_key; /* --migration-key FILE; NULL: none */
 	const char *exit_json;    /* --exit-json FILE: the run's verdict as JSON; NULL: none */
 	bool quiet;               /* --quiet: no warnings or information lines */
 	/* --config FILE: what the strings above point into when they came from

@@ -33,6 +33,14 @@
  * disk_snapshot (command "snapshot", may be NULL: "no disks") takes the
  * request's "args" object (never NULL; {"disk": INDEX or PATH}) and
  * returns the new result object, or NULL with a one-line reason in @err. */
+/* A request whose reply comes later (control_complete()): which client
+ * asked, and its "id". */
+struct control_deferred {
+	int client;          /* index into control.clients; -1: none */
+	unsigned long long generation; /* that slot's connection when it asked */
+	json_t *id;          /* a reference, or NULL */
+};
+
 struct control_ops {
 	json_t *(*query_status)(void *opaque);
 	int (*pause)(void *opaque);
@@ -42,6 +50,15 @@ struct control_ops {
 	/* "save" {"path": DIR}: a whole-VM snapshot (vmrun/snapshot.h); the
 	 * result describes what was written, or NULL with the reason in @err. */
 	json_t *(*save)(void *opaque, json_t *args, char *err, size_t errlen);
+	/* "migrate" {"uri": "tcp:HOST:PORT", ...}: returns 0 when the
+	 * migration started (the reply comes through control_complete() with
+	 * @later, which the op then owns), or -errno with @err.  May be NULL. */
+	int (*migrate)(void *opaque, json_t *args, struct control_deferred *later, char *err,
+		       size_t errlen);
+	/* "query-migrate": a new JSON object.  "migrate-cancel": 0 or -errno
+	 * with @err.  NULL with migrate. */
+	json_t *(*query_migrate)(void *opaque);
+	int (*migrate_cancel)(void *opaque, char *err, size_t errlen);
 };
 
 struct control;
@@ -51,6 +68,7 @@ struct control_client {
 	struct control *ctl;
 	char *buf;            /* CONTROL_LINE_MAX bytes */
 	size_t len;
+	unsigned long long generation; /* counts connections in this slot */
 };
 
 struct control {
@@ -60,6 +78,9 @@ struct control {
 	void *opaque;
 	char path[108];
 	struct control_client clients[CONTROL_MAX_CLIENTS];
+	unsigned long long generations;
+	int current_client; /* the client whose line is being run; -1: none */
+	bool deferred;      /* that line's reply comes later */
 };
 
 /* Bind @path (replacing a stale socket, refusing a live one or a non-socket)
@@ -70,6 +91,12 @@ int control_init(struct control *ctl, struct evloop *loop, const char *path,
 
 /* Disconnect every client, close and unlink the socket. */
 void control_exit(struct control *ctl);
+
+/* The reply to a deferred request: ok with @result (stolen; NULL: {}),
+ * or, with @error set, that error.  Dropped when the client has gone.
+ * Releases @d's reference. */
+void control_complete(struct control *ctl, struct control_deferred *d, json_t *result,
+		      const char *error);
 
 /* Send {"event": @name, "data": @data} to every client; steals @data. */
 void control_emit_event(struct control *ctl, const char *name, json_t *data);

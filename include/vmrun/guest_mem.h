@@ -30,6 +30,8 @@ struct guest_mem {
 	uint8_t *mapping;   /* one reservation that holds all regions */
 	size_t mapping_len;
 	bool file_backed;   /* guest_mem_init_file(): regions map a memory file */
+	bool dirty_logging; /* guest_mem_dirty_log_start() in force */
+	bool manual_protect; /* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled on the VM */
 };
 
 /* Map @ram_size bytes of anonymous, MAP_NORESERVE guest RAM laid out around
@@ -55,6 +57,9 @@ int guest_mem_register(const struct guest_mem *gm, int vm_fd) __attribute__((war
  * that range is outside RAM (or the range wraps).  len == 0 is treated as 1. */
 void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 
+/* Whether the 4 KiB at @page (8-byte aligned) are all zero. */
+bool guest_page_is_zero(const void *page);
+
 /* Copy to / from guest RAM.  Returns 0, or -EFAULT when the range is not RAM.
  * guest_mem_write() marks what it wrote dirty. */
 int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *src, size_t len)
@@ -71,5 +76,34 @@ void guest_mem_mark_dirty(const struct guest_mem *gm, uint64_t gpa, uint64_t len
 /* Take and clear word @word (pages 64*word .. 64*word+63) of region
  * @region's dirty log, atomically.  0 for a word past the end. */
 uint64_t guest_mem_dirty_take(const struct guest_mem *gm, unsigned region, size_t word);
+
+/* ---- dirty logging (live migration) ----
+ *
+ * KVM logs the guest's own writes per slot (KVM_MEM_LOG_DIRTY_PAGES) only
+ * while a migration runs.  With manual protection (KVM_CAP_MANUAL_DIRTY_-
+ * LOG_PROTECT2, initially set), starting costs nothing up front: every page
+ * counts as dirty until guest_mem_dirty_clear() write-protects it, which
+ * the sender does for each chunk just before it reads the chunk's pages;
+ * a write after that sets the bit again for the next round. */
+
+/* Turn KVM's dirty log on for every slot of @vm_fd.  Returns 0 or -errno
+ * (-ENOTSUP without KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2). */
+int guest_mem_dirty_log_start(struct guest_mem *gm, int vm_fd) __attribute__((warn_unused_result));
+/* Turn it off again (a finished or failed migration).  Idempotent. */
+void guest_mem_dirty_log_stop(struct guest_mem *gm, int vm_fd);
+
+/* Add region @region's dirty pages to @bitmap (one bit per page, the
+ * region's dirty_words words; bits already set stay): KVM's log of guest
+ * writes and the VMM's own (taken, so cleared: the caller must keep those
+ * bits until it sent the pages).  KVM's bits stay set until
+ * guest_mem_dirty_clear().  Returns 0 or -errno. */
+int guest_mem_dirty_fetch(struct guest_mem *gm, int vm_fd, unsigned region, uint64_t *bitmap)
+	__attribute__((warn_unused_result));
+
+/* Clear KVM's dirty bits (and write-protect the pages again) for the pages
+ * of region @region set in @mask, which covers pages [64 * @word,
+ * 64 * (@word + @n_words)).  Returns 0 or -errno. */
+int guest_mem_dirty_clear(struct guest_mem *gm, int vm_fd, unsigned region, size_t word,
+			  size_t n_words, const uint64_t *mask) __attribute__((warn_unused_result));
 
 #endif

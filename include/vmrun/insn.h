@@ -12,6 +12,17 @@
  *   fwait               a no-op, or #NM / #MF as the CPU raises them
  *   lfence/mfence/sfence  no-ops (the exit to the VMM serialises)
  *   sysret              back to CPL 3 (64-bit and compatibility mode)
+ *   ldmxcsr, stmxcsr    MXCSR from / to memory (#GP on reserved bits)
+ *   xgetbv              XCR0, and XINUSE where the CPU has XGETBV with ECX = 1
+ *   SSE moves           movdqa/movdqu/movaps/movups/movapd/movupd, movd/movq
+ *                       (xmm <-> r/m32/64, xmm <-> xmm/m64), pxor/xorps/xorpd
+ *   SSE2/SSSE3 integer  paddd, paddq, pand, pandn, por, punpckldq, punpcklqdq,
+ *                       pshufd, pshufb, the shifts by an immediate (0F 71-73),
+ *                       pinsrw, pextrw; SSE4.1 pblendvb, pmovzxdq, pextrd/q;
+ *                       pclmulqdq: what Linux runs between kernel_fpu_begin()
+ *                       and _end() (Debian's kernel: blake2s_compress_ssse3
+ *                       for random.c; the crc32c/crc32/crct10dif modules)
+ *   crc32               SSE4.2 CRC-32C of r/m8/16/32/64 (crc32c-intel)
  *
  * plus the repair of a broken user-mode SYSCALL (insn_syscall_repair()).
  * Anything else is INSN_UNKNOWN: the caller ends the run with a register dump
@@ -65,11 +76,14 @@ enum insn_gpr {
 #define INSN_SYSRET_RFLAGS_MASK 0x3c7fd7ull
 
 #define INSN_CR0_MP 0x2ull
+#define INSN_CR0_EM 0x4ull
 #define INSN_CR0_TS 0x8ull
 #define INSN_CR0_NE 0x20ull
 #define INSN_CR0_WP 0x10000ull
 #define INSN_CR0_PG 0x80000000ull
 #define INSN_CR4_PAE 0x20ull
+#define INSN_CR4_OSFXSR 0x200ull
+#define INSN_CR4_OSXSAVE 0x40000ull
 #define INSN_CR4_LA57 0x1000ull
 #define INSN_CR4_SMEP 0x100000ull
 #define INSN_CR4_SMAP 0x200000ull
@@ -100,6 +114,11 @@ enum insn_gpr {
 /* CPUID features the emulated instructions depend on (insn_cpu.features). */
 #define INSN_FEAT_POPCNT 0x1u /* CPUID.01H:ECX[23] */
 #define INSN_FEAT_SMAP 0x2u   /* CPUID.(07H,0):EBX[20] */
+#define INSN_FEAT_XGETBV1 0x4u /* CPUID.(0DH,1):EAX[2]: XGETBV with ECX = 1 */
+#define INSN_FEAT_SSSE3 0x8u   /* CPUID.01H:ECX[9] (PSHUFB) */
+#define INSN_FEAT_SSE41 0x10u  /* CPUID.01H:ECX[19] */
+#define INSN_FEAT_SSE42 0x20u  /* CPUID.01H:ECX[20] (CRC32) */
+#define INSN_FEAT_PCLMUL 0x40u /* CPUID.01H:ECX[1] */
 
 /* The exception the guest takes. */
 struct insn_exception {
@@ -115,6 +134,14 @@ struct insn_exception {
 #define INSN_ACC_USER 0x4u   /* a CPL-3 access; else supervisor */
 #define INSN_ACC_AC 0x8u     /* RFLAGS.AC was set (SMAP lets supervisor data accesses through) */
 #define INSN_ACC_NOCHECK 0x10u /* the VMM's own look: presence only, no permission checks */
+
+/* The SSE state the SSE instructions read and write (FXSAVE's view). */
+struct insn_sse {
+	uint8_t xmm[16][16];  /* XMM0..XMM15, little-endian bytes */
+	uint32_t mxcsr;
+	uint32_t mxcsr_mask;  /* the MXCSR bits the CPU implements (FXSAVE's
+				 MXCSR_MASK; 0 means the architectural 0xffbf) */
+};
 
 /* The vCPU state the emulator reads and writes. */
 struct insn_cpu {
@@ -135,18 +162,32 @@ struct insn_cpu {
 	uint16_t cs_sel, ss_sel;
 	bool cs_long;
 
+	/* The SSE registers, for the SSE instructions; NULL makes those
+	 * INSN_UNKNOWN.  sse_changed is set when an instruction that
+	 * completed wrote them (the caller then writes them back); a fault
+	 * leaves *sse untouched. */
+	struct insn_sse *sse;
+	bool sse_changed;
+
 	/* Callbacks into the caller; @ctx is theirs.  A NULL callback makes
 	 * the instructions that need it INSN_UNKNOWN.
 	 * read_msr: 0, or -errno when the MSR cannot be read.
 	 * read_mem: @len bytes at linear address @la with @access (INSN_ACC_*)
 	 *   into @buf: 0; -EFAULT with @fault filled when the guest takes that
 	 *   exception (#PF); any other -errno when the VMM cannot tell.
-	 * read_fsw: the x87 status word; 0 or -errno. */
+	 * write_mem: the same for a store of @len bytes from @buf (@access has
+	 *   INSN_ACC_WRITE); on any error nothing has been written.
+	 * read_fsw: the x87 status word; 0 or -errno.
+	 * read_xcr: extended control register @index (0: XCR0; 1: XCR0 AND
+	 *   XINUSE); 0, or -errno when it cannot be read. */
 	void *ctx;
 	int (*read_msr)(void *ctx, uint32_t index, uint64_t *value);
 	int (*read_mem)(void *ctx, uint64_t la, void *buf, size_t len, unsigned access,
 			struct insn_exception *fault);
+	int (*write_mem)(void *ctx, uint64_t la, const void *buf, size_t len, unsigned access,
+			 struct insn_exception *fault);
 	int (*read_fsw)(void *ctx, uint16_t *fsw);
+	int (*read_xcr)(void *ctx, uint32_t index, uint64_t *value);
 };
 
 enum insn_op {
@@ -159,6 +200,35 @@ enum insn_op {
 	INSN_OP_MFENCE,
 	INSN_OP_SFENCE,
 	INSN_OP_SYSRET,
+	INSN_OP_LDMXCSR,
+	INSN_OP_STMXCSR,
+	INSN_OP_XGETBV,
+	/* SSE moves and logic: which one is in struct insn.sse. */
+	INSN_OP_SSE,
+	INSN_OP_CRC32,
+};
+
+/* The SSE operations INSN_OP_SSE covers: the form decides the operands. */
+enum insn_sse_op {
+	INSN_SSE_LOAD128,   /* xmm(reg) <- xmm/m128 (movdqa/u, movaps/ups, movapd/upd) */
+	INSN_SSE_STORE128,  /* xmm/m128 <- xmm(reg) */
+	INSN_SSE_MOVD_TO_XMM,   /* xmm(reg) <- r/m32 or r/m64 (REX.W), zero-extended */
+	INSN_SSE_MOVD_FROM_XMM, /* r/m32 or r/m64 (REX.W) <- xmm(reg) */
+	INSN_SSE_MOVQ_LOAD, /* xmm(reg) <- xmm/m64, upper half zeroed (F3 0F 7E) */
+	INSN_SSE_MOVQ_STORE,/* xmm/m64 <- xmm(reg) low half; an xmm destination's upper half zeroed (66 0F D6) */
+	INSN_SSE_XOR,       /* xmm(reg) ^= xmm/m128 (pxor, xorps, xorpd) */
+	/* xmm(reg) = xmm(reg) OP xmm/m128, 66 0F xx (aligned): */
+	INSN_SSE_PADDD, INSN_SSE_PADDQ, INSN_SSE_PAND, INSN_SSE_PANDN, INSN_SSE_POR,
+	INSN_SSE_PUNPCKLDQ, INSN_SSE_PUNPCKLQDQ,
+	INSN_SSE_PSHUFB,    /* 66 0F 38 00 (SSSE3) */
+	INSN_SSE_PSHUFD,    /* xmm(reg) <- xmm/m128 shuffled by imm8 */
+	INSN_SSE_SHIFT_IMM, /* 66 0F 71/72/73 /n ib: xmm(rm) shifted by imm8 (struct insn.sse_group) */
+	INSN_SSE_PBLENDVB,  /* 66 0F 38 10: bytes of xmm/m128 where XMM0's byte has bit 7 */
+	INSN_SSE_PMOVZXDQ,  /* 66 0F 38 35: xmm(reg) <- two dwords of xmm/m64, zero-extended */
+	INSN_SSE_PCLMULQDQ, /* 66 0F 3A 44 ib */
+	INSN_SSE_PEXTRD,    /* 66 0F 3A 16 ib: r/m32 (REX.W: r/m64) <- a lane of xmm(reg) */
+	INSN_SSE_PINSRW,    /* 66 0F C4 ib: word imm8 of xmm(reg) <- r32/m16 */
+	INSN_SSE_PEXTRW,    /* 66 0F C5 ib: r32(reg) <- word imm8 of xmm(rm) */
 };
 
 enum insn_seg {
@@ -178,7 +248,14 @@ struct insn {
 	enum insn_seg seg;  /* the last FS/GS override */
 	uint8_t rex;        /* the REX byte in force (right before the opcode), 0 if none */
 
-	/* The ModRM operand (popcnt, the fences). */
+	/* SSE (INSN_OP_SSE): the operation, and whether a memory operand
+	 * must be 16-byte aligned (movdqa, movaps, movapd, pxor, xorps). */
+	enum insn_sse_op sse;
+	bool aligned;
+	uint8_t sse_group;  /* INSN_SSE_SHIFT_IMM: the opcode, 0x71, 0x72 or 0x73 */
+	uint8_t imm;        /* an imm8 operand (pshufd, the shifts) */
+
+	/* The ModRM operand (popcnt, the fences, ldmxcsr, the SSE moves). */
 	bool has_modrm;
 	uint8_t modrm;
 	uint8_t reg;        /* ModRM.reg with REX.R */
@@ -223,6 +300,9 @@ enum insn_action insn_step(struct insn_cpu *cpu, const uint8_t *buf, size_t avai
 
 /* Name of @op ("popcnt", ...). */
 const char *insn_op_name(enum insn_op op);
+
+/* Whether @op reads or writes the SSE state (struct insn_sse). */
+bool insn_op_uses_sse(enum insn_op op);
 
 /* The INSN_FEAT_* bits @cpuid (KVM_SET_CPUID2's table) reports; 0 for NULL. */
 uint32_t insn_cpuid_features(const struct kvm_cpuid2 *cpuid);
@@ -287,6 +367,18 @@ int insn_read_linear(const struct guest_mem *gm, const struct insn_paging *pg, u
 		     void *buf, size_t len, unsigned access, size_t *done,
 		     struct insn_exception *fault) __attribute__((warn_unused_result));
 
+/* Write @len bytes from @buf at linear @la for a store with @access
+ * (INSN_ACC_WRITE is added): every page is translated first, so that a
+ * store that faults anywhere writes nothing, as on the CPU; then the bytes go
+ * in, the pages are marked dirty (guest_mem_mark_dirty()), and the accessed
+ * and dirty bits are set in the guest's page-table entries as the CPU sets
+ * them.  At most INSN_WRITE_MAX bytes.  Returns 0, or insn_translate()'s
+ * error (-ENXIO too for a page outside RAM, -EINVAL for @len too big). */
+#define INSN_WRITE_MAX 64
+int insn_write_linear(const struct guest_mem *gm, const struct insn_paging *pg, uint64_t la,
+		      const void *buf, size_t len, unsigned access,
+		      struct insn_exception *fault) __attribute__((warn_unused_result));
+
 /* ---- KVM glue ---- */
 
 /* What insn_fallback_handle() saw, for the caller's message. */
@@ -303,7 +395,9 @@ struct insn_report {
  * tables in @gm (KVM's own copy of them in @run when the fetch fails),
  * emulates the instruction or repairs a broken SYSCALL, and writes the
  * result back (KVM_SET_REGS, KVM_SET_SREGS, KVM_SET_VCPU_EVENTS for an
- * exception); the caller then re-enters KVM_RUN.  @cpuid is the table the
+ * exception; KVM_SET_XSAVE, or KVM_SET_FPU where KVM_GET_XSAVE fails, for
+ * the SSE registers, read only for an SSE instruction); the caller then
+ * re-enters KVM_RUN.  @cpuid is the table the
  * vCPU was given (for the CPUID features), or NULL.
  * Returns 0 when the vCPU may run on; -ENOENT when the instruction is not
  * handled; -errno when an ioctl failed.  @rep is filled in every case. */

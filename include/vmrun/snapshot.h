@@ -45,6 +45,11 @@ struct snapshot {
 	char disk_paths[VMRUN_MAX_DISKS][VMRUN_DISK_PATH_MAX]; /* what the VM opens */
 	bool overlay_created[VMRUN_MAX_DISKS];                 /* ours to remove on failure */
 	char kernel_label[PATH_MAX + 16];
+	/* An incoming migration (snapshot_from_stream()): RAM is anonymous
+	 * (mem_fd -1) and filled by the stream, the disks are the shared
+	 * images themselves, opened without a lock until the switch-over,
+	 * and vm_build() stops after the shape: the state comes later. */
+	bool incoming;
 };
 
 /* Open snapshot @dir for a restore with the run-time options of @runtime
@@ -60,6 +65,24 @@ int snapshot_open(struct snapshot *s, const char *dir, const struct vm_config *r
 		  const struct snapshot_overrides *ov, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 void snapshot_close(struct snapshot *s, bool failed);
+
+/* An incoming migration's machine: @blob (@len bytes, malloc'd, 8-byte
+ * aligned; owned by @s from now on, even on failure) is the source's
+ * description (snapshot_describe() and the CPUID table); @label names the
+ * source in messages.  Checks it as snapshot_open() checks a state file,
+ * takes the run-time options of @runtime and the disk paths and taps of
+ * @ov.  Creates nothing.  Returns 0 or -errno with one line in @err;
+ * snapshot_close() in any case. */
+int snapshot_from_stream(struct snapshot *s, void *blob, size_t len, const char *label,
+			 const struct vm_config *runtime, const struct snapshot_overrides *ov,
+			 char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* The machine's description into @w: /vmrun (format, version, arch),
+ * /config (memory, vCPUs, each disk and NIC) and /memory (the RAM layout).
+ * With @bases (a snapshot), each disk's frozen base and its fingerprint;
+ * without (a migration), the disks are named by their images only. */
+void snapshot_describe(struct vm *vm, struct state_writer *w,
+		       char bases[][VMRUN_DISK_PATH_MAX + 32]);
 
 /* Save the paused, quiesced VM into @dir (created; an existing directory
  * must be empty): freeze each writable disk (the running VM continues on a

@@ -112,4 +112,9 @@ void virtio_net_save(struct virtio_net *n, struct state_writer *w, const char *n
 int virtio_net_load(struct virtio_net *n, struct state_reader *r, const char *node)
 	__attribute__((warn_unused_result));
 
+/* Tell the network where the guest is now (after a live migration): a
+ * broadcast RARP frame from the guest's MAC, written into the tap, so that
+ * bridges and switches learn the port.  Returns 0 or -errno. */
+int virtio_net_announce(struct virtio_net *n) __attribute__((warn_unused_result));
+
 #endif

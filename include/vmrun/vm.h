@@ -16,8 +16,10 @@
 #include "vmrun/config.h"
 #include "vmrun/console.h"
 #include "vmrun/virtio_blk.h"
+#include "vmrun/pci.h"
 #include "vmrun/virtio_mmio.h"
 #include "vmrun/virtio_net.h"
+#include "vmrun/virtio_pci.h"
 #include "vmrun/control.h"
 #include "vmrun/devices.h"
 #include "vmrun/evloop.h"
@@ -26,11 +28,13 @@
 struct kvm_run;
 struct kvm_cpuid2;
 struct snapshot;
+struct migration;
+struct state_reader;
 
 /* A virtio device's place in the VM, for its component hooks. */
 struct vm_device {
 	struct vm *vm;
-	unsigned index; /* into vm->blks/blk_mmio or vm->nets/net_mmio */
+	unsigned index; /* into vm->blks/blk_mmio/blk_pci or vm->nets/net_mmio/net_pci */
 };
 
 enum vcpu_request {
@@ -54,6 +58,9 @@ struct vcpu {
 	/* Recorded by the vCPU thread itself each time it parks (state_lock):
 	 * halted with interrupts disabled and nothing pending. */
 	bool halted_for_good;
+	/* Auto-converge: when this vCPU last came out of a throttle sleep
+	 * (its own thread only). */
+	struct timespec throttle_woke;
 };
 
 struct vm {
@@ -66,13 +73,20 @@ struct vm {
 	struct bus mmio_bus;
 	struct device_host dev_host;
 	struct serial serial;
-	/* --disk: virtio-blk devices on virtio-mmio (vm_build_disks()). */
+	/* PCI bus 0 and its host bridge (vmrun/pci.h), always present. */
+	struct pci_bus pci;
+	bool pci_ready;
+	/* --disk: virtio-blk devices on virtio-mmio or virtio-pci, as each
+	 * disk's transport= says (vm_build_disks()): disk i uses blk_mmio[i]
+	 * or blk_pci[i]. */
 	struct virtio_blk *blks;
 	struct virtio_mmio *blk_mmio;
+	struct virtio_pci *blk_pci;
 	unsigned n_blks;
-	/* --net: virtio-net devices on virtio-mmio, after the disks. */
+	/* --net: virtio-net devices, after the disks, likewise. */
 	struct virtio_net *nets;
 	struct virtio_mmio *net_mmio;
+	struct virtio_pci *net_pci;
 	unsigned n_nets;
 	/* virtio_mmio.device=... for the guest, one word per device */
 	char device_cmdline[(VMRUN_MAX_DISKS + VMRUN_MAX_NICS) * 48];
@@ -132,7 +146,52 @@ struct vm {
 	struct control control;
 	bool control_active;
 	struct timespec started;
+
+	/* vm_call_on_loop(): one call at a time from another thread. */
+	pthread_mutex_t call_lock;
+	pthread_cond_t call_cond;
+	struct vm_loop_call *call_pending;
+	bool calls_closed; /* the loop has stopped: calls fail */
+	int call_eventfd;
+	struct ev_source call_src;
+	/* The outgoing migration (src/migrate/source.c), or NULL. */
+	struct migration *migration;
+	/* Auto-converge: each vCPU sleeps this many thousandths of
+	 * VCPU_THROTTLE_PERIOD_US when kicked (vcpus_throttle_kick()). */
+	atomic_uint throttle_permille;
+	/* Set by a completed outgoing migration: the run ended because the
+	 * guest now runs elsewhere. */
+	bool migrated_away;
 };
+
+/* Run @fn(@vm, @arg) on the event loop thread (the devices' thread) and
+ * wait for it; for threads other than the loop's (the migration sender).
+ * Returns @fn's result, or -ECANCELED when the loop stopped before it ran. */
+struct vm_loop_call {
+	int (*fn)(struct vm *vm, void *arg);
+	void *arg;
+	int result;
+	bool done;
+};
+int vm_call_on_loop(struct vm *vm, int (*fn)(struct vm *vm, void *arg), void *arg);
+
+/* The whole machine's state stream (the components' save hooks after the
+ * description, snapshot_describe() without disk bases) of a paused,
+ * quiesced VM, malloc'd into *@blob.  Event loop thread.  Returns 0 or
+ * -errno with one line in @err. */
+int vm_state_blob(struct vm *vm, void **blob, size_t *len, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Load a state stream's components into a VM built from an incoming
+ * migration's description; devices stay quiesced until vm_run().  Main
+ * thread, before vm_run().  Returns 0 or -errno with one line in @err. */
+int vm_load_components(struct vm *vm, struct state_reader *r, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Open each disk of an incoming migration again, now locked, in place of
+ * the unlocked handle the build opened (whose cached metadata may be
+ * stale).  Main thread.  Returns 0 or -errno with one line in @err. */
+int vm_take_disks(struct vm *vm, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Build the VM for @cfg (which must outlive it).  Two steps: the machine's
  * shape (KVM checks, memory, irqchip, vCPUs, devices, disks, NICs, each
@@ -198,6 +257,14 @@ int vcpus_pause(struct vm *vm) __attribute__((warn_unused_result));
 /* Let the vCPUs run again and wait (a few seconds at most) until each parked
  * one has left its pause. */
 void vcpus_resume(struct vm *vm);
+
+/* Throttling (auto-converge): kick every vCPU out of KVM_RUN; each then
+ * sleeps long enough that its sleep is vm->throttle_permille of its time
+ * (at most VCPU_THROTTLE_MAX_SLEEP_US at once; a pause or stop request
+ * ends the sleep).  The caller kicks once per VCPU_THROTTLE_PERIOD_US. */
+#define VCPU_THROTTLE_PERIOD_US 10000
+#define VCPU_THROTTLE_MAX_SLEEP_US 1000000
+void vcpus_throttle_kick(struct vm *vm);
 
 /* Stop and join every vCPU thread. */
 void vcpus_stop(struct vm *vm);

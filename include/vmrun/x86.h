@@ -16,6 +16,13 @@ struct kvm_cpuid2;
 #define X86_LAPIC_BASE      0xfee00000ull
 #define X86_IDENTITY_MAP    0xfffbc000ull /* KVM_SET_IDENTITY_MAP_ADDR, one page */
 #define X86_TSS_ADDR        0xfffbd000ull /* KVM_SET_TSS_ADDR, three pages */
+/* PCI memory BARs (vmrun/pci.h): clear of the virtio-mmio windows at
+ * 0xd0000000 and of the IOAPIC.  PCI slot S's INTA# is IOAPIC pin
+ * X86_PCI_INTX_PIN(S), as the MP table says. */
+#define X86_PCI_MMIO_BASE   0xe0000000ull
+#define X86_PCI_MMIO_SIZE   0x10000000ull
+#define X86_PCI_SLOTS       32
+#define X86_PCI_INTX_PIN(slot) (16u + ((slot) - 1u) % 8u)
 
 /* Low memory used by the boot path (all below 1 MiB). */
 #define X86_BOOT_GDT        0x0500ull
@@ -55,8 +62,8 @@ int x86_e820_build(uint64_t ram_size, struct e820_entry *out, unsigned max);
 
 /* Build an Intel MP table (floating pointer at @gpa, configuration table right
  * after it) for @ncpus CPUs with APIC IDs 0..ncpus-1 and one IOAPIC with ID
- * @ncpus, ISA IRQs 0-15 wired to IOAPIC pins 0-15, into @buf (host view of
- * @gpa).  Returns the bytes used, or -ENOSPC when @len is too small. */
+ * @ncpus, PCI bus 0 (INTA# of slots 1-31 on X86_PCI_INTX_PIN) and ISA bus 1
+ * (IRQs 0-15 wired to IOAPIC pins 0-15), into @buf (host view of @gpa).  Returns the bytes used, or -ENOSPC when @len is too small. */
 int x86_mptable_build(void *buf, size_t len, uint64_t gpa, unsigned ncpus);
 
 /* Patch a copy of KVM_GET_SUPPORTED_CPUID's table for vCPU @vcpu_id of

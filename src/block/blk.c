@@ -244,7 +244,7 @@ static int blk_open_common(const char *path, const struct blk_open_opts *opts, b
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return errmsg(-ENOMEM, err, errlen, "%s: out of memory", path);
-	b->no_lock = data_file;
+	b->no_lock = data_file || opts->no_lock;
 	b->fd = -1;
 	b->efd = -1;
 	b->loop = loop;
@@ -471,13 +471,14 @@ int blk_io_wait(struct blk *b, enum blk_op op, uint64_t offset, void *buf, uint6
 	return w.done ? w.result : -EIO;
 }
 
-int blk_set_lock(struct blk *b, bool exclusive)
+int blk_set_lock(struct blk *b, enum blk_lock mode)
 {
 	int fd = b->ops->lock_fd ? b->ops->lock_fd(b) : b->fd;
+	int op = mode == BLK_LOCK_EXCLUSIVE ? LOCK_EX : mode == BLK_LOCK_SHARED ? LOCK_SH : LOCK_UN;
 
 	if (fd < 0 || b->readonly)
 		return 0;
-	if (flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0)
+	if (flock(fd, op | LOCK_NB) == 0)
 		return 0;
 	if (errno == EWOULDBLOCK)
 		return -EBUSY;

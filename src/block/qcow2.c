@@ -200,6 +200,7 @@ struct qcow2_meta {
 /* The files of a chain being opened: loop detection. */
 struct qcow2_chain {
 	unsigned n;
+	bool no_lock_top; /* blk_open_opts.no_lock: the top image takes no lock */
 	dev_t dev[QCOW2_MAX_CHAIN + 2];
 	ino_t ino[QCOW2_MAX_CHAIN + 2];
 };
@@ -2144,7 +2145,8 @@ static int qimg_open(const char *path, bool readonly, enum blk_format fmt,
 	chain->dev[chain->n] = st.st_dev;
 	chain->ino[chain->n] = st.st_ino;
 	chain->n++;
-	if (flock(q->fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+	if (!(chain->n == 1 && chain->no_lock_top) &&
+	    flock(q->fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
 		if (errno == EWOULDBLOCK) {
 			r = errmsg(-EBUSY, err, errlen, "%s is in use by another process", path);
 			goto fail;
@@ -2230,7 +2232,7 @@ static void qcow2_open_data(struct blk *b, const char *path, const struct blk_op
 int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts,
 	       struct evloop *loop, char *err, size_t errlen)
 {
-	struct qcow2_chain chain = { 0 };
+	struct qcow2_chain chain = { .no_lock_top = opts->no_lock };
 	int r;
 
 	b->ops = &qcow2_ops;

@@ -1,6 +1,9 @@
-/* ELF64 kernel images: program headers, entry point and the PVH note.
- * The file is untrusted: every offset and size is checked against the file
- * length with arithmetic that cannot overflow. */
+/* ELF kernel images: program headers, entry point and the PVH note.  ELF64
+ * x86-64 files, and ELF32 i386 files that carry a PVH note (their only entry
+ * vmrun can use: the PVH entry is 32-bit code either way).  The headers of
+ * both classes are read into one form (the ELF64 structures) and checked
+ * the same way.  The file is untrusted: every offset and size is checked
+ * against the file length with arithmetic that cannot overflow. */
 #include <elf.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -79,37 +82,82 @@ static const char *elf_program_mark(uint32_t type)
 	}
 }
 
+/* The ELF header of either class as an Elf64_Ehdr (the fields used here);
+ * @buf holds at least the header of its class. */
+static void read_ehdr(const uint8_t *buf, bool is32, Elf64_Ehdr *eh)
+{
+	Elf32_Ehdr e32;
+
+	if (!is32) {
+		memcpy(eh, buf, sizeof(*eh));
+		return;
+	}
+	memcpy(&e32, buf, sizeof(e32));
+	memset(eh, 0, sizeof(*eh));
+	eh->e_type = e32.e_type;
+	eh->e_machine = e32.e_machine;
+	eh->e_entry = e32.e_entry;
+	eh->e_phoff = e32.e_phoff;
+	eh->e_phentsize = e32.e_phentsize;
+	eh->e_phnum = e32.e_phnum;
+}
+
+/* Program header @i of the table at @phoff (inside the file: checked by the
+ * caller) as an Elf64_Phdr. */
+static void read_phdr(const uint8_t *buf, bool is32, uint64_t phoff, unsigned i, Elf64_Phdr *ph)
+{
+	Elf32_Phdr p32;
+
+	if (!is32) {
+		memcpy(ph, buf + phoff + (uint64_t)i * sizeof(*ph), sizeof(*ph));
+		return;
+	}
+	memcpy(&p32, buf + phoff + (uint64_t)i * sizeof(p32), sizeof(p32));
+	*ph = (Elf64_Phdr){ .p_type = p32.p_type, .p_flags = p32.p_flags, .p_offset = p32.p_offset,
+			    .p_vaddr = p32.p_vaddr, .p_paddr = p32.p_paddr,
+			    .p_filesz = p32.p_filesz, .p_memsz = p32.p_memsz,
+			    .p_align = p32.p_align };
+}
+
 int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, size_t errlen)
 {
 	const char *program_mark = NULL;
+	size_t ehdr_size, phdr_size;
+	bool is32;
 	Elf64_Ehdr eh;
 
 	memset(img, 0, sizeof(*img));
 	if (len < EI_NIDENT || memcmp(buf, ELFMAG, SELFMAG))
 		return errmsg(-ENOEXEC, err, errlen, "not an ELF file");
-	if (buf[EI_CLASS] != ELFCLASS64)
-		return errmsg(-ENOEXEC, err, errlen, "not a 64-bit ELF file");
-	if (len < sizeof(eh))
+	if (buf[EI_CLASS] != ELFCLASS64 && buf[EI_CLASS] != ELFCLASS32)
+		return errmsg(-ENOEXEC, err, errlen, "not a 32- or 64-bit ELF file (class %u)",
+			      buf[EI_CLASS]);
+	is32 = buf[EI_CLASS] == ELFCLASS32;
+	ehdr_size = is32 ? sizeof(Elf32_Ehdr) : sizeof(Elf64_Ehdr);
+	phdr_size = is32 ? sizeof(Elf32_Phdr) : sizeof(Elf64_Phdr);
+	if (len < ehdr_size)
 		return errmsg(-ENOEXEC, err, errlen, "truncated ELF header");
-	memcpy(&eh, buf, sizeof(eh));
-	if (buf[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
-		return errmsg(-ENOEXEC, err, errlen, "not an x86-64 ELF file");
+	read_ehdr(buf, is32, &eh);
+	if (buf[EI_DATA] != ELFDATA2LSB || eh.e_machine != (is32 ? EM_386 : EM_X86_64))
+		return errmsg(-ENOEXEC, err, errlen, is32 ? "a 32-bit ELF file, but not for i386" :
+							     "not an x86-64 ELF file");
 	if (eh.e_type == ET_DYN)
 		return errmsg(-ENOEXEC, err, errlen,
 			      "not a kernel: a position-independent program or shared library (ELF type DYN); want a vmlinux, a PVH kernel or a bzImage");
 	if (eh.e_type != ET_EXEC)
 		return errmsg(-ENOEXEC, err, errlen, "not an ELF executable (type %u)", eh.e_type);
-	if (eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0 || eh.e_phnum > ELF_MAX_PHDRS)
+	if (eh.e_phentsize != phdr_size || eh.e_phnum == 0 || eh.e_phnum > ELF_MAX_PHDRS)
 		return errmsg(-ENOEXEC, err, errlen, "bad program header table (%u entries of %u bytes)",
 				eh.e_phnum, eh.e_phentsize);
-	if (!in_file(eh.e_phoff, (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr), len))
+	if (!in_file(eh.e_phoff, (uint64_t)eh.e_phnum * phdr_size, len))
 		return errmsg(-ENOEXEC, err, errlen, "truncated: program headers past the end of the file");
+	img->is32 = is32;
 
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
 		Elf64_Phdr ph;
 		struct elf_segment *s;
 
-		memcpy(&ph, buf + eh.e_phoff + i * sizeof(ph), sizeof(ph));
+		read_phdr(buf, is32, eh.e_phoff, i, &ph);
 		if (!program_mark)
 			program_mark = elf_program_mark(ph.p_type);
 		if (ph.p_type == PT_NOTE) {
@@ -131,6 +179,8 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 					i, (unsigned long long)ph.p_offset, (unsigned long long)ph.p_filesz);
 		if (ph.p_paddr + ph.p_memsz < ph.p_paddr)
 			return errmsg(-ENOEXEC, err, errlen, "segment %u wraps around the address space", i);
+		if (is32 && ph.p_paddr + ph.p_memsz > 0x100000000ull)
+			return errmsg(-ENOEXEC, err, errlen, "segment %u of a 32-bit ELF file ends past 4 GiB", i);
 		if (img->n_segments == ELF_MAX_LOAD_SEGMENTS)
 			return errmsg(-ENOEXEC, err, errlen, "more than %d loadable segments", ELF_MAX_LOAD_SEGMENTS);
 		for (unsigned j = 0; j < img->n_segments; j++) {
@@ -150,6 +200,10 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 	}
 	if (!img->n_segments)
 		return errmsg(-ENOEXEC, err, errlen, "no loadable segments");
+	if (is32 && !img->has_pvh)
+		return errmsg(-ENOEXEC, err, errlen,
+			      "a 32-bit ELF file without a PVH note (Xen ELF note %d, PHYS32_ENTRY): vmrun enters a 32-bit kernel only through its PVH entry; want a 64-bit vmlinux, a PVH kernel or a bzImage",
+			      XEN_ELFNOTE_PHYS32_ENTRY);
 	/* A PVH note says "kernel"; without one, what only an ordinary
 	 * program has says the opposite, before it dies in the guest. */
 	if (program_mark && !img->has_pvh)
@@ -158,9 +212,10 @@ int elf_parse(const uint8_t *buf, size_t len, struct elf_image *img, char *err, 
 			      program_mark);
 
 	/* e_entry is physical for Linux's vmlinux; a virtual one is translated
-	 * through the segment whose virtual range holds it. */
-	img->entry = eh.e_entry;
-	if (!segment_at(img, img->entry)) {
+	 * through the segment whose virtual range holds it.  A 32-bit file has
+	 * no 64-bit entry: only its PVH entry (checked below) is used. */
+	img->entry = is32 ? img->pvh_entry : eh.e_entry;
+	if (!is32 && !segment_at(img, img->entry)) {
 		bool found = false;
 
 		for (unsigned i = 0; i < img->n_segments; i++) {

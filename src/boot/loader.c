@@ -60,6 +60,7 @@ static int map_file(const char *path, const char *what, bool empty_ok, const uin
 /* What boot_load() needs to know of the loaded kernel, whatever its format. */
 struct kernel {
 	uint64_t entry;          /* 64-bit entry, guest-physical */
+	bool is32;               /* an ELF32 kernel: the PVH entry is its only one */
 	bool has_pvh;
 	uint64_t pvh_entry;
 	uint64_t end;            /* end of the RAM the kernel occupies */
@@ -79,6 +80,7 @@ static int load_elf(const struct guest_mem *gm, const uint8_t *buf, size_t len,
 	if (r)
 		return r;
 	k->entry = img.entry;
+	k->is32 = img.is32;
 	k->has_pvh = img.has_pvh;
 	k->pvh_entry = img.pvh_entry;
 	k->end = img.highest;
@@ -212,6 +214,10 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 		return errmsg(-ENOEXEC, err, errlen,
 				 "--kernel %s: --boot pvh, but the image has no PVH entry note",
 				 cfg->kernel_path);
+	if (k.is32 && cfg->boot == BOOT_LINUX64)
+		return errmsg(-ENOEXEC, err, errlen,
+				 "--kernel %s: a 32-bit ELF kernel has no 64-bit entry: use --boot pvh (or auto)",
+				 cfg->kernel_path);
 
 	info.cmdline_len = (uint32_t)strlen(cmdline);
 	if (k.is_bzimage && info.cmdline_len > k.bz.hdr.cmdline_size) {
@@ -241,7 +247,7 @@ int boot_load(const struct guest_mem *gm, const struct vm_config *cfg, struct bo
 	if (r)
 		return errmsg(r, err, errlen, "cannot write the boot tables: %s", strerror(-r));
 
-	if (cfg->boot == BOOT_PVH) {
+	if (cfg->boot == BOOT_PVH || k.is32) { /* a 32-bit ELF: PVH, whatever --boot says */
 		r = pvh_start_info_build(gm, X86_PVH_START_INFO, &info);
 		out->protocol = BOOT_PVH;
 		out->entry = k.pvh_entry;

@@ -59,6 +59,10 @@ static const struct control_command {
 	{ "quit", "end the run (exit status 0)" },
 	{ "snapshot", "args {\"disk\": N or PATH}: a live overlay snapshot of a disk" },
 	{ "save", "args {\"path\": DIR}: a whole-VM snapshot (vmrun --restore DIR)" },
+	{ "migrate", "args {\"uri\": \"tcp:HOST:PORT\", \"downtime_ms\", \"max_bandwidth\"}: live "
+		     "migration; answers when it ended, with its statistics" },
+	{ "query-migrate", "the migration's state and progress" },
+	{ "migrate-cancel", "stop the migration; the guest runs on here" },
 	{ "help", "this list" },
 };
 
@@ -124,6 +128,37 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 		return res ? reply_ok(id, res) : reply_error(id, "save failed: %s",
 							     err[0] ? err : "no reason given");
 	}
+	if (!strcmp(cmd, "migrate") || !strcmp(cmd, "query-migrate") ||
+	    !strcmp(cmd, "migrate-cancel")) {
+		char err[512] = "";
+
+		if (!ctl->ops->migrate)
+			return reply_error(id, "%s: not supported", cmd);
+		if (!strcmp(cmd, "query-migrate")) {
+			json_t *st = ctl->ops->query_migrate(ctl->opaque);
+
+			return st ? reply_ok(id, st) : reply_error(id, "query-migrate failed");
+		}
+		if (!strcmp(cmd, "migrate-cancel")) {
+			r = ctl->ops->migrate_cancel(ctl->opaque, err, sizeof(err));
+			return r ? reply_error(id, "migrate-cancel failed: %s", err) :
+				   reply_ok(id, ctl->ops->query_migrate(ctl->opaque));
+		}
+		struct control_deferred later = {
+			.client = ctl->current_client,
+			.generation = ctl->current_client >= 0 ?
+					      ctl->clients[ctl->current_client].generation : 0,
+			.id = json_incref(id),
+		};
+
+		r = ctl->ops->migrate(ctl->opaque, args, &later, err, sizeof(err));
+		if (r) {
+			json_decref(later.id);
+			return reply_error(id, "migrate failed: %s", err[0] ? err : strerror(-r));
+		}
+		ctl->deferred = true;
+		return NULL;
+	}
 	if (!strcmp(cmd, "query-status")) {
 		json_t *st = ctl->ops->query_status(ctl->opaque);
 
@@ -137,7 +172,7 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 		r = ctl->ops->quit(ctl->opaque);
 	else
 		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit, "
-				       "snapshot, save, help)", cmd);
+				       "snapshot, save, migrate, query-migrate, migrate-cancel, help)", cmd);
 	if (r)
 		return reply_error(id, "%s failed: %s", cmd, strerror(-r));
 	return reply_ok(id, ctl->ops->query_status(ctl->opaque));
@@ -235,8 +270,13 @@ static void client_handle(struct ev_source *src, uint32_t events)
 		if (line_len && cl->buf[line_len - 1] == '\r')
 			line_len--;
 		if (line_len) {
+			cl->ctl->current_client = (int)(cl - cl->ctl->clients);
+			cl->ctl->deferred = false;
 			reply = control_handle_line(cl->ctl, cl->buf, line_len);
-			client_send(cl, reply, true);
+			cl->ctl->current_client = -1;
+			/* A deferred reply comes through control_complete(). */
+			if (!cl->ctl->deferred)
+				client_send(cl, reply, true);
 			json_decref(reply);
 			if (cl->src.fd < 0)
 				return; /* closed while replying */
@@ -271,6 +311,7 @@ static void control_accept(struct ev_source *src, uint32_t events)
 			break;
 		cl->src = (struct ev_source){ .fd = fd, .handler = client_handle, .opaque = cl };
 		cl->len = 0;
+		cl->generation = ++ctl->generations;
 		if (evloop_add(ctl->loop, &cl->src, EPOLLIN | EPOLLRDHUP)) {
 			cl->src.fd = -1;
 			break;
@@ -330,6 +371,7 @@ int control_init(struct control *ctl, struct evloop *loop, const char *path,
 		ctl->clients[i].ctl = ctl;
 	}
 	ctl->loop = loop;
+	ctl->current_client = -1;
 	ctl->ops = ops;
 	ctl->opaque = opaque;
 	if (strlen(path) >= sizeof(addr.sun_path)) {
@@ -376,6 +418,25 @@ void control_exit(struct control *ctl)
 		ctl->listen_src.fd = -1;
 		unlink(ctl->path);
 	}
+}
+
+void control_complete(struct control *ctl, struct control_deferred *d, json_t *result,
+		      const char *error)
+{
+	json_t *reply = error ? reply_error(d->id, "%s", error) : reply_ok(d->id, result);
+
+	if (error)
+		json_decref(result);
+	if (d->client >= 0 && d->client < CONTROL_MAX_CLIENTS) {
+		struct control_client *cl = &ctl->clients[d->client];
+
+		if (cl->src.fd >= 0 && cl->generation == d->generation)
+			client_send(cl, reply, true);
+	}
+	json_decref(reply);
+	json_decref(d->id);
+	d->id = NULL;
+	d->client = -1;
 }
 
 void control_emit_event(struct control *ctl, const char *name, json_t *data)

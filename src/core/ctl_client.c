@@ -169,9 +169,11 @@ int ctl_main(int argc, char *const argv[])
 		fprintf(stderr, "usage: vmrun ctl [--timeout=SECONDS] SOCKET COMMAND [KEY=VALUE ...]\n"
 				"commands: query-status, pause, resume, quit, wait-exit, help,\n"
 				"          snapshot disk=N|PATH (a live overlay snapshot of a disk)\n"
-				"          save path=DIR (a whole-VM snapshot)\n"
+				"          save path=DIR (a whole-VM snapshot),\n"
+				"          migrate uri=tcp:HOST:PORT [downtime_ms=N] [max_bandwidth=B],\n"
+				"          query-migrate, migrate-cancel (live migration)\n"
 				"a reply is awaited %d s (save: %d s; wait-exit: %d s for the\n"
-				"acknowledgement, then no limit), or --timeout (0: no limit)\n",
+				"acknowledgement, then no limit; migrate: no limit), or --timeout (0: no limit)\n",
 			CTL_TIMEOUT_DEFAULT_S, CTL_TIMEOUT_SAVE_S, CTL_TIMEOUT_DEFAULT_S);
 		return CTL_USAGE;
 	}
@@ -185,7 +187,9 @@ int ctl_main(int argc, char *const argv[])
 	wait_exit = !strcmp(argv[2], "wait-exit");
 	timeout_given = timeout_s >= 0;
 	if (!timeout_given)
-		timeout_s = !strcmp(argv[2], "save") ? CTL_TIMEOUT_SAVE_S : CTL_TIMEOUT_DEFAULT_S;
+		timeout_s = !strcmp(argv[2], "save")	? CTL_TIMEOUT_SAVE_S :
+			    !strcmp(argv[2], "migrate") ? 0 /* ends by itself (max_seconds) */ :
+							  CTL_TIMEOUT_DEFAULT_S;
 	deadline = timeout_s ? now_ms() + timeout_s * 1000 : -1;
 	fd = ctl_connect(argv[1], (unsigned)timeout_s);
 	if (fd < 0) {
@@ -261,12 +265,22 @@ int ctl_main(int argc, char *const argv[])
 			json_t *ok = json_object_get(msg, "ok");
 
 			if (json_is_true(ok)) {
-				char *out = json_dumps(json_object_get(msg, "result"),
-						 JSON_COMPACT | JSON_REAL_PRECISION(15));
+				json_t *res = json_object_get(msg, "result");
+				const char *st = json_string_value(json_object_get(res, "status"));
+				char *out = json_dumps(res, JSON_COMPACT | JSON_REAL_PRECISION(15));
 
 				printf("%s\n", out ? out : "{}");
 				free(out);
 				status = CTL_OK;
+				/* A migration that ended without completing is a
+				 * failure, with its statistics on stdout. */
+				if (!strcmp(argv[2], "migrate") && (!st || strcmp(st, "completed"))) {
+					const char *why = json_string_value(json_object_get(res, "error"));
+
+					fprintf(stderr, "vmrun ctl: migration %s: %s\n", st ? st : "failed",
+						why ? why : "no reason given");
+					status = CTL_FAILED;
+				}
 			} else {
 				json_t *e = json_object_get(msg, "error");
 

@@ -117,11 +117,13 @@ uint64_t guest_mem_dirty_take(const struct guest_mem *gm, unsigned region, size_
 	return __atomic_exchange_n(&gm->regions[region].dirty[word], 0, __ATOMIC_ACQ_REL);
 }
 
-int guest_mem_register(const struct guest_mem *gm, int vm_fd)
+/* (Re)declare every slot with @flags. */
+static int set_slots(const struct guest_mem *gm, int vm_fd, uint32_t flags)
 {
 	for (unsigned i = 0; i < gm->n_regions; i++) {
 		struct kvm_userspace_memory_region slot = {
 			.slot = i,
+			.flags = flags,
 			.guest_phys_addr = gm->regions[i].gpa,
 			.memory_size = gm->regions[i].size,
 			.userspace_addr = (uintptr_t)gm->regions[i].host,
@@ -131,6 +133,96 @@ int guest_mem_register(const struct guest_mem *gm, int vm_fd)
 			return -errno;
 	}
 	return 0;
+}
+
+int guest_mem_register(const struct guest_mem *gm, int vm_fd)
+{
+	return set_slots(gm, vm_fd, 0);
+}
+
+int guest_mem_dirty_log_start(struct guest_mem *gm, int vm_fd)
+{
+	int r;
+
+	if (gm->dirty_logging)
+		return 0;
+	if (!gm->manual_protect) {
+		struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
+		int have = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+
+		if (have <= 0 || !(have & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE))
+			return -ENOTSUP;
+		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
+			      (have & KVM_DIRTY_LOG_INITIALLY_SET);
+		if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+			return -errno;
+		gm->manual_protect = true;
+	}
+	r = set_slots(gm, vm_fd, KVM_MEM_LOG_DIRTY_PAGES);
+	if (r) {
+		(void)!set_slots(gm, vm_fd, 0);
+		return r;
+	}
+	gm->dirty_logging = true;
+	return 0;
+}
+
+void guest_mem_dirty_log_stop(struct guest_mem *gm, int vm_fd)
+{
+	if (!gm->dirty_logging)
+		return;
+	(void)!set_slots(gm, vm_fd, 0);
+	gm->dirty_logging = false;
+}
+
+int guest_mem_dirty_fetch(struct guest_mem *gm, int vm_fd, unsigned region, uint64_t *bitmap)
+{
+	const struct guest_mem_region *r;
+	struct kvm_dirty_log log = { .slot = region };
+	uint64_t *kvm_bits;
+
+	if (region >= gm->n_regions)
+		return -EINVAL;
+	r = &gm->regions[region];
+	/* KVM writes its whole bitmap: into a scratch one, then ORed in. */
+	kvm_bits = calloc(r->dirty_words, sizeof(uint64_t));
+	if (!kvm_bits)
+		return -ENOMEM;
+	log.dirty_bitmap = kvm_bits;
+	if (ioctl(vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+		int e = -errno;
+
+		free(kvm_bits);
+		return e;
+	}
+	for (size_t w = 0; w < r->dirty_words; w++)
+		bitmap[w] |= kvm_bits[w] | guest_mem_dirty_take(gm, region, w);
+	free(kvm_bits);
+	return 0;
+}
+
+int guest_mem_dirty_clear(struct guest_mem *gm, int vm_fd, unsigned region, size_t word,
+			  size_t n_words, const uint64_t *mask)
+{
+	const struct guest_mem_region *r;
+	uint64_t pages, first = (uint64_t)word * 64, n;
+	struct kvm_clear_dirty_log clr;
+
+	if (region >= gm->n_regions)
+		return -EINVAL;
+	r = &gm->regions[region];
+	pages = r->size >> GUEST_PAGE_SHIFT;
+	if (word > r->dirty_words || n_words > r->dirty_words - word)
+		return -EINVAL;
+	/* KVM wants a multiple of 64 pages, or the run to the slot's end. */
+	n = (uint64_t)n_words * 64;
+	if (first + n > pages)
+		n = pages - first;
+	if (!n)
+		return 0;
+	clr = (struct kvm_clear_dirty_log){ .slot = region, .num_pages = (uint32_t)n,
+					    .first_page = first, .dirty_bitmap = (void *)mask };
+	return ioctl(vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0 ? -errno : 0;
 }
 
 void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len)
@@ -149,6 +241,16 @@ void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len)
 		return r->host + (gpa - r->gpa);
 	}
 	return NULL;
+}
+
+bool guest_page_is_zero(const void *page)
+{
+	const uint64_t *w = page;
+
+	for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i += 4)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
+			return false;
+	return true;
 }
 
 int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *src, size_t len)

@@ -32,7 +32,7 @@ static void roll_back(struct blk *old, struct img_snapshot *s, bool shared)
 		log_warn("%s: snapshot undone only in part (%s): %s still names the old image",
 			 s->file, strerror(-r), s->base);
 	if (shared) {
-		r = blk_set_lock(old, true);
+		r = blk_set_lock(old, BLK_LOCK_EXCLUSIVE);
 		if (r)
 			log_warn("%s: cannot take the exclusive lock back: %s", s->file,
 				 strerror(-r));
@@ -64,7 +64,7 @@ int disk_snapshot_live(struct virtio_blk *vb, const char *file, const struct blk
 	}
 	/* The overlay opens the old image as its backing file (a shared lock)
 	 * while this handle still holds it. */
-	r = blk_set_lock(old, false);
+	r = blk_set_lock(old, BLK_LOCK_SHARED);
 	if (r) {
 		roll_back(old, &s, false);
 		return errmsg(r, err, errlen, "%s: cannot share the image's lock: %s", file,

@@ -89,16 +89,6 @@ out:
 
 /* ---- memory ---- */
 
-static bool page_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-
-	for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i += 4)
-		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
-			return false;
-	return true;
-}
-
 /* Write guest RAM to @fd laid out by guest-physical address, skipping
  * zero pages (they stay holes) and, for anonymous RAM, pages the guest
  * never touched (mincore: never faulted in, so zero).  *@written gets the
@@ -129,7 +119,7 @@ static int write_memory(const struct guest_mem *gm, int fd, uint64_t *written)
 			for (uint64_t p = 0; p <= pages && !r; p++) {
 				const uint8_t *page = g->host + base + (p << GUEST_PAGE_SHIFT);
 				bool data = p < pages && (!know_resident || (resident[p] & 1)) &&
-					    !page_is_zero(page);
+					    !guest_page_is_zero(page);
 
 				if (data) {
 					if (!run_len)
@@ -154,8 +144,8 @@ static int write_memory(const struct guest_mem *gm, int fd, uint64_t *written)
 
 /* ---- save ---- */
 
-static void save_header(struct vm *vm, struct state_writer *w,
-			char bases[][VMRUN_DISK_PATH_MAX + 32])
+void snapshot_describe(struct vm *vm, struct state_writer *w,
+		       char bases[][VMRUN_DISK_PATH_MAX + 32])
 {
 	const struct vm_config *cfg = vm->cfg;
 
@@ -173,25 +163,29 @@ static void save_header(struct vm *vm, struct state_writer *w,
 		const struct disk_config *d = &cfg->disks[i];
 		uint64_t size = 0;
 		uint32_t crc = 0;
-		int r = disk_fingerprint(bases[i], &size, &crc);
+		int r = bases ? disk_fingerprint(bases[i], &size, &crc) : 0;
 
 		if (r)
 			state_fail(w, r);
 		state_begin(w, CONFIG_VERSION, "/config/disk@%u", i);
 		state_put_str(w, "image", d->path);
-		state_put_str(w, "base", bases[i]);
 		state_put_str(w, "format", blk_format_name(blk_format(vm->blks[i].backend)));
 		state_put_u32(w, "readonly", d->readonly);
 		state_put_u32(w, "cache", (uint32_t)d->cache);
 		state_put_str(w, "serial", d->serial);
-		state_put_u64(w, "base-size", size);
-		state_put_u32(w, "base-fingerprint", crc);
+		state_put_u32(w, "transport", (uint32_t)d->transport);
+		if (bases) {
+			state_put_str(w, "base", bases[i]);
+			state_put_u64(w, "base-size", size);
+			state_put_u32(w, "base-fingerprint", crc);
+		}
 	}
 	for (unsigned j = 0; j < vm->n_nets; j++) {
 		state_begin(w, CONFIG_VERSION, "/config/nic@%u", j);
 		state_put_str(w, "tap", cfg->nics[j].tap);
 		state_put_bytes(w, "mac", vm->nets[j].mac, 6);
 		state_put_u32(w, "queues", vm->nets[j].queue_pairs);
+		state_put_u32(w, "transport", (uint32_t)cfg->nics[j].transport);
 	}
 
 	state_begin(w, MEMORY_VERSION, "/memory");
@@ -205,32 +199,40 @@ static void save_header(struct vm *vm, struct state_writer *w,
 	}
 }
 
+/* The whole state stream of the paused VM: the description, then every
+ * component's nodes. */
+static int state_blob(struct vm *vm, char bases[][VMRUN_DISK_PATH_MAX + 32], void **blob,
+		      size_t *len, char *err, size_t errlen)
+{
+	struct state_writer w;
+	int r = state_writer_init(&w);
+
+	if (!r) {
+		snapshot_describe(vm, &w, bases);
+		for (unsigned i = 0; i < vm->n_comps; i++)
+			if (vm->comps[i].ops->save)
+				vm->comps[i].ops->save(vm->comps[i].obj, &w);
+		r = state_writer_finish(&w, blob, len);
+	}
+	state_writer_free(&w);
+	if (r)
+		return errmsg(r, err, errlen, "cannot save the machine state: %s", strerror(-r));
+	return 0;
+}
+
+int vm_state_blob(struct vm *vm, void **blob, size_t *len, char *err, size_t errlen)
+{
+	return state_blob(vm, NULL, blob, len, err, errlen);
+}
+
 /* The whole state blob of the paused VM; the first save in a pause takes
  * it, later ones reuse it (vm->pause_state). */
 static int take_state(struct vm *vm, char bases[][VMRUN_DISK_PATH_MAX + 32], char *err,
 		      size_t errlen)
 {
-	struct state_writer w;
-	void *blob;
-	size_t len;
-	int r;
-
 	if (vm->pause_state)
 		return 0;
-	r = state_writer_init(&w);
-	if (!r) {
-		save_header(vm, &w, bases);
-		for (unsigned i = 0; i < vm->n_comps; i++)
-			if (vm->comps[i].ops->save)
-				vm->comps[i].ops->save(vm->comps[i].obj, &w);
-		r = state_writer_finish(&w, &blob, &len);
-	}
-	state_writer_free(&w);
-	if (r)
-		return errmsg(r, err, errlen, "cannot save the machine state: %s", strerror(-r));
-	vm->pause_state = blob;
-	vm->pause_state_len = len;
-	return 0;
+	return state_blob(vm, bases, &vm->pause_state, &vm->pause_state_len, err, errlen);
 }
 
 /* Create @dir, or take an existing empty one. */
@@ -448,19 +450,27 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 	for (unsigned i = 0; i < n_disks; i++) {
 		struct disk_config *d = &cfg->disks[i];
 		char fmt[8];
-		uint32_t ro, cache, crc, have_crc;
+		uint32_t ro, cache, crc, have_crc, transport = VIRTIO_TRANSPORT_MMIO;
 		uint64_t size, have_size;
 		int e;
 
 		node = state_node(r, true, "/config/disk@%u", i);
 		state_version(r, node, 1, CONFIG_VERSION);
-		state_get_str(r, node, "base", bases[i], VMRUN_DISK_PATH_MAX);
+		/* A migration's disks are on shared storage: the image itself,
+		 * which the source still writes, so no fingerprint. */
+		state_get_str(r, node, s->incoming ? "image" : "base", bases[i], VMRUN_DISK_PATH_MAX);
 		state_get_str(r, node, "format", fmt, sizeof(fmt));
 		state_get_u32_range(r, node, "readonly", 0, 1, &ro);
 		state_get_u32_range(r, node, "cache", DISK_CACHE_WRITEBACK, DISK_CACHE_UNSAFE, &cache);
 		state_get_str(r, node, "serial", d->serial, sizeof(d->serial));
-		state_get_u64(r, node, "base-size", &size);
-		state_get_u32(r, node, "base-fingerprint", &crc);
+		/* virtio-pci or virtio-mmio; snapshots from before PCI: mmio. */
+		if (state_has(r, node, "transport"))
+			state_get_u32_range(r, node, "transport", VIRTIO_TRANSPORT_MMIO,
+					    VIRTIO_TRANSPORT_PCI, &transport);
+		if (!s->incoming) {
+			state_get_u64(r, node, "base-size", &size);
+			state_get_u32(r, node, "base-fingerprint", &crc);
+		}
 		if (r->err)
 			return errmsg(r->err, err, errlen, "%s/%s: %s", s->dir, SNAPSHOT_STATE_FILE,
 				      r->msg);
@@ -472,6 +482,12 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 				return errmsg(-ENAMETOOLONG, err, errlen, "--restore-disk %u: path too long", i);
 			strcpy(bases[i], ov->disk_base[i]);
 		}
+		d->readonly = ro;
+		d->cache = (enum disk_cache)cache;
+		d->transport = (enum virtio_transport_kind)transport;
+		d->format = !strcmp(fmt, "raw") ? DISK_FORMAT_RAW : DISK_FORMAT_QCOW2;
+		if (s->incoming)
+			continue;
 		e = disk_fingerprint(bases[i], &have_size, &have_crc);
 		if (e)
 			return errmsg(e, err, errlen, "disk %u: frozen image %s: %s%s", i, bases[i],
@@ -480,19 +496,19 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 			return errmsg(-ESTALE, err, errlen,
 				      "disk %u: %s changed since the snapshot (size %" PRIu64 ", was %" PRIu64 "; fingerprint %08x, was %08x)",
 				      i, bases[i], have_size, size, have_crc, crc);
-		d->readonly = ro;
-		d->cache = (enum disk_cache)cache;
-		d->format = !strcmp(fmt, "raw") ? DISK_FORMAT_RAW : DISK_FORMAT_QCOW2;
 	}
 	for (unsigned j = 0; j < n_nics; j++) {
 		struct net_config *n = &cfg->nics[j];
-		uint32_t queues;
+		uint32_t queues, transport = VIRTIO_TRANSPORT_MMIO;
 
 		node = state_node(r, true, "/config/nic@%u", j);
 		state_version(r, node, 1, CONFIG_VERSION);
 		state_get_str(r, node, "tap", n->tap, sizeof(n->tap));
 		state_get_bytes(r, node, "mac", n->mac, sizeof(n->mac));
 		state_get_u32_range(r, node, "queues", 1, VMRUN_MAX_NET_QUEUES, &queues);
+		if (state_has(r, node, "transport"))
+			state_get_u32_range(r, node, "transport", VIRTIO_TRANSPORT_MMIO,
+					    VIRTIO_TRANSPORT_PCI, &transport);
 		if (r->err)
 			return errmsg(r->err, err, errlen, "%s/%s: %s", s->dir, SNAPSHOT_STATE_FILE,
 				      r->msg);
@@ -505,20 +521,19 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 			return errmsg(-EINVAL, err, errlen, "%s: NIC %u has no tap name", s->dir, j);
 		n->mac_given = true;
 		n->queues = queues;
+		n->transport = (enum virtio_transport_kind)transport;
 		n->spec = n->tap;
 	}
 	return 0;
 }
 
-/* memory.bin: present, a regular file exactly as long as the layout. */
-static int open_memory(struct snapshot *s, char *err, size_t errlen)
+/* /memory: the RAM layout this vmrun builds for the configured size. */
+static int check_memory_layout(struct snapshot *s, char *err, size_t errlen)
 {
 	struct state_reader *r = &s->r;
 	int node = state_node(r, true, "/memory");
-	uint64_t size, gpa[2], len[2], end;
+	uint64_t size, gpa[2], len[2];
 	unsigned n = x86_layout_ram(s->cfg.mem_size, gpa, len);
-	char path[PATH_MAX + 16];
-	struct stat st;
 
 	state_version(r, node, 1, MEMORY_VERSION);
 	state_get_u64(r, node, "size", &size);
@@ -533,6 +548,20 @@ static int open_memory(struct snapshot *s, char *err, size_t errlen)
 		return errmsg(r->err, err, errlen, "%s/%s: %s", s->dir, SNAPSHOT_STATE_FILE, r->msg);
 	if (size != s->cfg.mem_size)
 		return errmsg(-EINVAL, err, errlen, "%s: memory size %" PRIu64 " disagrees with the configuration", s->dir, size);
+	return 0;
+}
+
+/* memory.bin: present, a regular file exactly as long as the layout. */
+static int open_memory(struct snapshot *s, char *err, size_t errlen)
+{
+	uint64_t gpa[2], len[2], end;
+	unsigned n = x86_layout_ram(s->cfg.mem_size, gpa, len);
+	char path[PATH_MAX + 16];
+	struct stat st;
+	int r = check_memory_layout(s, err, errlen);
+
+	if (r)
+		return r;
 	end = gpa[n - 1] + len[n - 1];
 	snprintf(path, sizeof(path), "%s/%s", s->dir, SNAPSHOT_MEMORY_FILE);
 	s->mem_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -544,6 +573,50 @@ static int open_memory(struct snapshot *s, char *err, size_t errlen)
 	if ((uint64_t)st.st_size != end)
 		return errmsg(-EINVAL, err, errlen, "%s: %lld bytes, expected %" PRIu64 " (truncated?)",
 			      path, (long long)st.st_size, end);
+	return 0;
+}
+
+/* Run-time options come from this command line. */
+static void apply_runtime(struct snapshot *s, const struct vm_config *runtime)
+{
+	s->cfg.console = runtime->console;
+	s->cfg.console_path = runtime->console_path;
+	s->cfg.timeout_s = runtime->timeout_s;
+	s->cfg.api_sock = runtime->api_sock;
+	s->cfg.no_nested_workarounds = runtime->no_nested_workarounds;
+	s->cfg.migration_key = runtime->migration_key;
+}
+
+int snapshot_from_stream(struct snapshot *s, void *blob, size_t len, const char *label,
+			 const struct vm_config *runtime, const struct snapshot_overrides *ov,
+			 char *err, size_t errlen)
+{
+	char paths[VMRUN_MAX_DISKS][VMRUN_DISK_PATH_MAX];
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	s->mem_fd = -1;
+	s->incoming = true;
+	s->blob = blob;
+	s->blob_len = len;
+	snprintf(s->dir, sizeof(s->dir), "%s", label);
+	if (state_reader_open(&s->r, s->blob, s->blob_len))
+		return errmsg(s->r.err, err, errlen, "%s: %s", label, s->r.msg);
+	r = load_config(s, ov, paths, err, errlen);
+	if (!r)
+		r = check_memory_layout(s, err, errlen);
+	if (r)
+		return r;
+	apply_runtime(s, runtime);
+	snprintf(s->kernel_label, sizeof(s->kernel_label), "%s (migrated)", label);
+	s->cfg.kernel_path = s->kernel_label;
+	for (unsigned i = 0; i < s->cfg.n_disks; i++) {
+		struct disk_config *d = &s->cfg.disks[i];
+
+		memcpy(d->path, paths[i], sizeof(d->path));
+		d->path[sizeof(d->path) - 1] = '\0';
+		d->spec = d->path;
+	}
 	return 0;
 }
 
@@ -566,12 +639,7 @@ int snapshot_open(struct snapshot *s, const char *dir, const struct vm_config *r
 		r = open_memory(s, err, errlen);
 	if (r)
 		return r;
-	/* Run-time options come from this command line. */
-	s->cfg.console = runtime->console;
-	s->cfg.console_path = runtime->console_path;
-	s->cfg.timeout_s = runtime->timeout_s;
-	s->cfg.api_sock = runtime->api_sock;
-	s->cfg.no_nested_workarounds = runtime->no_nested_workarounds;
+	apply_runtime(s, runtime);
 	snprintf(s->kernel_label, sizeof(s->kernel_label), "%s (restored)", s->dir);
 	s->cfg.kernel_path = s->kernel_label;
 	/* Everything checked: now the new overlays, the only files a restore

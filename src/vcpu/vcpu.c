@@ -249,6 +249,49 @@ static enum vcpu_request vcpu_wait_runnable(struct vcpu *v)
 	return req;
 }
 
+/* Auto-converge: after a kick, stand still in proportion to the time run
+ * since the last sleep, so that sleeping is the throttle's share of the
+ * vCPU's time.  Proportional rather than a fixed slice, because a kick can
+ * be lost (it lands while the vCPU is out of KVM_RUN) and the vCPU then
+ * runs a whole period: it pays for it with a longer sleep.  Kicks during
+ * the sleep are ignored; a pause or stop request ends it. */
+static void vcpu_throttle(struct vcpu *v)
+{
+	unsigned pm = atomic_load(&v->vm->throttle_permille);
+	struct timespec now, until;
+	int64_t ran_us, sleep_us;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!pm) {
+		v->throttle_woke = now;
+		return;
+	}
+	pm = pm > 999 ? 999 : pm;
+	ran_us = (int64_t)(now.tv_sec - v->throttle_woke.tv_sec) * 1000000 +
+		 (now.tv_nsec - v->throttle_woke.tv_nsec) / 1000;
+	if (ran_us < 0 || ran_us > 2 * VCPU_THROTTLE_PERIOD_US)
+		ran_us = VCPU_THROTTLE_PERIOD_US;
+	sleep_us = ran_us * pm / (1000 - pm);
+	if (sleep_us > VCPU_THROTTLE_MAX_SLEEP_US)
+		sleep_us = VCPU_THROTTLE_MAX_SLEEP_US;
+	until.tv_sec = now.tv_sec + (time_t)(sleep_us / 1000000);
+	until.tv_nsec = now.tv_nsec + (long)(sleep_us % 1000000) * 1000;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+		enum vcpu_request req;
+
+		pthread_mutex_lock(&v->vm->state_lock);
+		req = v->vm->request;
+		pthread_mutex_unlock(&v->vm->state_lock);
+		if (req != VCPU_RUN || atomic_load(&v->vm->exiting))
+			break;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &v->throttle_woke);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -274,8 +317,10 @@ static void *vcpu_thread(void *arg)
 			vm->entered = true;
 		}
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			if (errno == EINTR || errno == EAGAIN) {
+				vcpu_throttle(v);
 				continue;
+			}
 			vcpu_fail(v, VMRUN_EXIT_HOST_ERROR, "KVM_RUN failed: %s", strerror(errno));
 			break;
 		}
@@ -321,6 +366,11 @@ static void vcpus_kick_all(struct vm *vm)
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
 	}
+}
+
+void vcpus_throttle_kick(struct vm *vm)
+{
+	vcpus_kick_all(vm);
 }
 
 static unsigned vcpus_live(struct vm *vm)

@@ -22,6 +22,7 @@
 #include "vmrun/log.h"
 #include "vmrun/state.h"
 #include "vmrun/virtio_mmio.h"
+#include "vmrun/virtio_transport.h"
 
 static struct virtq *selected_queue(struct virtio_mmio *m)
 {
@@ -63,90 +64,14 @@ static void mmio_interrupt_config(struct virtio_device *dev)
 	mmio_raise(m);
 }
 
-static void mmio_needs_reset(struct virtio_device *dev, const char *why)
-{
-	if (dev->status & VIRTIO_STATUS_NEEDS_RESET)
-		return;
-	log_warn("%s: %s: the device needs a reset by its driver", dev->name, why);
-	dev->status |= VIRTIO_STATUS_NEEDS_RESET;
-	if (dev->status & VIRTIO_STATUS_DRIVER_OK)
-		mmio_interrupt_config(dev);
-}
-
-/* Status 0 written: back to the state after power-on (section 2.4). */
-static void mmio_reset(struct virtio_mmio *m)
-{
-	struct virtio_device *dev = m->dev;
-
-	if (dev->ops->reset)
-		dev->ops->reset(dev);
-	for (unsigned q = 0; q < dev->num_queues; q++)
-		virtq_reset(&dev->vqs[q]);
-	dev->status = 0;
-	dev->driver_features = 0;
-	m->device_features_sel = m->driver_features_sel = m->queue_sel = 0;
-	m->interrupt_status = 0;
-}
-
+/* Status 0 written: the device is reset by the shared rules
+ * (vmrun/virtio_transport.h); the transport's own registers follow. */
 static void mmio_write_status(struct virtio_mmio *m, uint32_t val)
 {
-	struct virtio_device *dev = m->dev;
-	uint8_t old = dev->status, new = (uint8_t)val;
-	char why[160];
-
-	if (new == 0) {
-		mmio_reset(m);
-		return;
+	if (virtio_transport_write_status(m->dev, (uint8_t)val)) {
+		m->device_features_sel = m->driver_features_sel = m->queue_sel = 0;
+		m->interrupt_status = 0;
 	}
-	/* The driver only adds bits (section 3.1.1); NEEDS_RESET is ours. */
-	new |= old & VIRTIO_STATUS_NEEDS_RESET;
-	if ((new & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK)) {
-		if (virtio_features_check(dev->features, dev->driver_features, dev->deps, dev->n_deps,
-					  why, sizeof(why)) < 0) {
-			/* FEATURES_OK stays clear: the driver reads it back and gives up. */
-			log_warn("%s: driver features refused: %s", dev->name, why);
-			new &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
-		}
-	}
-	dev->status = new;
-	if ((new & VIRTIO_STATUS_DRIVER_OK) && !(old & VIRTIO_STATUS_DRIVER_OK)) {
-		if (!(new & VIRTIO_STATUS_FEATURES_OK)) {
-			mmio_needs_reset(dev, "DRIVER_OK without FEATURES_OK");
-			return;
-		}
-		if (dev->ops->activate && dev->ops->activate(dev) < 0)
-			mmio_needs_reset(dev, "the device failed to start");
-	}
-}
-
-static void mmio_write_queue_ready(struct virtio_mmio *m, struct virtq *vq, uint32_t val)
-{
-	struct virtio_device *dev = m->dev;
-
-	if (!val) {
-		if (vq->ready && dev->ops->queue_disable)
-			dev->ops->queue_disable(dev, (unsigned)(vq - dev->vqs));
-		vq->ready = false;
-		return;
-	}
-	if (vq->ready)
-		return;
-	vq->event_idx = dev->driver_features & VIRTIO_BIT(VIRTIO_F_EVENT_IDX);
-	vq->indirect = dev->driver_features & VIRTIO_BIT(VIRTIO_F_INDIRECT_DESC);
-	if (virtq_enable(vq) < 0)
-		mmio_needs_reset(dev, "a queue's size or ring addresses are invalid");
-}
-
-/* Set the low (@high false) or high half of *@addr, only while the queue is
- * not ready (section 4.2.3.2). */
-static void set_half(struct virtq *vq, uint64_t *addr, bool high, uint32_t val)
-{
-	if (!vq || vq->ready)
-		return;
-	if (high)
-		*addr = (*addr & 0xffffffffull) | ((uint64_t)val << 32);
-	else
-		*addr = (*addr & ~0xffffffffull) | val;
 }
 
 static void mmio_forward_notify(struct virtio_mmio *m, uint32_t q)
@@ -168,15 +93,7 @@ static void mmio_write_reg(struct virtio_mmio *m, uint64_t off, uint32_t val)
 	case VIRTIO_MMIO_DEVICE_FEATURES_SEL: m->device_features_sel = val; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES_SEL: m->driver_features_sel = val; break;
 	case VIRTIO_MMIO_DRIVER_FEATURES:
-		/* Only while negotiating (after DRIVER, before FEATURES_OK). */
-		if ((dev->status & VIRTIO_STATUS_FEATURES_OK) || !(dev->status & VIRTIO_STATUS_DRIVER) ||
-		    m->driver_features_sel > 1)
-			break;
-		if (m->driver_features_sel)
-			dev->driver_features = (dev->driver_features & 0xffffffffull) |
-					       ((uint64_t)val << 32);
-		else
-			dev->driver_features = (dev->driver_features & ~0xffffffffull) | val;
+		virtio_transport_write_driver_features(dev, m->driver_features_sel, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_SEL: m->queue_sel = val; break;
 	case VIRTIO_MMIO_QUEUE_NUM:
@@ -185,17 +102,23 @@ static void mmio_write_reg(struct virtio_mmio *m, uint64_t off, uint32_t val)
 		break;
 	case VIRTIO_MMIO_QUEUE_READY:
 		if (vq)
-			mmio_write_queue_ready(m, vq, val);
+			virtio_transport_queue_ready(dev, m->queue_sel, val);
 		break;
 	case VIRTIO_MMIO_QUEUE_NOTIFY: mmio_forward_notify(m, val); break;
 	case VIRTIO_MMIO_INTERRUPT_ACK: m->interrupt_status &= ~val; break;
 	case VIRTIO_MMIO_STATUS: mmio_write_status(m, val); break;
-	case VIRTIO_MMIO_QUEUE_DESC_LOW: set_half(vq, vq ? &vq->desc_gpa : NULL, false, val); break;
-	case VIRTIO_MMIO_QUEUE_DESC_HIGH: set_half(vq, vq ? &vq->desc_gpa : NULL, true, val); break;
-	case VIRTIO_MMIO_QUEUE_DRIVER_LOW: set_half(vq, vq ? &vq->avail_gpa : NULL, false, val); break;
-	case VIRTIO_MMIO_QUEUE_DRIVER_HIGH: set_half(vq, vq ? &vq->avail_gpa : NULL, true, val); break;
-	case VIRTIO_MMIO_QUEUE_DEVICE_LOW: set_half(vq, vq ? &vq->used_gpa : NULL, false, val); break;
-	case VIRTIO_MMIO_QUEUE_DEVICE_HIGH: set_half(vq, vq ? &vq->used_gpa : NULL, true, val); break;
+	case VIRTIO_MMIO_QUEUE_DESC_LOW:
+	case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+		virtio_transport_set_half(vq, vq ? &vq->desc_gpa : NULL, off & 4, val);
+		break;
+	case VIRTIO_MMIO_QUEUE_DRIVER_LOW:
+	case VIRTIO_MMIO_QUEUE_DRIVER_HIGH:
+		virtio_transport_set_half(vq, vq ? &vq->avail_gpa : NULL, off & 4, val);
+		break;
+	case VIRTIO_MMIO_QUEUE_DEVICE_LOW:
+	case VIRTIO_MMIO_QUEUE_DEVICE_HIGH:
+		virtio_transport_set_half(vq, vq ? &vq->used_gpa : NULL, off & 4, val);
+		break;
 	default: break; /* read-only or reserved: ignored */
 	}
 }
@@ -211,8 +134,7 @@ static uint32_t mmio_read_reg(struct virtio_mmio *m, uint64_t off)
 	case VIRTIO_MMIO_DEVICE_ID: return dev->device_id;
 	case VIRTIO_MMIO_VENDOR_ID: return VIRTIO_MMIO_VENDOR;
 	case VIRTIO_MMIO_DEVICE_FEATURES:
-		return m->device_features_sel == 0 ? (uint32_t)dev->features :
-		       m->device_features_sel == 1 ? (uint32_t)(dev->features >> 32) : 0;
+		return virtio_transport_device_features(dev, m->device_features_sel);
 	case VIRTIO_MMIO_QUEUE_NUM_MAX: return vq ? VIRTQ_MAX_SIZE : 0;
 	case VIRTIO_MMIO_QUEUE_READY: return vq ? vq->ready : 0;
 	case VIRTIO_MMIO_INTERRUPT_STATUS: return m->interrupt_status;
@@ -277,8 +199,7 @@ static void on_queue_notify(struct ev_source *src, uint32_t events)
 	if (read(src->fd, &count, sizeof(count)) < 0)
 		return;
 	pthread_mutex_lock(&dev->lock);
-	if ((dev->status & VIRTIO_STATUS_DRIVER_OK) && !(dev->status & VIRTIO_STATUS_NEEDS_RESET) &&
-	    dev->vqs[n->q].ready && dev->ops->queue_notify)
+	if (virtio_transport_may_notify(dev, n->q))
 		dev->ops->queue_notify(dev, n->q);
 	pthread_mutex_unlock(&dev->lock);
 }
@@ -299,7 +220,7 @@ int virtio_mmio_init(struct virtio_mmio *m, struct virtio_device *dev, uint64_t 
 	dev->transport = m;
 	dev->interrupt_used = mmio_interrupt_used;
 	dev->interrupt_config = mmio_interrupt_config;
-	dev->needs_reset = mmio_needs_reset;
+	virtio_transport_bind(dev);
 	m->region = (struct bus_region){ .base = base, .len = VIRTIO_MMIO_WINDOW, .ops = &mmio_ops,
 					 .opaque = m, .name = dev->name };
 	snprintf(m->cmdline_arg, sizeof(m->cmdline_arg), "virtio_mmio.device=0x%x@0x%" PRIx64 ":%u",
@@ -483,13 +404,5 @@ int virtio_mmio_load(struct virtio_mmio *m, struct state_reader *r, const char *
 
 int virtio_mmio_activate_loaded(struct virtio_mmio *m)
 {
-	struct virtio_device *dev = m->dev;
-	int r = 0;
-
-	pthread_mutex_lock(&dev->lock);
-	if ((dev->status & VIRTIO_STATUS_DRIVER_OK) && !(dev->status & VIRTIO_STATUS_NEEDS_RESET) &&
-	    dev->ops->activate)
-		r = dev->ops->activate(dev);
-	pthread_mutex_unlock(&dev->lock);
-	return r;
+	return virtio_transport_activate_loaded(m->dev);
 }

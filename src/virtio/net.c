@@ -1177,3 +1177,30 @@ int virtio_net_load(struct virtio_net *n, struct state_reader *r, const char *no
 	pthread_mutex_unlock(&n->dev.lock);
 	return e;
 }
+
+int virtio_net_announce(struct virtio_net *n)
+{
+	struct net_priv *p = n->priv;
+	/* vnet header (no offload), then an Ethernet broadcast RARP request
+	 * from the guest's MAC, as QEMU announces a migrated guest. */
+	uint8_t f[TAP_VNET_HDR_BYTES + 14 + 28] = { 0 };
+	uint8_t *eth = f + TAP_VNET_HDR_BYTES, *arp = eth + 14;
+	int r = 0;
+
+	if (!p || !p->n_pairs || p->pairs[0].tap.fd < 0)
+		return -ENODEV;
+	memset(eth, 0xff, 6);
+	memcpy(eth + 6, n->mac, 6);
+	eth[12] = 0x80; /* ETH_P_RARP */
+	eth[13] = 0x35;
+	arp[1] = 1;     /* hardware: Ethernet */
+	arp[2] = 0x08;  /* protocol: IPv4 */
+	arp[4] = 6;
+	arp[5] = 4;
+	arp[7] = 3;     /* RARP request */
+	memcpy(arp + 8, n->mac, 6);
+	memcpy(arp + 18, n->mac, 6);
+	if (write(p->pairs[0].tap.fd, f, sizeof(f)) != (ssize_t)sizeof(f))
+		r = -errno;
+	return r;
+}

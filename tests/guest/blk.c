@@ -12,7 +12,9 @@
  * zeroes), blk.sector (S, first sector written, default 64), blk.count (C,
  * sectors, default 8), blk.qsize (queue size, default 16), and for single
  * scenarios blk.rounds, blk.bytes, blk.punch, blk.rsize (below).  Disks
- * come from the virtio_mmio.device= words vmrun appends, in order.
+ * are the virtio_mmio.device= words vmrun appends, then the virtio-pci
+ * functions on PCI bus 0 (lib/vpci.c; MSI-X, or INTx with virtio.intx=1),
+ * each in order.
  *
  * Scenarios, each ending with "blk: all ok" and exit 0 (or "blk: FAIL ..."
  * and one of the F_* codes below):
@@ -604,7 +606,7 @@ static void t_event_idx(void)
 	idt_set_handler(SPURIOUS_VECTOR, on_spurious);
 	lapic_enable(SPURIOUS_VECTOR);
 	d = open_disk(0, VF_VERSION_1 | VF_EVENT_IDX, 0, qsize);
-	ioapic_route(d->irq, IRQ_VECTOR, lapic_id());
+	vdev_route_irq(d, IRQ_VECTOR, lapic_id());
 
 	/* used_event 0: an interrupt when the first buffer is used.  The
 	 * device publishes used->idx, then decides on the interrupt, both
@@ -1027,7 +1029,9 @@ int guest_main(void)
 {
 	char name[16];
 
-	n_devs = virtio_mmio_scan(devs, MAX_DISKS);
+	n_devs = virtio_scan(devs, MAX_DISKS);
+	if (n_devs)
+		gprintf("blk: transport %s\n", devs[0].pci ? "pci" : "mmio");
 	seed = (uint64_t)cmdline_get_int("blk.seed", 1);
 	wseed = (uint64_t)cmdline_get_int("blk.wseed", 2);
 	first = (uint64_t)cmdline_get_int("blk.sector", 64);

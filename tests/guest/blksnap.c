@@ -329,7 +329,7 @@ int guest_main(void)
 	if (!n_sectors || n_sectors > MAX_SECTORS || !stride || !depth || depth > MAX_DEPTH ||
 	    !per_round || !total || total / n_sectors >= 0xffff || inject == 4)
 		fail("bad parameters");
-	if (!virtio_mmio_scan(devs, 1))
+	if (!virtio_scan(devs, 1))
 		fail("no virtio_mmio.device= on the command line");
 
 	outb(0x21, 0xff); /* both 8259s masked: IOAPIC and local APIC only */
@@ -354,7 +354,7 @@ int guest_main(void)
 	for (unsigned i = 0; i < QSIZE; i++)
 		free_heads[i] = (uint16_t)i;
 	free_count = QSIZE;
-	ioapic_route(devs[0].irq, IRQ_VECTOR, lapic_id());
+	vdev_route_irq(&disk, IRQ_VECTOR, lapic_id());
 	lapic_write(LAPIC_TIMER_DCR, 0xb); /* divide by 1 */
 	lapic_write(LAPIC_LVT_TIMER, LVT_PERIODIC | TIMER_VECTOR);
 	lapic_write(LAPIC_TIMER_ICR, TIMER_COUNT);

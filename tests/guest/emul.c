@@ -1,5 +1,6 @@
 /* emul: at CPL 0, the instructions that a nested KVM without VT-x/AMD-V
- * cannot emulate (POPCNT, CLAC/STAC, FWAIT, the fences, INT3, SYSRET), plus
+ * cannot emulate (POPCNT, CLAC/STAC, FWAIT, the fences, INT3, SYSRET, the
+ * SSE state instructions and moves Linux uses in kernel_fpu_begin()), plus
  * a ring-3 SYSCALL, which such a host executes only half-way.  vmrun's
  * instruction fallback (include/vmrun/insn.h) finishes them there; on a host
  * with VT-x/AMD-V the CPU runs them itself.  Either way every result is
@@ -179,6 +180,55 @@ static void check_fwait_fences(void)
 	gprintf("emul: fwait ok\n");
 }
 
+#define CR0_MP 0x2ull
+#define CR0_EM 0x4ull
+#define CR0_TS 0x8ull
+#define CR4_OSFXSR 0x200ull
+
+/* SSE at CPL 0, as Linux runs it between kernel_fpu_begin() and _end():
+ * MXCSR in and out, XMM loads, XORs, stores and moves to and from general
+ * registers.  Each instruction the fallback finishes must leave its result
+ * in the vCPU's SSE state, where the next one finds it. */
+static void check_sse(void)
+{
+	static const uint8_t src[16] __attribute__((aligned(16))) = {
+		0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+		0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x01,
+	};
+	static uint8_t dst[16] __attribute__((aligned(16)));
+	uint64_t cr0, cr4, q = 0;
+	uint32_t mx = 0, d = 0;
+
+	__asm__ volatile("mov %%cr0, %0" : "=r"(cr0));
+	__asm__ volatile("mov %0, %%cr0" : : "r"((cr0 & ~(CR0_EM | CR0_TS)) | CR0_MP));
+	__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+	__asm__ volatile("mov %0, %%cr4" : : "r"(cr4 | CR4_OSFXSR));
+	__asm__ volatile("stmxcsr %0" : "=m"(mx));
+	expect("stmxcsr after reset", mx, 0x1f80);
+	mx = 0x7f80; /* round toward zero, all exceptions masked */
+	__asm__ volatile("ldmxcsr %0" : : "m"(mx));
+	mx = 0;
+	__asm__ volatile("stmxcsr %0" : "=m"(mx));
+	expect("ldmxcsr then stmxcsr", mx, 0x7f80);
+	mx = 0x1f80;
+	__asm__ volatile("ldmxcsr %0" : : "m"(mx));
+	__asm__ volatile("movdqu %[s], %%xmm1\n\t"
+			 "pxor %%xmm2, %%xmm2\n\t"
+			 "pxor %%xmm1, %%xmm2\n\t"
+			 "movdqa %%xmm2, %[d]\n\t"
+			 "movq %%xmm2, %[q]\n\t"
+			 "movd %[v], %%xmm3\n\t"
+			 "movd %%xmm3, %[out]"
+			 : [d] "=m"(dst), [q] "=&r"(q), [out] "=r"(d)
+			 : [s] "m"(src), [v] "r"(0xcafef00du)
+			 : "memory"); /* -mgeneral-regs-only: no XMM register to clobber */
+	for (unsigned i = 0; i < 16; i++)
+		expect("movdqu/pxor/movdqa", dst[i], src[i]);
+	expect("movq r64, xmm", q, 0x8877665544332211ull);
+	expect("movd xmm, r32 and back", d, 0xcafef00d);
+	gprintf("emul: sse ok\n");
+}
+
 static void bp_handler(struct isr_frame *f)
 {
 	bp_hits++;
@@ -318,18 +368,32 @@ int guest_main(void)
 {
 	char action[16] = "";
 
-	if (cmdline_get("action", action, sizeof(action)) && !memcmp(action, "crc32", 6)) {
-		/* An instruction the fallback does not know (KVM's emulator
-		 * has no CRC32 either): vmrun ends the run there, naming it. */
+	cmdline_get("action", action, sizeof(action));
+	if (!memcmp(action, "crc32", 6)) {
+		/* SSE4.2 CRC32 (crc32c-intel's instruction), which KVM's
+		 * emulator lacks and the fallback finishes: CRC-32C. */
 		uint32_t crc = 0;
 
 		__asm__ volatile("crc32l %1, %0" : "+r"(crc) : "r"(0x12345678u));
+		expect("crc32l", crc, 0xfa745634u);
 		gprintf("emul: crc32 ran: 0x%x\n", crc);
+		return 0;
+	}
+	if (!memcmp(action, "andn", 5)) {
+		/* An instruction the fallback does not know (a VEX-encoded
+		 * BMI1 one; KVM's emulator has no VEX either): vmrun ends the
+		 * run there, naming it. */
+		uint32_t r;
+
+		__asm__ volatile("andn %%ecx, %%eax, %%edx" /* c4 e2 78 f2 d1 */
+				 : "=d"(r) : "a"(0xf0f0f0f0u), "c"(0xff00ff00u));
+		gprintf("emul: andn ran: 0x%x\n", r);
 		return 0;
 	}
 	check_popcnt();
 	check_clac_stac();
 	check_fwait_fences();
+	check_sse();
 	check_int3();
 	if (!cpu_has_smap()) {
 		/* The #PF entry's CLAC is what brings a half-done SYSCALL to

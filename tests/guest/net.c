@@ -896,10 +896,11 @@ int guest_main(void)
 	tso = offload && cmdline_get_int("net.tso", 0) != 0;
 	if (count > MAX_COUNT)
 		count = MAX_COUNT;
-	n = virtio_mmio_scan(devs, MAX_DEVS);
+	n = virtio_scan(devs, MAX_DEVS);
 	for (unsigned i = 0; i < n && !m; i++)
-		if (mmio_read32(devs[i].base + VMMIO_MAGIC_VALUE) == VMMIO_MAGIC &&
-		    mmio_read32(devs[i].base + VMMIO_DEVICE_ID) == VIRTIO_ID_NET && k++ == want)
+		if ((devs[i].pci ? devs[i].pci->device_id == VIRTIO_ID_NET :
+		     mmio_read32(devs[i].base + VMMIO_MAGIC_VALUE) == VMMIO_MAGIC &&
+		     mmio_read32(devs[i].base + VMMIO_DEVICE_ID) == VIRTIO_ID_NET) && k++ == want)
 			m = &devs[i];
 	if (!m) {
 		gprintf("net: FAIL no virtio-net device %u\n", want);
@@ -921,7 +922,8 @@ int guest_main(void)
 		gprintf("net: FAIL vnet_open: %d (offered 0x%lx)\n", err, net.rx.offered);
 		return F_INIT;
 	}
-	ioapic_route(m->irq, IRQ_VECTOR, lapic_id());
+	vdev_route_irq(&net.rx, IRQ_VECTOR, lapic_id());
+	gprintf("net: transport %s\n", m->pci ? "pci" : "mmio");
 	gprintf("net: ready mac %02x:%02x:%02x:%02x:%02x:%02x ip %u.%u.%u.%u mtu %u csum %u "
 		"guest_csum %u tso %u link %s\n",
 		net.mac[0], net.mac[1], net.mac[2], net.mac[3], net.mac[4], net.mac[5], my_ip[0],

@@ -28,12 +28,15 @@ import time
 
 VMRUN = None
 GUESTS = None
+# The virtio transport of the disk (--transport); a restore keeps the saved one.
+TRANSPORT = "mmio"
 # Generous guard against hangs only; never a performance assertion.
 HANG_GUARD_S = 240
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from testkit import (TestFailure, add_guest_args, check, debug_exit_status,  # noqa: E402
-                     guest_elf, guest_setup, kill, qemu_img_contents, run_main, vmrun_ctl)
+                     guest_elf, guest_setup, kill, qemu_img_contents, run_main, vmrun_ctl,
+                     add_transport_arg, with_transport)
 from testkit import qemu_img as testkit_qemu_img  # noqa: E402
 
 # The guest's defaults (tests/guest/blksnap.c): sectors S + i*T, i < N;
@@ -100,8 +103,8 @@ def cmdline(requests, extra=""):
 
 
 def run(args, timeout=HANG_GUARD_S):
-    p = subprocess.run([VMRUN] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=timeout)
+    p = subprocess.run([VMRUN] + with_transport(args, TRANSPORT), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
     return p.returncode, out, err, (f"\n--- command: vmrun {' '.join(args)}\n--- status "
                                     f"{p.returncode}\n--- stdout:\n{out}\n--- stderr:\n{err}")
@@ -281,7 +284,8 @@ def test_blksnap_save_mid_io():
         sock = os.path.join(d, "api.sock")
         args = [VMRUN, "--kernel", guest("blksnap"), "--mem", "64M", "--timeout", "200",
                 "--api-sock", sock, "--disk", img, "--cmdline", cmdline(requests)]
-        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        p = subprocess.Popen(with_transport(args, TRANSPORT), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         con = Console(p)
         snaps = []
@@ -351,7 +355,15 @@ def test_blksnap_save_mid_io():
 
 
 def main():
-    return run_main(globals(), add_guest_args, lambda a: guest_setup(a, globals()))
+    def add_args(ap):
+        add_guest_args(ap)
+        add_transport_arg(ap)
+
+    def setup(a):
+        globals()["TRANSPORT"] = a.transport
+        return guest_setup(a, globals())
+
+    return run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":

@@ -35,16 +35,21 @@ HANG_GUARD_S = 120
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from testkit import (SKIP, LineClient, Skip, TestFailure, add_guest_args,  # noqa: E402
                      check, debug_exit_status, guest_elf, guest_setup, kill, qemu_img,
-                     qemu_img_contents, run_main, vmrun_ctl)
+                     qemu_img_contents, run_main, vmrun_ctl, add_transport_arg, with_transport)
 
 
 def guest(name):
     return guest_elf(GUESTS, name)
 
 
+# The virtio transport of the --disk devices (--transport; the blk_* tests
+# run once per transport).
+TRANSPORT = "mmio"
+
+
 def run_vmrun(args, stdin=subprocess.DEVNULL, input_bytes=None, timeout=HANG_GUARD_S):
     """Run vmrun to completion; returns (status, stdout, stderr) as text."""
-    p = subprocess.run([VMRUN] + args, stdin=stdin if input_bytes is None else None,
+    p = subprocess.run([VMRUN] + with_transport(args, TRANSPORT), stdin=stdin if input_bytes is None else None,
                        input=input_bytes, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout)
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
@@ -77,6 +82,17 @@ def test_hello_pvh_entry():
     expect(["--kernel", guest("hello"), "--boot", "pvh", "--cmdline", "exit=9 pvh test"],
            debug_exit_status(9),
            stdout_has=["hello from vmrun test guest (entry=pvh)", "cmdline: exit=9 pvh test"])
+
+
+def test_hello_elf32_pvh():
+    # An ELF32 (i386) file with the PVH note: entered through PVH without
+    # --boot, and refused with --boot linux64.
+    elf32 = guest("hello32")
+    with open(elf32, "rb") as f:
+        check(f.read(5) == b"\x7fELF\x01", f"{elf32} is not a 32-bit ELF file")
+    expect(["--kernel", elf32, "--cmdline", "exit=5 elf32"], debug_exit_status(5),
+           stdout_has=["hello from vmrun test guest (entry=pvh)", "cmdline: exit=5 elf32"])
+    expect(["--kernel", elf32, "--boot", "linux64"], 4)
 
 
 def test_hello_large_memory():
@@ -486,7 +502,8 @@ def test_emul_fallbacks():
     # Where the fallback is on, it finishes what KVM cannot; elsewhere the
     # CPU runs it all.  The guest's verdict is the same.
     out, err = expect(["--kernel", guest("emul")], debug_exit_status(0),
-                      stdout_has=["emul: popcnt ok", "emul: fwait ok", "emul: int3 ok", "emul: ok"])
+                      stdout_has=["emul: popcnt ok", "emul: fwait ok", "emul: sse ok", "emul: int3 ok",
+                                  "emul: ok"])
     check(("emul: clac/stac ok" in out) or ("emul: clac/stac skipped (no SMAP)" in out),
           f"no clac/stac verdict:\n{out}")
     check(("emul: syscall ok" in out and "emul: sysret ok" in out) or
@@ -506,14 +523,17 @@ def test_emul_without_workarounds():
 
 
 def test_emul_unknown_instruction():
-    # CRC32 at CPL 0: neither KVM's emulator here nor the fallback has it.
+    # ANDN (VEX-encoded BMI1) at CPL 0: neither KVM's emulator here nor the fallback has it.
     if not host_lacks_hw_virt():
-        expect(["--kernel", guest("emul"), "--cmdline", "action=crc32"], debug_exit_status(0),
-               stdout_has=["emul: crc32 ran"])
+        expect(["--kernel", guest("emul"), "--cmdline", "action=andn"], debug_exit_status(0),
+               stdout_has=["emul: andn ran"])
         return
-    _, err = expect(["--kernel", guest("emul"), "--cmdline", "action=crc32"], 12,
+    _, err = expect(["--kernel", guest("emul"), "--cmdline", "action=andn"], 12,
                     stderr_has=["instruction emulation failed", "unknown instruction",
-                                "instruction bytes f2 0f 38 f1", "rip="])
+                                "instruction bytes c4 e2 78 f2", "rip="])
+    # CRC32 at CPL 0: KVM's emulator lacks it, the fallback computes CRC-32C (checked in the guest).
+    expect(["--kernel", guest("emul"), "--cmdline", "action=crc32"], debug_exit_status(0),
+           stdout_has=["emul: crc32 ran: 0xfa745634"])
 
 
 def test_nested_linux_args():
@@ -1146,7 +1166,9 @@ def blk_run(disks, cmdline, stdout_has=(), **kw):
     args = ["--kernel", guest("blk"), "--mem", "256M", "--timeout", "60", "--cmdline", cmdline]
     for d in disks:
         args += ["--disk", d]
-    return expect(args, debug_exit_status(0), stdout_has=list(stdout_has) + ["blk: all ok"], **kw)
+    return expect(args, debug_exit_status(0),
+                  stdout_has=list(stdout_has) + ["blk: all ok", f"blk: transport {TRANSPORT}\n"],
+                  **kw)
 
 
 def blk_direct_dir():
@@ -1256,9 +1278,10 @@ def test_blk_durable_after_sigkill():
     for cache, where in runs:
         with tempfile.TemporaryDirectory(dir=where) as d:
             img = blk_image(d, "disk.img", BLK_MB, 5)
-            p = subprocess.Popen([VMRUN, "--kernel", guest("blk"), "--disk", f"{img},cache={cache}",
+            p = subprocess.Popen(with_transport(
+                                 [VMRUN, "--kernel", guest("blk"), "--disk", f"{img},cache={cache}",
                                   "--cmdline", "blk.test=durable blk.seed=5 blk.wseed=0xd0 "
-                                  "blk.sector=1000 blk.count=16"],
+                                  "blk.sector=1000 blk.count=16"], TRANSPORT),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
             try:
@@ -1346,7 +1369,12 @@ def test_blk_multiple_disks():
             if ro:
                 spec += ",readonly"
             specs.append(spec)
-            lines.append(f"blk: disk {i} at 0x{0xd0000000 + i * 0x1000:x} irq {BLK_IRQS[i]} "
+            # virtio-mmio: 4 KiB windows from 0xd0000000 on ISA IRQs; virtio-pci:
+            # BAR0 (common configuration) every 32 KiB from 0xe0000000, INTA#
+            # of slot i + 1 on IOAPIC pin 16 + i.
+            at, irq = ((0xd0000000 + i * 0x1000, BLK_IRQS[i]) if TRANSPORT == "mmio"
+                       else (0xe0000000 + i * 0x8000, 16 + i))
+            lines.append(f"blk: disk {i} at 0x{at:x} irq {irq} "
                          f"capacity {size // BLK_SECTOR} id {ident}{' ro' if ro else ''}\n")
         blk_run(specs, "blk.test=multi blk.seed=100 blk.wseed=200",
                 stdout_has=lines + ["blk: 8 disks ok"])
@@ -1388,11 +1416,25 @@ def test_blk_indirect():
                 blk_check_image(img, want, f"indirect, cache={cache}, queue {qsize}")
 
 
+def test_blk_event_idx_intx():
+    # virtio-pci only: the same with INTx (level, through the IOAPIC pin the
+    # MP table names) instead of MSI-X, as a driver without MSI-X runs.
+    if TRANSPORT != "pci":
+        return SKIP
+    with tempfile.TemporaryDirectory() as d:
+        img = blk_image(d, "disk.img", 65536, 0xe)
+        blk_run([img], "blk.test=event_idx blk.seed=0xe blk.qsize=16 virtio.intx=1",
+                stdout_has=["blk: event_idx ok", "vpci: slot 1 intx pin 16\n"])
+
+
 def test_blk_event_idx():
     with tempfile.TemporaryDirectory() as d:
         img = blk_image(d, "disk.img", 65536, 0xe)
         out, _ = blk_run([img], "blk.test=event_idx blk.seed=0xe blk.qsize=16")
         check("blk: event_idx ok (" in out, f"no event_idx verdict:\n{out}")
+        # Over PCI the guest's driver takes MSI-X.
+        check(TRANSPORT != "pci" or "vpci: slot 1 msix 2 vectors\n" in out,
+              f"the guest did not use MSI-X:\n{out}")
 
 
 def test_blk_out_of_range():
@@ -1486,7 +1528,8 @@ def snapshot_run(d, fmt, sock, extra_args=(), wrapper=()):
                             "--api-sock", sock, "--disk", img, "--disk", ro + ",readonly",
                             "--cmdline", "blk.test=snapshot blk.seed=5 blk.wseed=0x50 "
                                          "blk.sector=64 blk.count=16 blk.rounds=2"]
-    p = subprocess.Popen(args + list(extra_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    p = subprocess.Popen(with_transport(args + list(extra_args), TRANSPORT),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     return p, img
 
@@ -1622,7 +1665,8 @@ def test_control_non_utf8_disk():
         shown = os.path.join(d, "disk\\xff.qcow2")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "1M"], check=True,
                        timeout=HANG_GUARD_S)
-        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--api-sock", sock, "--disk", img],
+        p = subprocess.Popen(with_transport([VMRUN, "--kernel", guest("echo"), "--api-sock", sock,
+                                             "--disk", img], TRANSPORT),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             wait_for_output(p.stdout, b"echo ready\n")
@@ -1630,6 +1674,11 @@ def test_control_non_utf8_disk():
             check(rc == 0, f"query-status: {rc} {err}")
             disks = json.loads(out)["disks"]
             check(len(disks) == 1 and disks[0]["image"] == shown, f"query-status disks: {disks}")
+            # Each device's transport and its address on it.
+            want = (("virtio-mmio", 0xd0000000) if TRANSPORT == "mmio" else
+                    ("virtio-pci", "0000:00:01.0"))
+            check((disks[0]["transport"], disks[0]["address"]) == want,
+                  f"query-status transport/address: {disks[0]}, want {want}")
             for k, which in enumerate(("disk=0", "disk=" + shown)):
                 rc, out, err = ctl(sock, "snapshot", which)
                 check(rc == 0, f"snapshot {which}: {rc} {err}")
@@ -1824,7 +1873,15 @@ def test_example_linux_script():
 
 
 def main():
-    return run_main(globals(), add_guest_args, lambda a: guest_setup(a, globals()))
+    def add_args(ap):
+        add_guest_args(ap)
+        add_transport_arg(ap)
+
+    def setup(a):
+        globals()["TRANSPORT"] = a.transport
+        return guest_setup(a, globals())
+
+    return run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import time
 
 VMRUN = None
 GUESTS = None
+# The virtio transport of the --net devices (--transport).
+TRANSPORT = "mmio"
 # Generous guard against hangs only; never a performance assertion.
 HANG_GUARD_S = 120
 REPLY_TIMEOUT_S = 5  # one round trip with the interpreted guest (ping -W 5)
@@ -44,7 +46,7 @@ CTL_PORT = 9
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from testkit import (SKIP, Skip, TestFailure, add_guest_args, check,  # noqa: E402
-                     guest_elf, guest_setup, run_main)
+                     guest_elf, guest_setup, run_main, add_transport_arg, with_transport)
 
 
 def guest(name):
@@ -144,8 +146,8 @@ class Guest:
         if vmrun_args is None:
             vmrun_args = ["--kernel", guest("net"), "--cmdline", f"net.ip={ip} {extra}".strip(),
                           "--net", net]
-        self.cmd = ["ip", "netns", "exec", ns.name, VMRUN, *vmrun_args,
-                    "--timeout", str(HANG_GUARD_S + 30)]
+        self.cmd = ["ip", "netns", "exec", ns.name, VMRUN,
+                    *with_transport(vmrun_args, TRANSPORT), "--timeout", str(HANG_GUARD_S + 30)]
         self.p = subprocess.Popen(self.cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=self.err)
         self.out = b""
 
@@ -187,6 +189,10 @@ class Guest:
 
     def ready(self):
         line = self.wait_line("net: ready")
+        # A first boot says which transport its driver found the NIC on.
+        check(b"net: transport" not in self.out or
+              f"net: transport {TRANSPORT}\n".encode() in self.out,
+              f"the guest's NIC is not on {TRANSPORT}{self.ctx()}")
         f = line.split()
         check(len(f) == 16 and f[2] == "mac" and f[4] == "ip" and f[5] == self.ip and
               f[6] == "mtu" and f[8] == "csum" and f[10] == "guest_csum" and f[12] == "tso" and
@@ -608,8 +614,9 @@ def test_net_mq_tap():
     kernel reports it; traffic flows on that pair."""
     with Netns() as ns:
         ns.add_tap("tap0", HOST_IP + "/24")
-        p = subprocess.run(["ip", "netns", "exec", ns.name, VMRUN, "--kernel", guest("net"),
-                            "--cmdline", "net.ip=10.0.3.2", "--net", "tap=tap0,queues=2"],
+        p = subprocess.run(["ip", "netns", "exec", ns.name, VMRUN] + with_transport(
+                           ["--kernel", guest("net"), "--cmdline", "net.ip=10.0.3.2",
+                            "--net", "tap=tap0,queues=2"], TRANSPORT),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=HANG_GUARD_S)
         check(p.returncode == 4 and "multi_queue" in p.stderr,
@@ -806,6 +813,7 @@ def test_net_snapshot_restore():
 
 def main():
     def setup(a):
+        globals()["TRANSPORT"] = a.transport
         status = guest_setup(a, globals())
         if status is not None:
             return status
@@ -817,7 +825,11 @@ def main():
                 pass
         return None
 
-    return run_main(globals(), add_guest_args, setup)
+    def add_args(ap):
+        add_guest_args(ap)
+        add_transport_arg(ap)
+
+    return run_main(globals(), add_args, setup)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,24 @@ def guest_setup(a, namespace):
     return None
 
 
+def add_transport_arg(ap):
+    """--transport mmio|pci: the virtio transport the script's --disk and
+    --net devices get (with_transport())."""
+    ap.add_argument("--transport", choices=["mmio", "pci"], default="mmio")
+
+
+def with_transport(cmd, transport):
+    """@cmd (a vmrun argument list) with transport=@transport added to every
+    --disk and --net value that names none; unchanged for mmio, the default."""
+    if transport == "mmio":
+        return list(cmd)
+    out = list(cmd)
+    for i in range(1, len(out)):
+        if out[i - 1] in ("--disk", "--net") and "transport=" not in out[i]:
+            out[i] = f"{out[i]},transport={transport}"
+    return out
+
+
 def guest_elf(guests, name):
     """The path of test guest @name in directory @guests, which must exist."""
     path = os.path.join(guests, name + ".elf")
@@ -201,3 +219,241 @@ def qemu_img_contents(path, d, timeout=HANG_GUARD_S):
         data = f.read()
     os.unlink(out)
     return data
+
+
+# ---- child processes whose output a test waits on (migrate_tests.py) ----
+
+class Proc:
+    """A child process with stdin a pipe and stdout and stderr each read by
+    a thread into a buffer, so that a test can wait for a line on either
+    without a sleep and without the pipes filling up.  @argv[0] is the
+    program (prefix it with `ip netns exec NS` to run it in a namespace)."""
+
+    class _Stream:
+        def __init__(self, pipe):
+            import threading
+            self.fd = pipe.fileno()
+            self.buf = bytearray()
+            self.eof = False
+            self.cond = threading.Condition()
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+        def _run(self):
+            while True:
+                try:
+                    data = os.read(self.fd, 1 << 16)
+                except OSError:
+                    data = b""
+                with self.cond:
+                    if not data:
+                        self.eof = True
+                        self.cond.notify_all()
+                        return
+                    self.buf += data
+                    self.cond.notify_all()
+
+        def wait(self, regex, start, timeout):
+            """The first match of @regex (bytes) at or after offset @start,
+            or None at EOF or after @timeout s."""
+            deadline = time.monotonic() + timeout
+            with self.cond:
+                while True:
+                    m = regex.search(self.buf, start)
+                    if m or self.eof:
+                        return m
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.cond.wait(min(left, 1.0))
+
+        def data(self):
+            with self.cond:
+                return bytes(self.buf)
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.argv = list(argv)
+        self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env)
+        self.out = Proc._Stream(self.p.stdout)
+        self.err = Proc._Stream(self.p.stderr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+    def stdout(self):
+        return self.out.data()
+
+    def stderr(self):
+        return self.err.data()
+
+    def ctx(self):
+        """What a failure message shows of this process."""
+        return (f"\n--- {self.name}: {' '.join(self.argv)}\n--- status {self.p.poll()}\n"
+                f"--- stdout (end):\n{self.stdout()[-2000:].decode(errors='replace')}\n"
+                f"--- stderr (end):\n{self.stderr()[-3000:].decode(errors='replace')}")
+
+    def wait_out(self, regex, start=0, timeout=HANG_GUARD_S, what=None):
+        """The match of @regex (a compiled pattern, or bytes or str compiled
+        here with re.M) in stdout at or after @start; fails after @timeout s
+        or at EOF."""
+        return self._wait(self.out, regex, start, timeout, what, "stdout")
+
+    def wait_err(self, regex, start=0, timeout=HANG_GUARD_S, what=None):
+        return self._wait(self.err, regex, start, timeout, what, "stderr")
+
+    def _wait(self, stream, regex, start, timeout, what, where):
+        import re
+        if isinstance(regex, str):
+            regex = regex.encode()
+        if isinstance(regex, bytes):
+            regex = re.compile(regex, re.M)  # ^ and $ at every line
+        m = stream.wait(regex, start, timeout)
+        if not m:
+            ended = "its output ended" if stream.eof else f"{timeout:.0f} s passed"
+            raise TestFailure(f"{self.name}: no {what or regex.pattern!r} on {where} "
+                              f"({ended}){self.ctx()}")
+        return m
+
+    def send(self, data):
+        """Write @data to the process's stdin."""
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def wait(self, timeout=HANG_GUARD_S):
+        """Wait for the exit; its status (negative: killed by that signal).
+        Fails after @timeout s."""
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"{self.name}: still running after {timeout:.0f} s{self.ctx()}")
+        self.out.thread.join(10)
+        self.err.thread.join(10)
+        return rc
+
+    def kill(self):
+        """SIGKILL it if it still runs, and reap it."""
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        for f in (self.p.stdin, ):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+# ---- two network namespaces joined by a veth pair (migrate_tests.py) ----
+
+_CLONE_NEWNET = 0x40000000
+_netns_pairs = 0
+
+
+def setns_net(fd):
+    """Move the calling thread into the network namespace open at @fd."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+class NetnsPair:
+    """Namespaces <prefix>-<pid>-<n>-a and -b, joined by a veth pair whose
+    ends are up with addresses .ip_a and .ip_b (a /24 of 10.78.n.0), and
+    lo up in both; deleted on the way out whatever happened.  Raises Skip
+    where namespaces cannot be made (not root, no CAP_NET_ADMIN, no `ip`).
+    The test process itself stays in its own namespace: run programs in one
+    with .argv(), make sockets in one with .socket()."""
+
+    def __init__(self, prefix="vmrun-mig"):
+        global _netns_pairs
+        _netns_pairs += 1
+        n = _netns_pairs % 250 + 1
+        base = f"{prefix}-{os.getpid()}-{_netns_pairs}"
+        self.a, self.b = base + "-a", base + "-b"
+        self.ip_a, self.ip_b = f"10.78.{n}.1", f"10.78.{n}.2"
+        self.made = []
+
+    def _ip(self, *args):
+        p = subprocess.run(["ip"] + list(args), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=HANG_GUARD_S)
+        return p.returncode, p.stdout.decode(errors="replace").strip()
+
+    def __enter__(self):
+        if not shutil.which("ip"):
+            raise Skip("`ip` (iproute2) is missing: cannot make network namespaces")
+        try:
+            for ns in (self.a, self.b):
+                rc, msg = self._ip("netns", "add", ns)
+                if rc != 0:
+                    if os.geteuid() != 0 or "ermission" in msg or "not permitted" in msg:
+                        raise Skip("cannot create a network namespace (needs root or "
+                                   f"CAP_NET_ADMIN): {msg}")
+                    raise TestFailure(f"ip netns add {ns}: {msg}")
+                self.made.append(ns)
+            steps = [("link", "add", "veth-a", "netns", self.a, "type", "veth", "peer",
+                      "name", "veth-b", "netns", self.b)]
+            for ns, dev, ip in ((self.a, "veth-a", self.ip_a), (self.b, "veth-b", self.ip_b)):
+                steps += [("-n", ns, "link", "set", "lo", "up"),
+                          ("-n", ns, "addr", "add", ip + "/24", "dev", dev),
+                          ("-n", ns, "link", "set", dev, "up")]
+            for s in steps:
+                rc, msg = self._ip(*s)
+                if rc != 0:
+                    if "ermission" in msg or "not supported" in msg.lower():
+                        raise Skip(f"cannot make a veth pair between namespaces: ip {' '.join(s)}: "
+                                   f"{msg}")
+                    raise TestFailure(f"ip {' '.join(s)}: {msg}")
+        except BaseException:
+            self._delete()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._delete()
+        return False
+
+    def _delete(self):
+        for ns in self.made:
+            self._ip("netns", "del", ns)
+        self.made = []
+
+    def argv(self, side, argv):
+        """@argv run inside namespace @side ("a" or "b")."""
+        return ["ip", "netns", "exec", self.a if side == "a" else self.b] + list(argv)
+
+    def socket(self, side, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+        """A socket made inside namespace @side (the thread goes there and
+        comes back; the socket stays in the namespace)."""
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            fd = os.open(f"/run/netns/{self.a if side == 'a' else self.b}", os.O_RDONLY)
+            try:
+                setns_net(fd)
+            finally:
+                os.close(fd)
+            try:
+                return socket.socket(family, kind)
+            finally:
+                setns_net(orig)
+        finally:
+            os.close(orig)
+
+
+def remove_stale_netns(prefix):
+    """Namespaces <prefix>-<pid>-... that a killed run of a test left behind
+    (its process is gone)."""
+    import re
+    p = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, timeout=HANG_GUARD_S)
+    for line in p.stdout.decode().splitlines():
+        m = re.match(re.escape(prefix) + r"-(\d+)-\S+", line)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", m.group(0)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=HANG_GUARD_S)

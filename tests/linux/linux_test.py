@@ -38,6 +38,16 @@ usage:
       SOCK pause`, `save path=DIR`, `quit`) and restored (`vmrun --restore
       DIR --restore-tap 0=TAP`), and the restored guest finishes the loop on
       the same connection: see snapshot_boot().
+  linux_test.py boot ... --migrate-test
+      (root only, else skipped) the same guest loop, on a Linux bridge at
+      10.0.2.1/24 with two taps; after its second step the running guest is
+      live-migrated (`vmrun ctl SOCK migrate`) to a second vmrun (`--incoming
+      tcp:127.0.0.1:0 --restore-tap 0=<the other tap>`, the same qcow2 path:
+      shared storage) while the host pings it every 50 ms, and finishes the
+      loop there on the same connection.  The destination's RARP announce
+      must come in through its tap and pings sent after the switch must be
+      answered; the lost ones and the migration's total and downtime are
+      reported: see migrate_boot().
   linux_test.py net-host --guest IP --count N --token T
       (run by --net-test inside the namespace) ping IP N times, send a line
       T and 256 KiB of data to IP's TCP port 5555, and check that the guest
@@ -45,6 +55,10 @@ usage:
   linux_test.py snap-host
       (run by --snapshot-test inside the namespace) accept one connection
       on our TCP port 5557 and print the lines it brings, up to "done ...".
+  linux_test.py mig-ping --guest IP --tap TAP
+      (run by --migrate-test inside the namespace) ping IP every 50 ms and
+      watch TAP for RARP frames, printing both as they happen, until a line
+      or the end of stdin: see mig_ping().
 
 What is asserted comes from outside vmrun: the marker and the lines after it
 are printed by the guest's /init (tests/linux/init), the processor count by
@@ -52,7 +66,8 @@ the guest kernel's /proc/cpuinfo, and whether the nested-host kernel
 arguments must be there from this host's /proc/cpuinfo; the disk is made
 and checked by sfdisk and e2fsprogs (mkfs.ext4, debugfs, dumpe2fs, e2fsck).
 Exit 0 pass, 1 fail, 77 (ctest's skip code) only where /dev/kvm is missing
-(or, for --net-test, where this is not root or has no `ip`), saying so.
+(or, for --net-test, --snapshot-test and --migrate-test, where this is not
+root or has no `ip`), saying so.
 """
 import argparse
 import gzip
@@ -105,6 +120,16 @@ SHELL_WANT = "hi-42"
 SNAP_PORT = 5557
 SNAP_STEPS = 6
 SNAP_SAVE_AFTER = 2
+# --migrate-test: the guest's steps (vmrun.test=snap), the step after which
+# the host migrates it, the host's ping interval, and how many pings sent
+# after the switch must come back before the host stops pinging.
+MIG_STEPS = 8
+MIG_AFTER = 2
+MIG_PING_INTERVAL_S = 0.05
+MIG_PINGS_AFTER = 20
+# A ping not answered this long after the host stopped sending counts as
+# lost (a busy interpreted guest kernel answers in up to about 0.6 s).
+MIG_PING_GRACE_S = 3
 
 
 class HostToolError(Exception):
@@ -277,7 +302,7 @@ def ip_cmd(*args):
         raise HostToolError(f"ip {' '.join(args)}: status {p.returncode}: {p.stdout.strip()}")
 
 
-def run_net(args, token, queues, tmp):
+def run_net(args, token, queues, tmp, transport=""):
     """Run vmrun (args) with --net in a new network namespace holding a tap
     at NET_HOST_IP/24 (multi-queue, with @queues pairs, when @queues > 1);
     once the guest listens, ask vmrun's control socket for the NIC's state
@@ -294,7 +319,7 @@ def run_net(args, token, queues, tmp):
                *(["multi_queue"] if queues > 1 else []))
         ip_cmd("-n", ns, "addr", "add", f"{NET_HOST_IP}/24", "dev", tap)
         ip_cmd("-n", ns, "link", "set", tap, "up")
-        net = f"tap={tap}" + (f",queues={queues}" if queues > 1 else "")
+        net = f"tap={tap}" + (f",queues={queues}" if queues > 1 else "") + transport
         p = subprocess.Popen(["ip", "netns", "exec", ns] + args +
                              ["--net", net, "--api-sock", sock],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -631,6 +656,405 @@ def snapshot_disk_check(tmp, snap_dir, base, hashes, head, part_start, part_size
     return failures
 
 
+class StreamWatch:
+    """Collect a child's output stream (bytes) in a thread, so that a test
+    can wait on several children at once: wait() returns once @pred(buffer)
+    is true, the stream ended or @deadline (time.monotonic()) passed."""
+
+    def __init__(self, stream):
+        self.buf, self.ended = b"", False
+        self.cond = threading.Condition()
+        self.stream = stream
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                chunk = os.read(self.stream.fileno(), 65536)
+            except OSError:
+                chunk = b""
+            with self.cond:
+                if not chunk:
+                    self.ended = True
+                else:
+                    self.buf += chunk
+                self.cond.notify_all()
+            if not chunk:
+                return
+
+    def wait(self, pred, deadline):
+        with self.cond:
+            while not pred(self.buf) and not self.ended:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            return pred(self.buf)
+
+    def wait_re(self, pattern, deadline):
+        return self.wait(lambda b: re.search(pattern, b, re.M) is not None, deadline)
+
+    def text(self):
+        with self.cond:
+            return self.buf.decode(errors="replace")
+
+
+def mig_ping(a):
+    """The host's side of --migrate-test's pings, run inside the test's
+    namespace: an ICMP echo request to a.guest every MIG_PING_INTERVAL_S
+    (raw ICMP, as net_host()), and a packet socket on a.tap (the
+    destination's tap) watching for RARP frames coming in from the guest's
+    side.  Prints, as they happen, with time.monotonic() stamps (the same
+    clock as the test's):
+      sent <seq> <t>
+      reply <seq> <t>
+      rarp <source MAC> <sender MAC> <target MAC> <opcode> <t>
+    until a line or the end of stdin, then waits MIG_PING_GRACE_S more for
+    late replies and prints "end"."""
+    ident = os.getpid() & 0xffff
+    payload = b"vmrun-migrate-test" * 3
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    pkt = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+    pkt.bind((a.tap, 0x0003))
+    seq, stop_at = 0, None
+    next_send = time.monotonic()
+    answered = set()
+
+    def mac(b):
+        return ":".join(f"{x:02x}" for x in b)
+
+    while True:
+        now = time.monotonic()
+        if stop_at is None and now >= next_send:
+            body = struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xffff) + payload
+            icmp.sendto(body[:2] + struct.pack("!H", icmp_checksum(body)) + body[4:],
+                        (a.guest, 0))
+            print(f"sent {seq} {time.monotonic():.4f}", flush=True)
+            seq += 1
+            next_send += MIG_PING_INTERVAL_S
+            if next_send < now:  # we were late: do not send a burst
+                next_send = now + MIG_PING_INTERVAL_S
+        if stop_at is not None and now >= stop_at:
+            break
+        wake = stop_at if stop_at is not None else next_send
+        watch = [icmp, pkt] + ([sys.stdin] if stop_at is None else [])
+        r, _, _ = select.select(watch, [], [], max(0, wake - time.monotonic()))
+        if sys.stdin in r:
+            sys.stdin.readline()  # a line or EOF: stop sending
+            stop_at = time.monotonic() + MIG_PING_GRACE_S
+        if icmp in r:
+            data, addr = icmp.recvfrom(2048)
+            m = data[(data[0] & 15) * 4:]
+            if (addr[0] == a.guest and len(m) >= 8 and m[0] == 0 and m[8:] == payload and
+                    struct.unpack("!H", m[4:6])[0] == ident):
+                s = struct.unpack("!H", m[6:8])[0]  # no wrap: 55 min at 20/s
+                if s not in answered:
+                    answered.add(s)
+                    print(f"reply {s} {time.monotonic():.4f}", flush=True)
+        if pkt in r:
+            data, addr = pkt.recvfrom(2048)
+            # addr[2]: packet type; 4 (PACKET_OUTGOING) is what the bridge
+            # sends out through the tap, not what comes in from the guest.
+            if len(data) >= 42 and data[12:14] == b"\x80\x35" and addr[2] != 4:
+                op = struct.unpack("!H", data[20:22])[0]
+                print(f"rarp {mac(data[6:12])} {mac(data[22:28])} {mac(data[32:38])} {op} "
+                      f"{time.monotonic():.4f}", flush=True)
+    print("end", flush=True)
+    return 0
+
+
+def migrate_boot(a, tmp):
+    """--migrate-test: boot as --snapshot-test does (qcow2 ext4 disk, the
+    vmrun.test=snap loop of /init, one TCP connection), but on a Linux
+    bridge at NET_HOST_IP/24 with two taps, the source's and the
+    destination's.  After step MIG_AFTER a destination vmrun (--incoming on
+    127.0.0.1, --restore-tap 0=<the second tap>, the same qcow2 path: shared
+    storage) takes the running guest over (`vmrun ctl SOCK migrate`) while
+    the host pings the guest every MIG_PING_INTERVAL_S (mig_ping()).  The
+    host's checks: migrate answers status completed and the source exits 0;
+    the step lines on the two consoles together are 1..MIG_STEPS once each,
+    in order, with at least one on the destination's; the one TCP
+    connection brought every step line and the done line once, in order;
+    the destination announced the guest's MAC (a RARP frame in through its
+    tap) and pings sent after the switch were answered (the lost ones are
+    counted and reported); the destination's guest powered off; the qcow2
+    image passes qemu-img check and holds every step's file and the token
+    in a clean ext4 (debugfs, dumpe2fs, e2fsck)."""
+    with open(a.state) as f:
+        state = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+    kernel = state["VMRUN_LINUX_BZIMAGE" if a.kernel == "bzimage" else "VMRUN_LINUX_VMLINUX"]
+    token = secrets.token_hex(8)
+    host_text = "from-host-" + secrets.token_hex(8)
+    top = os.path.join(tmp, "disk.qcow2")
+    try:
+        raw, part_start, part_size = disk_make(tmp, host_text)
+        with open(raw, "rb") as f:
+            head = f.read(part_start)
+        host_tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, top])
+        os.unlink(raw)
+    except HostToolError as e:
+        print(f"FAIL: making the disk image: {e}")
+        return 1
+    key = os.path.join(tmp, "migration.key")
+    with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(secrets.token_bytes(32))
+    cmdline = (f"console=ttyS0 vmrun.test=snap vmrun.snap_token={token} "
+               f"vmrun.snap_steps={MIG_STEPS}")
+    ns, br = f"vmrun-mig-{os.getpid()}", "vmrbr0"
+    src_tap, dst_tap = "vmrtap0", "vmrtap1"
+    ssock, dsock = os.path.join(tmp, "src.sock"), os.path.join(tmp, "dst.sock")
+    args = [a.vmrun, "--kernel", kernel, "--initrd", state["VMRUN_LINUX_INITRAMFS"],
+            "--boot", a.boot, "--cpus", str(a.cpus), "--mem", "128M", "--cmdline", cmdline,
+            "--timeout", str(BOOT_TIMEOUT_S), "--disk", top + ",format=qcow2",
+            "--net", f"tap={src_tap}", "--api-sock", ssock, "--migration-key", key]
+    dargs = [a.vmrun, "--incoming", "tcp:127.0.0.1:0", "--restore-tap", f"0={dst_tap}",
+             "--migration-key", key, "--api-sock", dsock, "--timeout", str(BOOT_TIMEOUT_S)]
+    failures, log = [], []
+    stats, status_src, status_dst, guest_mac = {}, None, None, None
+    t_mig = t_switch = t_stop = None
+    watches = {}
+    start = time.monotonic()
+    try:
+        ip_cmd("netns", "add", ns)
+    except HostToolError as e:
+        print(f"FAIL: setting up the network namespace: {e}")
+        return 1
+    procs = []
+
+    def spawn(name, cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE):
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdin=stdin,
+                             stdout=subprocess.PIPE, stderr=stderr)
+        procs.append(p)
+        watches[name] = StreamWatch(p.stdout)
+        if stderr == subprocess.PIPE:
+            watches[name + "-err"] = StreamWatch(p.stderr)
+        return p
+
+    try:
+        ip_cmd("-n", ns, "link", "set", "lo", "up")
+        ip_cmd("-n", ns, "link", "add", br, "type", "bridge")
+        ip_cmd("-n", ns, "addr", "add", f"{NET_HOST_IP}/24", "dev", br)
+        ip_cmd("-n", ns, "link", "set", br, "up")
+        for tap in (src_tap, dst_tap):
+            ip_cmd("-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+            ip_cmd("-n", ns, "link", "set", tap, "master", br)
+            ip_cmd("-n", ns, "link", "set", tap, "up")
+        host = spawn("host", [sys.executable, os.path.abspath(__file__), "snap-host"],
+                     stderr=subprocess.STDOUT)
+        if not watches["host"].wait_re(rb"^host: listening$", time.monotonic() + 60):
+            raise HostToolError("the host's listener did not start")
+        dst = spawn("dst", dargs)
+        if not watches["dst-err"].wait_re(rb"migration: listening on \S+:\d+$",
+                                         time.monotonic() + 60):
+            raise HostToolError("the destination vmrun never said where it listens")
+        port = re.search(r"migration: listening on \S+:(\d+)$", watches["dst-err"].text(),
+                         re.M).group(1)
+        src = spawn("src", args)
+        needle = f"^snap: step {MIG_AFTER}\r?$".encode()
+        if not watches["src"].wait_re(needle, time.monotonic() + BOOT_TIMEOUT_S + 60):
+            raise HostToolError(f"the guest never printed 'snap: step {MIG_AFTER}'")
+        pinger = spawn("ping", [sys.executable, os.path.abspath(__file__), "mig-ping",
+                                "--guest", NET_GUEST_IP, "--tap", dst_tap],
+                       stdin=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if not watches["ping"].wait_re(rb"^reply ", time.monotonic() + 60):
+            raise HostToolError("the guest answered no ping before the migration")
+        neigh = subprocess.run(["ip", "-n", ns, "neigh", "show", NET_GUEST_IP],
+                               stdout=subprocess.PIPE, text=True).stdout
+        m = re.search(r"lladdr (\S+)", neigh)
+        guest_mac = m.group(1).lower() if m else None
+        t_mig = time.monotonic()
+        c = subprocess.run([a.vmrun, "ctl", ssock, "migrate", f"uri=tcp:127.0.0.1:{port}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+        t_switch = time.monotonic()
+        log.append(f"ctl migrate: status {c.returncode} {c.stdout.strip()} {c.stderr.strip()}")
+        try:
+            stats = json.loads(c.stdout)
+        except ValueError:
+            stats = {}
+        if c.returncode != 0 or stats.get("status") != "completed":
+            raise HostToolError(f"vmrun ctl migrate: status {c.returncode}: "
+                                f"{c.stdout.strip()} {c.stderr.strip()}")
+        status_src = src.wait(timeout=120)
+        # Pings go on until MIG_PINGS_AFTER of those sent after the switch
+        # came back, the guest is about to power off, or 30 s passed.
+        def n_answered_after(buf):
+            sent = {int(s): float(t) for s, t in
+                    re.findall(rb"^sent (\d+) ([\d.]+)$", buf, re.M)}
+            return sum(1 for s in re.findall(rb"^reply (\d+) ", buf, re.M)
+                       if sent.get(int(s), 0) > t_switch)
+        deadline = time.monotonic() + 30
+        while (time.monotonic() < deadline and
+               not watches["ping"].wait(lambda b: n_answered_after(b) >= MIG_PINGS_AFTER,
+                                        time.monotonic() + 0.5)
+               and not re.search(rb"^snap: done\r?$", watches["dst"].buf, re.M)
+               and dst.poll() is None and pinger.poll() is None):
+            pass
+        t_stop = time.monotonic()
+        pinger.stdin.close()
+        pinger.wait(timeout=30)
+        # A guest the host cannot reach waits forever for its own pings:
+        # do not sit out the destination's --timeout then.
+        reached = n_answered_after(watches["ping"].buf) > 0
+        try:
+            status_dst = dst.wait(timeout=BOOT_TIMEOUT_S + 60 if reached else 30)
+        except subprocess.TimeoutExpired:
+            failures.append("the destination's guest did not finish (its vmrun was killed)")
+            dst.kill()
+            host.kill()
+        host.wait(timeout=60)
+    except (HostToolError, subprocess.TimeoutExpired) as e:
+        failures.append(str(e))
+    finally:
+        for q in procs:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
+        for w in watches.values():
+            w.thread.join(timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    took = time.monotonic() - start
+    text = {k: w.text() for k, w in watches.items()}
+    c1, c2 = text.get("src", ""), text.get("dst", "")
+    host_out, ping_out = text.get("host", ""), text.get("ping", "")
+    ctx = (f"\n--- source: {' '.join(args)}\n--- destination: {' '.join(dargs)}\n--- "
+           + "\n--- ".join(log)
+           + f"\n--- source: status {status_src}, stderr:\n{text.get('src-err', '')}"
+           + f"\n--- destination: status {status_dst}, stderr:\n{text.get('dst-err', '')}"
+           + "\n--- source console (last 30 lines):\n" + "\n".join(c1.splitlines()[-30:])
+           + "\n--- destination console:\n" + c2 + f"\n--- host side:\n{host_out}"
+           + "\n--- pings (last 20 lines):\n" + "\n".join(ping_out.splitlines()[-20:])
+           + f"\n--- migrate sent at {t_mig}, answered at {t_switch}, pings stopped at "
+           f"{t_stop}")
+    ping = {"sent": 0}
+    if t_stop is not None:
+        if status_src != 0:
+            failures.append(f"the source vmrun ended with status {status_src}, want 0")
+        if MARKER not in c1:
+            failures.append(f"no {MARKER} on the console: /init never ran")
+        if MARKER in c2:
+            failures.append("the migrated guest booted again")
+        if not re.search(rf"^snap: read {re.escape(host_text)}\r?$", c1, re.M):
+            failures.append("the guest did not read /host.txt before the migration")
+        for m in re.finditer(r"^snap: error: .*?\r?$", c1 + c2, re.M):
+            failures.append(f"guest: {m.group(0).rstrip()}")
+        steps = [int(n) for n in re.findall(r"^snap: step (\d+)\r?$", c1 + c2, re.M)]
+        if steps != list(range(1, MIG_STEPS + 1)):
+            failures.append(f"the guest's steps over both consoles: {steps}, want 1.."
+                            f"{MIG_STEPS} once each")
+        moved = [int(n) for n in re.findall(r"^snap: step (\d+)\r?$", c2, re.M)]
+        if not moved or moved[-1] != MIG_STEPS:
+            failures.append(f"steps on the destination: {moved}, want some, up to {MIG_STEPS}")
+        if not re.search(r"^snap: done\r?$", c2, re.M):
+            failures.append("the migrated guest did not finish ('snap: done')")
+        if "Kernel panic" in c1 + c2:
+            failures.append("the guest kernel panicked")
+        if status_dst != STATUS["poweroff"]:
+            failures.append(f"the destination vmrun ended with status {status_dst}, want "
+                            f"{STATUS['poweroff']} (poweroff)")
+        got = re.findall(r"^host: got (.*)$", host_out, re.M)
+        want = [f"step {i} {token}" for i in range(1, MIG_STEPS + 1)] + [f"done {token}"]
+        if got != want or host_out.count("host: connection from") != 1:
+            failures.append(f"the host's one TCP connection brought {got}, want {want}")
+        # The announce: a RARP request from the guest's MAC, about itself,
+        # in through the destination's tap once the migration began.
+        rarps = [m for m in re.finditer(r"^rarp (\S+) (\S+) (\S+) (\d+) ([\d.]+)$", ping_out,
+                                        re.M)
+                 if float(m.group(5)) > t_mig]
+        if not guest_mac or not any(m.group(1) == m.group(2) == m.group(3) == guest_mac and
+                                    m.group(4) == "3" for m in rarps):
+            failures.append(f"no RARP announce of the guest's MAC {guest_mac} came in through "
+                            f"the destination's tap {dst_tap}: "
+                            f"{[m.group(0) for m in rarps]}")
+        sent = {int(s): float(t) for s, t in re.findall(r"^sent (\d+) ([\d.]+)$", ping_out, re.M)}
+        replied = {int(s): float(t) for s, t in
+                   re.findall(r"^reply (\d+) ([\d.]+)$", ping_out, re.M)}
+        before = [s for s, t in sent.items() if t < t_mig]
+        during = sorted(s for s, t in sent.items() if t >= t_mig)
+        lost = [s for s in during if s not in replied]
+        after_switch = [s for s in during if sent[s] > t_switch]
+        answered_after = [s for s in after_switch if s in replied]
+        run = longest = 0
+        for s in during:
+            run = run + 1 if s not in replied else 0
+            longest = max(longest, run)
+
+        def ms(t):  # relative to the end of the migrate command
+            return round((t - t_switch) * 1000)
+        ping = {"before": len(before),
+                "lost_before": sum(1 for s in before if s not in replied),
+                "max_rtt_before_ms": round(max((replied[s] - sent[s] for s in before
+                                                if s in replied), default=0) * 1000),
+                "during": len(during), "lost": len(lost),
+                # runs of consecutive lost pings: [first sent, last sent, count]
+                "lost_sent_at_ms": [[ms(sent[r[0]]), ms(sent[r[-1]]), len(r)] for r in
+                                    lost_runs(lost)],
+                "after_switch": len(after_switch), "answered_after": len(answered_after),
+                "first_answer_after_ms": ms(sent[answered_after[0]]) if answered_after else None,
+                "max_rtt_after_ms": round(max((replied[s] - sent[s] for s in answered_after),
+                                              default=0) * 1000),
+                "longest_gap_ms": round(longest * MIG_PING_INTERVAL_S * 1000),
+                "migrate_ms": ms(t_mig), "rarp_at_ms": [ms(float(m.group(5))) for m in rarps]}
+        if not answered_after:
+            failures.append(f"no ping sent after the switch was answered ({len(after_switch)} "
+                            f"sent): the guest is unreachable at the destination")
+        if not os.path.exists(top):
+            failures.append(f"{top} is gone")
+        else:
+            failures += migrate_disk_check(tmp, top, head, part_start, part_size, token)
+    if failures:
+        print("FAIL: " + "; ".join(failures) + ctx + f"\n--- pings: {json.dumps(ping)}")
+        return 1
+    print(f"PASS: {a.kernel}, {a.cpus} vCPU(s): migrated after step {MIG_AFTER} of {MIG_STEPS} "
+          f"(steps {moved} on the destination) with the qcow2 ext4 disk and one TCP "
+          f"connection busy: total_ms {stats.get('total_ms')}, downtime_ms "
+          f"{stats.get('downtime_ms')}, {stats.get('rounds')} rounds, {stats.get('bytes')} "
+          f"bytes; pings every {MIG_PING_INTERVAL_S * 1000:.0f} ms: {ping['during']} from the "
+          f"migrate on, {ping['lost']} lost (longest gap {ping['longest_gap_ms']} ms), "
+          f"{ping['answered_after']} of {ping['after_switch']} sent after the switch "
+          f"answered; {took:.1f} s wall\n  migrate: {json.dumps(stats)}"
+          f"\n  pings (ms from the end of the migrate command): {json.dumps(ping)}")
+    return 0
+
+
+def lost_runs(seqs):
+    """Split sorted sequence numbers into runs of consecutive ones."""
+    runs = []
+    for s in seqs:
+        if runs and runs[-1][-1] == s - 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
+
+
+def migrate_disk_check(tmp, image, head, part_start, part_size, token):
+    """The disk checks of --migrate-test: @image passes qemu-img check, its
+    raw view passes disk_check() and holds /step-<i>.txt for every step.
+    Returns the failures."""
+    failures = []
+    try:
+        host_tool(["qemu-img", "check", "-q", image])
+        raw = os.path.join(tmp, "migrated.raw")
+        host_tool(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", image, raw])
+        failures += disk_check(tmp, raw, part_start, part_size, head, token)
+        with open(raw, "rb") as f:
+            f.seek(part_start)
+            data = f.read(part_size)
+        part = os.path.join(tmp, "migrated-part.img")
+        with open(part, "wb") as f:
+            f.write(data)
+        for i in range(1, MIG_STEPS + 1):
+            got = host_tool(["debugfs", "-R", f"cat /step-{i}.txt", part])
+            if got != f"{token}-{i}\n":
+                failures.append(f"debugfs reads /step-{i}.txt as {got!r}")
+    except HostToolError as e:
+        failures.append(str(e))
+    return failures
+
+
 def host_lacks_hw_virt():
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -691,6 +1115,13 @@ def boot(a):
     if a.snapshot_test:
         with tempfile.TemporaryDirectory(prefix="vmrun-linux-") as tmp:
             return snapshot_boot(a, tmp)
+    if a.migrate_test and (os.geteuid() != 0 or shutil.which("ip") is None):
+        print("SKIP: --migrate-test needs root (CAP_NET_ADMIN) and iproute2's `ip` for its "
+              "network namespace, bridge and taps")
+        return SKIP
+    if a.migrate_test:
+        with tempfile.TemporaryDirectory(prefix="vmrun-linux-") as tmp:
+            return migrate_boot(a, tmp)
     if a.net_test and os.geteuid() != 0:
         print("SKIP: --net-test needs root (CAP_NET_ADMIN) for its network namespace and tap")
         return SKIP
@@ -707,6 +1138,7 @@ def boot_in(a, tmp):
     kernel = state["VMRUN_LINUX_BZIMAGE" if a.kernel == "bzimage" else "VMRUN_LINUX_VMLINUX"]
     cmdline = "console=ttyS0" + (" vmrun.exit=reboot" if a.end == "reboot" else "")
     disk_args = []
+    transport = f",transport={a.transport}" if a.transport != "mmio" else ""
     if a.disk_test:
         token = secrets.token_hex(16)
         host_text = "from-host-" + secrets.token_hex(8)
@@ -718,7 +1150,7 @@ def boot_in(a, tmp):
         with open(disk, "rb") as f:
             head = f.read(part_start)
         cmdline += f" vmrun.test=blk vmrun.blk_token={token}"
-        disk_args = ["--disk", disk]
+        disk_args = ["--disk", disk + transport]
         if a.disk_qcow2:
             # The same disk as a qcow2 base (qemu-img's own) under a qcow2
             # overlay that vmrun writes; the base must not change.
@@ -733,7 +1165,7 @@ def boot_in(a, tmp):
                 return 1
             with open(base, "rb") as f:
                 base_sha = hashlib.sha256(f.read()).hexdigest()
-            disk_args = ["--disk", top + ",format=qcow2"]
+            disk_args = ["--disk", top + ",format=qcow2" + transport]
     if a.net_test:
         net_token = "done-" + secrets.token_hex(8)
         cmdline += " vmrun.test=net"
@@ -747,7 +1179,8 @@ def boot_in(a, tmp):
     host_out = ""
     if a.net_test:
         try:
-            status, out, err, host_out, nic = run_net(args, net_token, a.net_queues, tmp)
+            status, out, err, host_out, nic = run_net(args, net_token, a.net_queues, tmp,
+                                                      transport)
         except HostToolError as e:
             print(f"FAIL: setting up the network namespace: {e}")
             return 1
@@ -799,6 +1232,13 @@ def boot_in(a, tmp):
                             f"wanted {host_text!r}")
         if not re.search(r"^blk: wrote\r?$", out, re.M):
             failures.append("no 'blk: wrote' line from the guest")
+        # Over virtio-pci the kernel's driver takes MSI-X: its vectors show
+        # in /proc/interrupts as PCI-MSI (config and request queue).
+        msi = re.findall(r"^irq: .*PCI-MSI.*virtio.*?\r?$", out, re.M)
+        if a.transport == "pci" and len(msi) < 2:
+            failures.append(f"/proc/interrupts in the guest shows {len(msi)} PCI-MSI virtio "
+                            f"lines, wanted 2 or more: "
+                            f"{re.findall(r'^irq: .*?$', out, re.M)}")
         if a.disk_qcow2:
             # qemu-img is the oracle: the overlay and the live snapshot's
             # base check clean, the original base is untouched, the chain is
@@ -883,6 +1323,7 @@ def boot_in(a, tmp):
     print(f"PASS: {a.kernel} ({a.boot} entry), {a.cpus} vCPU(s), {a.end}"
           f"{', gzip initramfs' if a.initrd_gzip else ''}"
           f"{', virtio-blk ext4 read/write' if a.disk_test else ''}{net_summary}"
+          f"{' over virtio-pci (MSI-X)' if a.transport == 'pci' else ''}"
           f"{', shell ran the input piped in at start-up' if a.shell_test else ''}: "
           f"{took:.1f} s wall ({init_at.strip()})"
           # virtio-net's counters, which vmrun prints with VMRUN_DEBUG set
@@ -909,6 +1350,8 @@ def main():
                     help="with --disk-test: the disk is a qcow2 overlay over a qcow2 base, "
                          "snapshotted live while the guest runs")
     bp.add_argument("--net-test", action="store_true")
+    bp.add_argument("--transport", choices=("mmio", "pci"), default="mmio",
+                    help="the virtio transport of the --disk-test and --net-test devices")
     bp.add_argument("--net-queues", type=int, default=1,
                     help="with --net-test: queue pairs (a multi-queue tap when more than 1)")
     bp.add_argument("--shell-test", action="store_true",
@@ -916,7 +1359,13 @@ def main():
     bp.add_argument("--snapshot-test", action="store_true",
                     help="save the VM mid-work (qcow2 ext4 disk and network busy) and "
                          "finish from a restore")
+    bp.add_argument("--migrate-test", action="store_true",
+                    help="live-migrate the VM mid-work (qcow2 ext4 disk and network busy, "
+                         "the host pinging it) to a second vmrun and finish there")
     sub.add_parser("snap-host")
+    mp = sub.add_parser("mig-ping")
+    mp.add_argument("--guest", required=True)
+    mp.add_argument("--tap", required=True)
     hp = sub.add_parser("net-host")
     hp.add_argument("--guest", required=True)
     hp.add_argument("--count", type=int, required=True)
@@ -926,6 +1375,8 @@ def main():
         return net_host(a)
     if a.cmd == "snap-host":
         return snap_host()
+    if a.cmd == "mig-ping":
+        return mig_ping(a)
     return prepare(a) if a.cmd == "prepare" else boot(a)
 
 

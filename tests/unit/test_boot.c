@@ -658,6 +658,252 @@ static void test_reject_pvh_entry_outside(void **state)
 
 /* ---- elf_load ---- */
 
+/* ---- ELF32 i386 with a PVH note ---- */
+
+#define PH32_OFF(i) (sizeof(Elf32_Ehdr) + (i) * sizeof(Elf32_Phdr))
+
+/* elf_build() for an ELF32 i386 file. */
+static size_t elf32_build(uint32_t entry, const struct ph *ph, unsigned n)
+{
+	Elf32_Ehdr eh;
+	size_t len = PH32_OFF(n);
+
+	memset(image, 0, sizeof(image));
+	memset(&eh, 0, sizeof(eh));
+	memcpy(eh.e_ident, ELFMAG, SELFMAG);
+	eh.e_ident[EI_CLASS] = ELFCLASS32;
+	eh.e_ident[EI_DATA] = ELFDATA2LSB;
+	eh.e_ident[EI_VERSION] = EV_CURRENT;
+	eh.e_type = ET_EXEC;
+	eh.e_machine = EM_386;
+	eh.e_version = EV_CURRENT;
+	eh.e_entry = entry;
+	eh.e_phoff = sizeof(Elf32_Ehdr);
+	eh.e_ehsize = sizeof(Elf32_Ehdr);
+	eh.e_phentsize = sizeof(Elf32_Phdr);
+	eh.e_phnum = (Elf32_Half)n;
+	memcpy(image, &eh, sizeof(eh));
+	assert_true(PH32_OFF(n) <= IMG_CAP);
+	for (unsigned i = 0; i < n; i++) {
+		Elf32_Phdr p;
+
+		memset(&p, 0, sizeof(p));
+		p.p_type = ph[i].type;
+		p.p_flags = PF_R | PF_W | PF_X;
+		p.p_offset = (Elf32_Off)ph[i].offset;
+		p.p_vaddr = (Elf32_Addr)ph[i].vaddr;
+		p.p_paddr = (Elf32_Addr)ph[i].paddr;
+		p.p_filesz = (Elf32_Word)ph[i].filesz;
+		p.p_memsz = (Elf32_Word)ph[i].memsz;
+		p.p_align = 0x1000;
+		memcpy(image + PH32_OFF(i), &p, sizeof(p));
+		if (ph[i].offset <= IMG_CAP && ph[i].filesz <= IMG_CAP - ph[i].offset &&
+		    ph[i].offset + ph[i].filesz > len)
+			len = ph[i].offset + ph[i].filesz;
+	}
+	return len;
+}
+
+#define ELF32_NOTE_OFF 0x3000
+
+/* good_ph as ELF32, a PT_NOTE with another note and the PVH entry
+ * @pvh (@descsz 4 or 8 bytes) at ELF32_NOTE_OFF, and e_entry 0xc0100010
+ * (a virtual address: unused). */
+static size_t build_elf32(uint64_t pvh, uint32_t descsz, bool with_pvh)
+{
+	struct ph ph[4];
+	uint8_t notes[64], gnu_desc[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	size_t len, n;
+
+	n = note_put(notes, "GNU", 4, 3, gnu_desc, 8);
+	if (with_pvh)
+		n += note_put(notes + n, "Xen", 4, XEN_ELFNOTE_PHYS32_ENTRY, &pvh, descsz);
+	memcpy(ph, good_ph, sizeof(good_ph));
+	ph[3] = (struct ph){ PT_NOTE, ELF32_NOTE_OFF, 0, 0, n, 0 };
+	len = elf32_build(0xc0100010u, ph, 4);
+	memcpy(image + ELF32_NOTE_OFF, notes, n);
+	for (unsigned i = 0; i < 0x800; i++)
+		image[0x1000 + i] = (uint8_t)(i ^ 0x3c);
+	for (unsigned i = 0; i < 0x100; i++)
+		image[0x2000 + i] = (uint8_t)(0x10 + i);
+	assert_int_equal(len, ELF32_NOTE_OFF + n);
+	return len;
+}
+
+static void test_elf32_pvh_good(void **state)
+{
+	struct guest_mem gm;
+	struct elf_image img;
+	size_t len = build_elf32(0x100040, 4, true);
+	uint8_t *seg1;
+
+	assert_int_equal(parse(len, &img), 0);
+	assert_true(img.is32);
+	assert_true(img.has_pvh);
+	assert_int_equal(img.pvh_entry, 0x100040);
+	assert_int_equal(img.entry, 0x100040);
+	assert_int_equal(img.n_segments, 2);
+	assert_int_equal(img.segments[1].paddr, 0x200000);
+	assert_int_equal(img.segments[1].filesz, 0x100);
+	assert_int_equal(img.segments[1].memsz, 0x3000);
+	assert_int_equal(img.lowest, 0x100000);
+	assert_int_equal(img.highest, 0x203000);
+	/* An 8-byte descriptor works too. */
+	len = build_elf32(0x200010, 8, true);
+	assert_int_equal(parse(len, &img), 0);
+	assert_int_equal(img.pvh_entry, 0x200010);
+
+	/* Loaded as the 64-bit path loads. */
+	assert_int_equal(guest_mem_init(&gm, 16 * MiB), 0);
+	memset(guest_mem_ptr(&gm, 0x200000, 0x4000), 0xcc, 0x4000);
+	assert_int_equal(elf_load(&img, image, &gm, err, sizeof(err)), 0);
+	assert_memory_equal(guest_mem_ptr(&gm, 0x100000, 0x800), image + 0x1000, 0x800);
+	seg1 = guest_mem_ptr(&gm, 0x200000, 0x3000);
+	assert_memory_equal(seg1, image + 0x2000, 0x100);
+	for (unsigned i = 0x100; i < 0x3000; i++)
+		assert_int_equal(seg1[i], 0);
+	assert_int_equal(*(uint8_t *)guest_mem_ptr(&gm, 0x203000, 1), 0xcc);
+	guest_mem_exit(&gm);
+}
+
+/* Without the PVH note there is no entry vmrun can use: refused, saying so. */
+static void test_elf32_without_pvh_refused(void **state)
+{
+	struct elf_image img;
+	size_t len = build_elf32(0, 4, false);
+
+	assert_int_equal(parse(len, &img), -ENOEXEC);
+	assert_one_line_naming(err, "32-bit ELF file without a PVH note");
+	/* A PVH note of another name or type is no PVH note. */
+	len = build_elf32(0x100040, 4, true);
+	memcpy(image + ELF32_NOTE_OFF + 24 + 12, "Xem", 4); /* after the 24-byte GNU note */
+	assert_int_equal(parse(len, &img), -ENOEXEC);
+	assert_one_line_naming(err, "PVH");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + ELF32_NOTE_OFF + 24 + 8, XEN_ELFNOTE_PHYS32_ENTRY + 1); /* its n_type */
+	assert_int_equal(parse(len, &img), -ENOEXEC);
+	len = build_elf32(0x100040, 4, true);
+	assert_int_equal(parse(len, &img), 0);
+}
+
+#define E32(field) offsetof(Elf32_Ehdr, field)
+#define P32(i, field) (PH32_OFF(i) + offsetof(Elf32_Phdr, field))
+
+/* Hostile headers: each is an error with a one-line reason, never a read
+ * past the file (parse() hands elf_parse() an exactly-sized heap copy). */
+static void test_elf32_hostile_headers(void **state)
+{
+	struct elf_image img;
+	size_t len;
+
+	len = build_elf32(0x100040, 4, true);
+	expect_noexec(sizeof(Elf32_Ehdr) - 1, "truncated ELF32 header");
+	expect_noexec(PH32_OFF(2), "program headers cut short");
+
+	len = build_elf32(0x100040, 4, true);
+	wr16(image + E32(e_machine), EM_X86_64);
+	expect_noexec(len, "ELF32 for x86-64");
+	assert_one_line_naming(err, "i386");
+
+	len = build_elf32(0x100040, 4, true);
+	wr16(image + E32(e_phentsize), sizeof(Elf64_Phdr));
+	expect_noexec(len, "ELF64 program header size in an ELF32 file");
+	len = build_elf32(0x100040, 4, true);
+	wr16(image + E32(e_phnum), 0);
+	expect_noexec(len, "no program headers");
+	len = build_elf32(0x100040, 4, true);
+	wr16(image + E32(e_phnum), 0xffff);
+	expect_noexec(len, "65535 program headers");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + E32(e_phoff), 0xffffffe0u);
+	expect_noexec(len, "program headers at 4 GiB - 32");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + E32(e_phoff), (uint32_t)len - 3 * sizeof(Elf32_Phdr)); /* room for 3 of 4 */
+	expect_noexec(len, "program headers running past the end");
+
+	/* Segments: offset or size past the file, 32-bit wrap, past 4 GiB. */
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(0, p_offset), 0xfffff000u);
+	expect_noexec(len, "segment offset past the file");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(0, p_filesz), 0xffffffffu);
+	wr32(image + P32(0, p_memsz), 0xffffffffu);
+	expect_noexec(len, "segment size 4 GiB - 1");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(1, p_filesz), 0x3001);
+	expect_noexec(len, "filesz over memsz");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(1, p_paddr), 0xfffff000u);
+	expect_noexec(len, "segment past 4 GiB");
+	assert_one_line_naming(err, "4 GiB");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(1, p_paddr), 0x100400);
+	expect_noexec(len, "overlapping segments");
+
+	/* Notes: segment past the file, a name or descriptor length that
+	 * runs past the segment, an odd PVH descriptor size. */
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(3, p_offset), 0xffffff00u);
+	expect_noexec(len, "note segment past the file");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + P32(3, p_filesz), 0xffffffffu);
+	expect_noexec(len, "note segment size 4 GiB - 1");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + ELF32_NOTE_OFF, 0xfffffffdu); /* the first note's n_namesz */
+	expect_noexec(len, "note name length near 4 GiB");
+	len = build_elf32(0x100040, 4, true);
+	wr32(image + ELF32_NOTE_OFF + 4, 0xfffffffdu); /* its n_descsz */
+	expect_noexec(len, "note descriptor length near 4 GiB");
+	len = build_elf32(0x100040, 2, true);
+	expect_noexec(len, "PVH descriptor of 2 bytes");
+
+	/* The PVH entry must lie inside a segment (and below 4 GiB). */
+	len = build_elf32(0x300000, 4, true);
+	expect_noexec(len, "PVH entry outside the segments");
+	len = build_elf32(0x100000100040ull, 8, true);
+	expect_noexec(len, "PVH entry past 4 GiB");
+	(void)img;
+}
+
+/* Random damage to the headers and notes of a good ELF32 image: elf_parse()
+ * answers 0 or -ENOEXEC with a one-line reason, and a success still obeys
+ * the rules (segments inside the file, below 4 GiB, a PVH entry inside one). */
+static void test_elf32_random_damage(void **state)
+{
+	uint64_t x = 0x1234567;
+
+	for (unsigned round = 0; round < 3000; round++) {
+		struct elf_image img;
+		size_t len = build_elf32(0x100040, 4, true);
+		int r;
+
+		for (unsigned k = 0; k < 1 + round % 4; k++) {
+			size_t at;
+
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			/* Header and program headers mostly, the notes sometimes. */
+			at = (x >> 40) % 5 ? (x >> 20) % PH32_OFF(4)
+					   : ELF32_NOTE_OFF + (x >> 20) % (len - ELF32_NOTE_OFF);
+			image[at] = (uint8_t)(x >> 56);
+		}
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		if (x >> 63)
+			len -= (x >> 30) % 64; /* sometimes cut short too */
+		r = parse(len, &img);
+		if (r == 0) {
+			assert_true(img.has_pvh);
+			for (unsigned i = 0; i < img.n_segments; i++) {
+				assert_true(img.segments[i].offset + img.segments[i].filesz <= len);
+				assert_true(img.segments[i].paddr + img.segments[i].memsz <= 0x100000000ull);
+			}
+			assert_true(img.pvh_entry < 0x100000000ull);
+		} else {
+			assert_int_equal(r, -ENOEXEC);
+			assert_one_line_naming(err, NULL);
+		}
+	}
+}
+
 static void test_load_copies_and_zeroes_bss(void **state)
 {
 	struct guest_mem gm;
@@ -974,6 +1220,10 @@ int main(void)
 		cmocka_unit_test(test_reject_no_load_segments),
 		cmocka_unit_test(test_reject_bad_notes),
 		cmocka_unit_test(test_reject_pvh_entry_outside),
+		cmocka_unit_test(test_elf32_pvh_good),
+		cmocka_unit_test(test_elf32_without_pvh_refused),
+		cmocka_unit_test(test_elf32_hostile_headers),
+		cmocka_unit_test(test_elf32_random_damage),
 		cmocka_unit_test(test_load_copies_and_zeroes_bss),
 		cmocka_unit_test(test_load_rejects_low_segment),
 		cmocka_unit_test(test_load_rejects_segment_past_ram),

@@ -436,6 +436,18 @@ static void test_net(void **state)
 	REJECT("queues=2x", "--kernel", "k", "--net", "tap=a,queues=2x");
 	REJECT("queues=-1", "--kernel", "k", "--net", "tap=a,queues=-1");
 	REJECT("queues=99999999999", "--kernel", "k", "--net", "tap=a,queues=99999999999");
+	/* transport=: mmio by default, pci on request, nothing else. */
+	assert_int_equal(cfg.nics[0].transport, VIRTIO_TRANSPORT_MMIO);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net", "tap=m,transport=pci", "--disk",
+			       "d,transport=pci", "--disk", "e,transport=mmio", "--disk", "f"),
+			 CLI_OK);
+	assert_int_equal(cfg.nics[0].transport, VIRTIO_TRANSPORT_PCI);
+	assert_int_equal(cfg.disks[0].transport, VIRTIO_TRANSPORT_PCI);
+	assert_int_equal(cfg.disks[1].transport, VIRTIO_TRANSPORT_MMIO);
+	assert_int_equal(cfg.disks[2].transport, VIRTIO_TRANSPORT_MMIO);
+	REJECT("unknown option 'transport=pcie'", "--kernel", "k", "--net", "tap=a,transport=pcie");
+	REJECT("unknown option 'transport='", "--kernel", "k", "--disk", "d,transport=");
+	REJECT("unknown option 'transport=PCI'", "--kernel", "k", "--disk", "d,transport=PCI");
 	REJECT("at most 2 interfaces", "--kernel", "k", "--net", "tap=a", "--net", "tap=b", "--net",
 	       "tap=c");
 }

@@ -11,10 +11,15 @@
  * features and a read_mem that reads this process's memory, and must agree
  * on the registers, the arithmetic flags, RIP and the exception.
  *
+ * The SSE instructions run the same way with the XMM registers and MXCSR
+ * loaded from, and saved to, an FXSAVE image around the bytes, and stores
+ * compared byte for byte in a memory window (compare_fx()).
+ *
  * What CPL 3 cannot show is checked against the architecture's definition
  * (Intel SDM vol. 2) instead, and said so: CLAC/STAC and SYSRET at CPL 0
  * (natively they are #UD / #GP at CPL 3, which is compared), INT3's gate
- * check, FWAIT's #NM and #MF, and the syscall repair on a fake state. */
+ * check, FWAIT's #NM and #MF, the SSE #UD/#NM rules (CR0.EM, CR0.TS,
+ * CR4.OSFXSR, CPUID features), and the syscall repair on a fake state. */
 #include "unit.h"
 
 #include <asm/prctl.h>
@@ -145,6 +150,12 @@ static uint32_t host_features(void)
 		f |= INSN_FEAT_POPCNT;
 	if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 20)))
 		f |= INSN_FEAT_SMAP;
+	if (__get_cpuid(1, &a, &b, &c, &d)) {
+		f |= c & (1u << 9) ? INSN_FEAT_SSSE3 : 0;
+		f |= c & (1u << 19) ? INSN_FEAT_SSE41 : 0;
+		f |= c & (1u << 20) ? INSN_FEAT_SSE42 : 0;
+		f |= c & (1u << 1) ? INSN_FEAT_PCLMUL : 0;
+	}
 	return f;
 }
 
@@ -756,6 +767,726 @@ static void test_sysret_cpl0(void **state)
 	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x07), &in, &res), INSN_UNKNOWN);
 }
 
+/* ---- SSE state: LDMXCSR, STMXCSR, the SSE moves, XGETBV ----
+ *
+ * The XMM registers and MXCSR go in and out of the native run through an
+ * FXSAVE image: FXRSTOR right before the bytes run, FXSAVE right after (no
+ * C code in between that could use an XMM register), and the test's own
+ * state back afterwards.  The emulator gets the same image as its struct
+ * insn_sse.  A memory operand the instruction may store to is a "window":
+ * the emulator runs on it first, its bytes are kept and the window reset,
+ * then the CPU runs, and both results must match. */
+
+#define FX_MXCSR 24
+#define FX_MXCSR_MASK 28
+#define FX_XMM 160
+
+struct fx {
+	uint8_t b[512];
+} __attribute__((aligned(16)));
+
+struct window {
+	uint8_t *p;
+	size_t len;
+};
+
+static void run_native_fx(const uint8_t *b, size_t n, struct native_regs *st, struct fx *fx)
+{
+	struct sigaction sa = { .sa_sigaction = on_signal, .sa_flags = SA_SIGINFO };
+	struct sigaction old[ARRAY_LEN(trap_signals)];
+	static struct fx own;
+
+	sigemptyset(&sa.sa_mask);
+	assert_true(n < CODE_DATA_OFF);
+	memcpy(nat.page, b, n);
+	nat.page[n] = 0xc3; /* ret */
+	nat.len = n;
+	nat.trapno = -1;
+	__builtin___clear_cache((char *)nat.page, (char *)nat.page + n + 1);
+	for (size_t i = 0; i < ARRAY_LEN(trap_signals); i++)
+		assert_int_equal(sigaction(trap_signals[i], &sa, &old[i]), 0);
+	__asm__ volatile("fxsave64 %0" : "=m"(own));
+	__asm__ volatile("fxrstor64 %0" : : "m"(*fx));
+	native_run(st, nat.page);
+	__asm__ volatile("fxsave64 %0" : "=m"(*fx));
+	__asm__ volatile("fxrstor64 %0" : : "m"(own));
+	for (size_t i = 0; i < ARRAY_LEN(trap_signals); i++)
+		sigaction(trap_signals[i], &old[i], NULL);
+}
+
+/* This process's memory for stores: a page the kernel does not let us
+ * write is a user-mode write #PF, present when it can be read. */
+static int self_write(void *ctx, uint64_t la, const void *buf, size_t len, unsigned access,
+		      struct insn_exception *fault)
+{
+	struct iovec local = { (void *)buf, len }, remote = { (void *)la, len };
+	uint8_t probe;
+
+	/* All pages first, as the CPU: a store that faults writes nothing. */
+	for (uint64_t a = la; a < la + len; a = (a | 4095) + 1) {
+		struct iovec pl = { &probe, 1 }, pr = { (void *)a, 1 };
+		bool readable = process_vm_readv(getpid(), &pl, 1, &pr, 1, 0) == 1;
+
+		if (!readable || process_vm_writev(getpid(), &pl, 1, &pr, 1, 0) != 1) {
+			*fault = (struct insn_exception){
+				.vector = INSN_VEC_PF, .has_error_code = true,
+				.error_code = INSN_PF_USER | INSN_PF_WRITE | (readable ? INSN_PF_PRESENT : 0),
+				.cr2 = a < la ? la : a };
+			return -EFAULT;
+		}
+	}
+	if (process_vm_writev(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)len)
+		return -EIO;
+	return 0;
+}
+
+static uint64_t native_xgetbv(uint32_t index)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(index));
+	return (uint64_t)hi << 32 | lo;
+}
+
+static bool host_osxsave(void)
+{
+	unsigned a, b, c, d;
+
+	return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27));
+}
+
+static int self_xcr(void *ctx, uint32_t index, uint64_t *value)
+{
+	*value = native_xgetbv(index);
+	return 0;
+}
+
+static uint32_t host_features_sse(void)
+{
+	unsigned a, b, c, d;
+	uint32_t f = host_features();
+
+	if (host_osxsave() && __get_cpuid_count(0xd, 1, &a, &b, &c, &d) && (a & (1u << 2)))
+		f |= INSN_FEAT_XGETBV1;
+	return f;
+}
+
+/* An FXSAVE image with pseudo-random XMM registers and MXCSR 0x1f80. */
+static void seed_fx(struct fx *fx, uint64_t seed)
+{
+	uint32_t mxcsr = 0x1f80;
+
+	__asm__ volatile("fxsave64 %0" : "=m"(*fx));
+	for (unsigned i = 0; i < 256; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		fx->b[FX_XMM + i] = (uint8_t)(seed >> 33);
+	}
+	memcpy(fx->b + FX_MXCSR, &mxcsr, 4);
+}
+
+static void sse_from_fx(struct insn_sse *sse, const struct fx *fx)
+{
+	memcpy(sse->xmm, fx->b + FX_XMM, sizeof(sse->xmm));
+	memcpy(&sse->mxcsr, fx->b + FX_MXCSR, 4);
+	memcpy(&sse->mxcsr_mask, fx->b + FX_MXCSR_MASK, 4);
+}
+
+/* compare() with the SSE state and a memory window @w (or none). */
+static enum insn_action compare_fx(const uint8_t *b, size_t n, const struct native_regs *in,
+				   const struct fx *fx_in, const struct window *w)
+{
+	struct native_regs st = *in;
+	struct fx fx = *fx_in;
+	struct insn_sse sse, sse_in;
+	struct insn_cpu c;
+	struct insn_result res;
+	struct insn dec;
+	enum insn_action a;
+	uint8_t before[64], emulated[64];
+	size_t wl = w ? w->len : 0;
+
+	assert_true(wl <= sizeof(before));
+	if (wl)
+		memcpy(before, w->p, wl);
+	cpu_from_native(&c, in);
+	c.cr4 |= INSN_CR4_OSFXSR | (host_osxsave() ? INSN_CR4_OSXSAVE : 0);
+	c.features = host_features_sse();
+	c.write_mem = self_write;
+	c.read_xcr = self_xcr;
+	sse_from_fx(&sse, &fx);
+	sse_in = sse;
+	c.sse = &sse;
+	memcpy(nat.page, b, n);
+	a = insn_step(&c, b, n, &dec, &res);
+	if (wl) {
+		memcpy(emulated, w->p, wl);
+		memcpy(w->p, before, wl);
+	}
+	run_native_fx(b, n, &st, &fx);
+
+	if (a == INSN_UNKNOWN)
+		fail_msg("emulator does not know bytes it should (%s); native trap %d", res.why,
+			 nat.trapno);
+	for (unsigned i = 0; i < INSN_NR_GPRS; i++)
+		if (i != INSN_RSP && c.gpr[i] != st.gpr[i])
+			fail_msg("gpr %u: emulated 0x%llx, native 0x%llx", i,
+				 (unsigned long long)c.gpr[i], (unsigned long long)st.gpr[i]);
+	for (unsigned i = 0; i < 16; i++)
+		if (memcmp(sse.xmm[i], fx.b + FX_XMM + 16 * i, 16))
+			fail_msg("xmm%u differs", i);
+	assert_memory_equal(&sse.mxcsr, fx.b + FX_MXCSR, 4);
+	if (wl)
+		assert_memory_equal(emulated, w->p, wl);
+	if (nat.trapno < 0) {
+		if (a != INSN_EMULATED)
+			fail_msg("native ran, emulator raised vector %u", res.exc.vector);
+		assert_int_equal(c.rip, (uint64_t)nat.page + n);
+		assert_int_equal(dec.len, n);
+		assert_int_equal(c.rflags & INSN_RFLAGS_ARITH, st.rflags & INSN_RFLAGS_ARITH);
+		return a;
+	}
+	if (a != INSN_EXCEPTION)
+		fail_msg("native raised vector %d, emulator completed the instruction", nat.trapno);
+	assert_int_equal(res.exc.vector, nat.trapno);
+	if (nat.trapno == INSN_VEC_GP || nat.trapno == INSN_VEC_SS || nat.trapno == INSN_VEC_PF)
+		assert_int_equal(res.exc.error_code, nat.err);
+	if (nat.trapno == INSN_VEC_PF)
+		assert_int_equal(res.exc.cr2, nat.cr2);
+	assert_int_equal(c.rip, nat.rip);
+	assert_false(c.sse_changed);
+	assert_memory_equal(&sse, &sse_in, sizeof(sse)); /* a fault writes nothing */
+	return a;
+}
+
+static void expect_fx(enum insn_action want, const uint8_t *b, size_t n,
+		      const struct native_regs *in, const struct fx *fx, const struct window *w)
+{
+	assert_int_equal(compare_fx(b, n, in, fx, w), want);
+}
+
+/* A page whose second half is followed by a read-only page, and a missing
+ * one after that: stores across the end fault. */
+static uint8_t *edge_pages(void)
+{
+	uint8_t *p = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(p != MAP_FAILED);
+	for (unsigned k = 0; k < 4096; k += 4)
+		*(uint32_t *)(p + 4096 + k) = 0x1f80; /* a valid MXCSR to load */
+	assert_int_equal(mprotect(p + 4096, 4096, PROT_READ), 0);
+	assert_int_equal(munmap(p + 8192, 4096), 0);
+	return p;
+}
+
+static void test_mxcsr_native(void **state)
+{
+	static uint32_t word[8] __attribute__((aligned(16)));
+	uint32_t mask, good[] = { 0x1f80, 0x9fc0, 0x0000, 0x7f80, 0x1fbf, 0x6000 };
+	struct window win = { (uint8_t *)word, sizeof(word) };
+	struct native_regs in;
+	struct fx fx;
+	uint8_t *edge;
+	int32_t d;
+
+	seed_regs(&in, 37);
+	seed_fx(&fx, 37);
+	memcpy(&mask, fx.b + FX_MXCSR_MASK, 4);
+	if (!mask)
+		mask = 0xffbf;
+	in.gpr[INSN_RBX] = (uint64_t)word;
+	in.gpr[INSN_RBP] = (uint64_t)word + 8;
+	in.gpr[INSN_RCX] = 1;
+	in.gpr[INSN_R12] = (uint64_t)word + 4;
+	in.gpr[INSN_R13] = (uint64_t)word + 12;
+	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+		for (unsigned k = 0; k < 8; k++)
+			word[k] = good[i] & mask;
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x13), &in, &fx, &win);             /* ldmxcsr [rbx] */
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x54, 0x8b, 0x04), &in, &fx, &win); /* [rbx+rcx*4+4] */
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x55, 0x04), &in, &fx, &win);       /* [rbp+4] */
+		expect_fx(INSN_EMULATED, BYTES(0x41, 0x0f, 0xae, 0x14, 0x24), &in, &fx, &win); /* [r12] */
+		expect_fx(INSN_EMULATED, BYTES(0x41, 0x0f, 0xae, 0x55, 0x00), &in, &fx, &win); /* [r13] */
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x94, 0xcb, 0x08, 0, 0, 0), &in, &fx, &win);
+	}
+	/* STMXCSR of several MXCSR values, to every form. */
+	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+		uint32_t v = good[i] & mask;
+
+		memcpy(fx.b + FX_MXCSR, &v, 4);
+		memset(word, 0xa5, sizeof(word));
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x1b), &in, &fx, &win);             /* stmxcsr [rbx] */
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x5c, 0x8b, 0x04), &in, &fx, &win);
+		expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x5d, 0x04), &in, &fx, &win);
+		expect_fx(INSN_EMULATED, BYTES(0x41, 0x0f, 0xae, 0x1c, 0x24), &in, &fx, &win);
+		expect_fx(INSN_EMULATED, BYTES(0x48, 0x0f, 0xae, 0x1b), &in, &fx, &win);       /* REX.W: the same */
+		expect_fx(INSN_EMULATED, BYTES(0x2e, 0x0f, 0xae, 0x1b), &in, &fx, &win);       /* CS: ignored */
+	}
+	seed_fx(&fx, 37);
+	/* RIP-relative and FS-relative. */
+	memcpy(nat.page + CODE_DATA_OFF, &good[1], 4);
+	d = CODE_DATA_OFF - 7;
+	expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x15, (uint8_t)d, (uint8_t)(d >> 8), 0, 0), &in, &fx, NULL);
+	{
+		uint64_t fs = 0;
+
+		syscall(SYS_arch_prctl, ARCH_GET_FS, &fs);
+		tls_word = 0x1f80;
+		d = (int32_t)((uint64_t)&tls_word - fs);
+		expect_fx(INSN_EMULATED, BYTES(0x64, 0x0f, 0xae, 0x14, 0x25, (uint8_t)d, (uint8_t)(d >> 8),
+					       (uint8_t)(d >> 16), (uint8_t)(d >> 24)), &in, &fx, NULL);
+	}
+
+	/* Reserved bits: #GP(0), MXCSR unchanged. */
+	word[0] = 0x10000 | 0x1f80;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x13), &in, &fx, &win);
+	word[0] = 0x80001f80;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x13), &in, &fx, &win);
+	if (!(mask & 0x40)) {
+		word[0] = 0x1fc0; /* DAZ where the CPU lacks it */
+		expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x13), &in, &fx, &win);
+	}
+	word[0] = ~mask & 0xffffffffu;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x13), &in, &fx, &win);
+
+	/* #UD: a register operand, LOCK. */
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0xd0), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0xd8), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0xf0, 0x0f, 0xae, 0x13), &in, &fx, &win);
+
+	/* Non-canonical: #SS(0) through RBP, #GP(0) otherwise. */
+	in.gpr[INSN_RBP] = 0x8000000000000000ull;
+	in.gpr[INSN_RDX] = 0x8000000000000000ull;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x55, 0x00), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x5d, 0x00), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x12), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x1a), &in, &fx, NULL);
+
+	/* #PF: a missing page (read and write), a read-only page (write), and
+	 * a store whose last byte lies on the read-only page. */
+	edge = edge_pages();
+	in.gpr[INSN_RBX] = (uint64_t)edge + 8192;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x13), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x1b), &in, &fx, NULL);
+	in.gpr[INSN_RBX] = (uint64_t)edge + 4096;
+	expect_fx(INSN_EMULATED, BYTES(0x0f, 0xae, 0x13), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x1b), &in, &fx, NULL);
+	win = (struct window){ edge + 4096 - 8, 8 };
+	in.gpr[INSN_RBX] = (uint64_t)edge + 4096 - 2;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x1b), &in, &fx, &win);
+	in.gpr[INSN_RBX] = (uint64_t)edge + 8192 - 2; /* read across into the missing page */
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0xae, 0x13), &in, &fx, NULL);
+	munmap(edge, 8192);
+}
+
+/* The moves and XORs, register and memory forms, every prefix that picks
+ * them, high registers through REX.R/REX.B. */
+static void test_sse_moves_native(void **state)
+{
+	static uint8_t buf[64] __attribute__((aligned(16)));
+	static const uint8_t ops[][4] = {
+		/* prefix (0: none), opcode */
+		{ 0x66, 0x6f }, { 0xf3, 0x6f }, { 0x66, 0x7f }, { 0xf3, 0x7f }, /* movdqa/u */
+		{ 0x00, 0x28 }, { 0x00, 0x29 }, { 0x00, 0x10 }, { 0x00, 0x11 }, /* movaps/ups */
+		{ 0x66, 0x28 }, { 0x66, 0x29 }, { 0x66, 0x10 }, { 0x66, 0x11 }, /* movapd/upd */
+		{ 0x66, 0x6e }, { 0x66, 0x7e }, { 0xf3, 0x7e }, { 0x66, 0xd6 }, /* movd/movq */
+		{ 0x66, 0xef }, { 0x00, 0x57 }, { 0x66, 0x57 },                 /* pxor, xorps, xorpd */
+	};
+	struct window win = { buf, sizeof(buf) };
+	struct native_regs in;
+	struct fx fx;
+
+	for (size_t i = 0; i < ARRAY_LEN(ops); i++) {
+		for (unsigned form = 0; form < 10; form++) {
+			uint8_t b[12];
+			size_t n = 0;
+			uint8_t rex = 0;
+
+			seed_regs(&in, 41 + i * 16 + form);
+			seed_fx(&fx, 43 + i * 16 + form);
+			for (unsigned k = 0; k < sizeof(buf); k++)
+				buf[k] = (uint8_t)(k * 7 + i);
+			in.gpr[INSN_RBX] = (uint64_t)buf + 16;
+			in.gpr[INSN_R9] = (uint64_t)buf + 32;
+			in.gpr[INSN_RCX] = 2;
+			if (ops[i][0])
+				b[n++] = ops[i][0];
+			switch (form) {
+			case 0: rex = 0; break;          /* xmm1, xmm2 / [rbx] */
+			case 1: rex = 0x44; break;       /* xmm9 (REX.R) */
+			case 2: rex = 0x41; break;       /* xmm10 / r9 (REX.B) */
+			case 3: rex = 0x4d; break;       /* REX.WRB */
+			case 4: rex = 0x48; break;       /* REX.W: movq forms */
+			default: rex = form & 1 ? 0x48 : 0; break;
+			}
+			if (rex)
+				b[n++] = rex;
+			b[n++] = 0x0f;
+			b[n++] = ops[i][1];
+			switch (form) {
+			case 0: case 1: case 3: case 4:
+				b[n++] = 0xca;             /* reg 1, rm 2 */
+				break;
+			case 2:
+				b[n++] = 0x11;             /* reg 2, [r9] with REX.B */
+				break;
+			case 5: case 6:
+				b[n++] = 0x13;             /* [rbx] */
+				break;
+			case 7:
+				b[n++] = 0x54; b[n++] = 0x4b; b[n++] = 0xfc; /* [rbx+rcx*2-4] */
+				break;
+			case 8:
+				b[n++] = 0x53; b[n++] = 0xf0;              /* [rbx-16] */
+				break;
+			default:
+				b[n++] = 0x5b; b[n++] = 0x08;              /* [rbx+8]: misaligned by 8 */
+				break;
+			}
+			/* Register and aligned forms run; misaligned ones run or
+			 * #GP(0), as the CPU decides: compare_fx() checks both. */
+			(void)compare_fx(b, n, &in, &fx, &win);
+		}
+	}
+	/* The mandatory prefix is the last F2/F3, else 66: 66 F3 is MOVDQU
+	 * (misaligned fine), F3 66 too. */
+	seed_regs(&in, 47);
+	seed_fx(&fx, 47);
+	in.gpr[INSN_RBX] = (uint64_t)buf + 8;
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0xf3, 0x0f, 0x6f, 0x03), &in, &fx, &win);
+	expect_fx(INSN_EMULATED, BYTES(0xf3, 0x66, 0x0f, 0x7f, 0x03), &in, &fx, &win);
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0x7f, 0x03), &in, &fx, &win);
+	expect_fx(INSN_EXCEPTION, BYTES(0xf0, 0x66, 0x0f, 0xef, 0xc0), &in, &fx, NULL); /* LOCK */
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0xef, 0xc0), &in, &fx, NULL);        /* pxor xmm0, xmm0 */
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x45, 0x0f, 0xef, 0xff), &in, &fx, NULL);  /* pxor xmm15, xmm15 */
+	/* movd to a 32-bit register zero-extends; movq to eax with REX.W. */
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x7e, 0xc0), &in, &fx, NULL);
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x49, 0x0f, 0x7e, 0xc7), &in, &fx, NULL);  /* movq r15, xmm0 */
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x4c, 0x0f, 0x6e, 0xf8), &in, &fx, NULL);  /* movq xmm15, rax */
+}
+
+/* The SSE2/SSSE3 integer operations blake2s_compress_ssse3 (Debian's
+ * kernel, random.c) runs, and their neighbours: register and memory forms,
+ * aligned and not, every immediate of the shuffles and shifts that matters. */
+static void test_sse_integer_native(void **state)
+{
+	static uint8_t buf[64] __attribute__((aligned(16)));
+	static const uint8_t ops[] = { 0xfe, 0xd4, 0xdb, 0xdf, 0xeb, 0x62, 0x6c };
+	struct window win = { buf, sizeof(buf) };
+	struct native_regs in;
+	struct fx fx;
+
+	for (size_t i = 0; i < ARRAY_LEN(ops); i++) {
+		for (unsigned form = 0; form < 5; form++) {
+			static const uint8_t modrm[5][2] = {
+				{ 0xca, 0 }, { 0xff, 0 }, { 0x13, 0 }, { 0x53, 0x10 }, { 0x53, 0x08 },
+			};
+			uint8_t b[8];
+			size_t n = 0;
+
+			seed_regs(&in, 71 + i * 8 + form);
+			seed_fx(&fx, 73 + i * 8 + form);
+			for (unsigned k = 0; k < sizeof(buf); k++)
+				buf[k] = (uint8_t)(k * 13 + i * 7 + 0xf0);
+			in.gpr[INSN_RBX] = (uint64_t)buf;
+			b[n++] = 0x66;
+			if (form == 1)
+				b[n++] = 0x45; /* xmm15, xmm15 */
+			b[n++] = 0x0f;
+			b[n++] = ops[i];
+			b[n++] = modrm[form][0];
+			if (modrm[form][0] == 0x53)
+				b[n++] = modrm[form][1];
+			/* [rbx+8] is misaligned: #GP(0) on the CPU too. */
+			(void)compare_fx(b, n, &in, &fx, &win);
+		}
+	}
+	/* PSHUFD: every imm8 in steps, register and memory. */
+	seed_regs(&in, 79);
+	seed_fx(&fx, 79);
+	in.gpr[INSN_RBX] = (uint64_t)buf;
+	for (unsigned imm = 0; imm < 256; imm += 7) {
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x70, 0xc1, (uint8_t)imm), &in, &fx, NULL);
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x44, 0x0f, 0x70, 0x03, (uint8_t)imm), &in, &fx, &win);
+	}
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x70, 0xc0, 0x93), &in, &fx, NULL);
+	expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x70, 0xdb, 0x4e), &in, &fx, NULL);
+	/* PSHUFB: selectors with and without bit 7, as blake2s's rotations. */
+	if (host_features() & INSN_FEAT_SSSE3) {
+		for (unsigned k = 0; k < 16; k++)
+			buf[k] = (uint8_t)((k * 5 + 3) & 15) | (k % 5 == 0 ? 0x80 : 0);
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x38, 0x00, 0xd9), &in, &fx, NULL); /* xmm3, xmm1 */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x38, 0x00, 0x1b), &in, &fx, &win); /* xmm3, [rbx] */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x41, 0x0f, 0x38, 0x00, 0xdc), &in, &fx, NULL);
+		in.gpr[INSN_RBX] = (uint64_t)buf + 4;
+		expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0x38, 0x00, 0x1b), &in, &fx, &win);
+		in.gpr[INSN_RBX] = (uint64_t)buf;
+	}
+	/* The shifts: words, dwords, qwords, bytes; counts 0, 1, inside,
+	 * at and past the width. */
+	{
+		static const uint8_t groups[][2] = {
+			{ 0x71, 2 }, { 0x71, 4 }, { 0x71, 6 }, { 0x72, 2 }, { 0x72, 4 }, { 0x72, 6 },
+			{ 0x73, 2 }, { 0x73, 3 }, { 0x73, 6 }, { 0x73, 7 },
+		};
+		static const uint8_t counts[] = { 0, 1, 7, 12, 15, 16, 20, 25, 31, 32, 33, 63, 64, 200 };
+
+		for (size_t g = 0; g < ARRAY_LEN(groups); g++)
+			for (size_t k = 0; k < ARRAY_LEN(counts); k++) {
+				uint8_t modrm = (uint8_t)(0xc0 | groups[g][1] << 3 | 1);
+
+				seed_fx(&fx, 83 + g * 16 + k);
+				expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, groups[g][0], modrm, counts[k]),
+					  &in, &fx, NULL);
+				expect_fx(INSN_EMULATED, BYTES(0x66, 0x41, 0x0f, groups[g][0], modrm,
+							       counts[k]), &in, &fx, NULL);
+			}
+	}
+	/* A memory operand in the shift group is #UD. */
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0x72, 0x13, 0x04), &in, &fx, NULL);
+	/* RIP-relative with an immediate after the displacement. */
+	{
+		int32_t d = CODE_DATA_OFF - 9; /* 9 bytes, the imm8 included */
+
+		memset(nat.page + CODE_DATA_OFF, 0x3c, 16);
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x70, 0x05, (uint8_t)d, (uint8_t)(d >> 8), 0, 0, 0x1b),
+			  &in, &fx, NULL);
+	}
+}
+
+/* What the crc32c-intel, crc32-pclmul and crct10dif-pclmul modules run:
+ * CRC32 (a general-register instruction, every size and both byte-register
+ * sets), PCLMULQDQ (every lane pair), PBLENDVB, PMOVZXDQ, PEXTRD/Q, PINSRW,
+ * PEXTRW, in the forms those modules use and a few more. */
+static void test_sse41_crc32_native(void **state)
+{
+	static uint8_t buf[64] __attribute__((aligned(16)));
+	struct window win = { buf, sizeof(buf) };
+	struct native_regs in;
+	struct fx fx;
+	uint32_t f = host_features();
+
+	seed_regs(&in, 89);
+	seed_fx(&fx, 89);
+	for (unsigned k = 0; k < sizeof(buf); k++)
+		buf[k] = (uint8_t)(k * 29 + 5);
+	in.gpr[INSN_RBX] = (uint64_t)buf;
+	in.gpr[INSN_RCX] = (uint64_t)buf + 3; /* CRC32 has no alignment rule */
+	if (f & INSN_FEAT_SSE42) {
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x0f, 0x38, 0xf0, 0x01), &in, &fx, &win);       /* crc32b (%rcx),%eax */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x44, 0x0f, 0x38, 0xf0, 0xc3), &in, &fx, NULL); /* crc32 %bl,%r8d */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x0f, 0x38, 0xf0, 0xc7), &in, &fx, NULL);       /* crc32 %bh,%eax */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x40, 0x0f, 0x38, 0xf0, 0xc7), &in, &fx, NULL); /* crc32 %dil,%eax */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0xf2, 0x0f, 0x38, 0xf1, 0x01), &in, &fx, &win); /* crc32w */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x44, 0x0f, 0x38, 0xf1, 0x01), &in, &fx, &win); /* crc32l (%rcx),%r8d */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x4c, 0x0f, 0x38, 0xf1, 0x41, 0x08), &in, &fx, &win); /* crc32q 8(%rcx),%r8 */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x48, 0x0f, 0x38, 0xf1, 0xc6), &in, &fx, NULL); /* crc32q %rsi,%rax */
+		expect_fx(INSN_EMULATED, BYTES(0xf2, 0x48, 0x0f, 0x38, 0xf0, 0xc6), &in, &fx, NULL); /* crc32b %sil,%rax */
+		expect_fx(INSN_EXCEPTION, BYTES(0xf0, 0xf2, 0x0f, 0x38, 0xf1, 0xc6), &in, &fx, NULL); /* LOCK */
+		for (unsigned k = 0; k < 40; k++) { /* values */
+			seed_regs(&in, 900 + k);
+			expect_fx(INSN_EMULATED, BYTES(0xf2, 0x48, 0x0f, 0x38, 0xf1, 0xc6), &in, &fx, NULL);
+			expect_fx(INSN_EMULATED, BYTES(0xf2, 0x0f, 0x38, 0xf1, 0xd9), &in, &fx, NULL);
+		}
+		in.gpr[INSN_RBX] = (uint64_t)buf;
+	}
+	if (f & INSN_FEAT_PCLMUL) {
+		for (unsigned imm = 0; imm < 0x20; imm++) {
+			seed_fx(&fx, 91 + imm);
+			expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x3a, 0x44, 0xc8, (uint8_t)imm), &in, &fx, NULL);
+		}
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x45, 0x0f, 0x3a, 0x44, 0xea, 0x11), &in, &fx, NULL);
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x3a, 0x44, 0x0b, 0x01), &in, &fx, &win);  /* [rbx] */
+		in.gpr[INSN_RBX] = (uint64_t)buf + 8;
+		expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0x3a, 0x44, 0x0b, 0x01), &in, &fx, &win); /* misaligned */
+		in.gpr[INSN_RBX] = (uint64_t)buf;
+	}
+	if (f & INSN_FEAT_SSE41) {
+		seed_fx(&fx, 97);
+		memset(fx.b + FX_XMM, 0, 16); /* XMM0, the blend mask: some bytes with bit 7 */
+		for (unsigned k = 0; k < 16; k += 3)
+			fx.b[FX_XMM + k] = (uint8_t)(0x80 | k);
+		fx.b[FX_XMM + 1] = 0x7f;
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x38, 0x10, 0xca), &in, &fx, NULL);       /* pblendvb %xmm2,%xmm1 */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x38, 0x10, 0x0b), &in, &fx, &win);       /* [rbx] */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x38, 0x35, 0x4b, 0x04), &in, &fx, &win); /* pmovzxdq 4(%rbx) */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x38, 0x35, 0xc1), &in, &fx, NULL);
+		for (unsigned imm = 0; imm < 8; imm++) {
+			expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x3a, 0x16, 0xc8, (uint8_t)imm), &in, &fx, NULL);
+			expect_fx(INSN_EMULATED, BYTES(0x66, 0x48, 0x0f, 0x3a, 0x16, 0xc8, (uint8_t)imm), &in, &fx, NULL);
+			expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0x3a, 0x16, 0x0b, (uint8_t)imm), &in, &fx, &win);
+		}
+	}
+	for (unsigned imm = 0; imm < 10; imm++) {
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0xc4, 0xc7, (uint8_t)imm), &in, &fx, NULL);       /* pinsrw %edi */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x44, 0x0f, 0xc4, 0xc7, (uint8_t)imm), &in, &fx, NULL); /* %xmm8 */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0xc4, 0x0b, (uint8_t)imm), &in, &fx, &win);       /* m16 */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x0f, 0xc5, 0xc0, (uint8_t)imm), &in, &fx, NULL);       /* pextrw */
+		expect_fx(INSN_EMULATED, BYTES(0x66, 0x4d, 0x0f, 0xc5, 0xc7, (uint8_t)imm), &in, &fx, NULL);
+	}
+}
+
+/* Faults: non-canonical (#SS through RSP/RBP, else #GP), missing and
+ * read-only pages, a 16-byte store across into a read-only page (nothing
+ * written), a load across into a missing one. */
+static void test_sse_faults_native(void **state)
+{
+	struct native_regs in;
+	struct window win;
+	struct fx fx;
+	uint8_t *edge = edge_pages();
+
+	seed_regs(&in, 53);
+	seed_fx(&fx, 53);
+	in.gpr[INSN_RBP] = 0x8000000000000000ull;
+	in.gpr[INSN_RBX] = 0x0000800000000000ull;
+	expect_fx(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0x6f, 0x45, 0x00), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0x7f, 0x03), &in, &fx, NULL);
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0x6e, 0x03), &in, &fx, NULL);
+	/* Just below the canonical limit: the last byte decides. */
+	in.gpr[INSN_RBX] = 0x00007ffffffffff8ull;
+	expect_fx(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0x6f, 0x03), &in, &fx, NULL);
+
+	memset(edge, 0x5a, 8192 - 4096);
+	win = (struct window){ edge + 4096 - 16, 16 };
+	in.gpr[INSN_RBX] = (uint64_t)edge + 4096 - 8;
+	expect_fx(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0x7f, 0x03), &in, &fx, &win);  /* movdqu store */
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0xd6, 0x43, 0x04), &in, &fx, &win); /* movq store */
+	expect_fx(INSN_EMULATED, BYTES(0xf3, 0x0f, 0x6f, 0x03), &in, &fx, &win);   /* load: fine */
+	in.gpr[INSN_RBX] = (uint64_t)edge + 8192 - 8;
+	expect_fx(INSN_EXCEPTION, BYTES(0xf3, 0x0f, 0x6f, 0x03), &in, &fx, NULL);  /* into the gap */
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0xef, 0x03), &in, &fx, NULL);  /* pxor: #GP first */
+	in.gpr[INSN_RBX] = (uint64_t)edge + 8192;
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0xef, 0x03), &in, &fx, NULL);  /* pxor: #PF */
+	expect_fx(INSN_EXCEPTION, BYTES(0x66, 0x0f, 0x7f, 0x03), &in, &fx, NULL);
+	munmap(edge, 8192);
+}
+
+static void test_xgetbv_native(void **state)
+{
+	struct native_regs in;
+	struct fx fx;
+
+	if (!host_osxsave())
+		skip();
+	seed_regs(&in, 59);
+	seed_fx(&fx, 59);
+	in.gpr[INSN_RCX] = 0xffffffff00000000ull; /* ECX = 0: the upper half is ignored */
+	expect_fx(INSN_EMULATED, BYTES(0x0f, 0x01, 0xd0), &in, &fx, NULL);
+	expect_fx(INSN_EMULATED, BYTES(0x48, 0x0f, 0x01, 0xd0), &in, &fx, NULL);
+	in.gpr[INSN_RCX] = 2;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0x01, 0xd0), &in, &fx, NULL);
+	in.gpr[INSN_RCX] = 0x80000000;
+	expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0x01, 0xd0), &in, &fx, NULL);
+	in.gpr[INSN_RCX] = 1; /* XINUSE where the CPU has it, else #GP(0) */
+	if (host_features_sse() & INSN_FEAT_XGETBV1) {
+		/* XINUSE changes as the test's own code runs: only where the
+		 * value lands is compared, through a fixed XCR 1. */
+		struct insn_cpu c;
+		struct insn_result res;
+		struct insn dec;
+
+		seed_regs(&in, 61);
+		cpu_from_native(&c, &in);
+		c.gpr[INSN_RCX] = 1;
+		c.cr4 |= INSN_CR4_OSXSAVE;
+		c.features = INSN_FEAT_XGETBV1;
+		c.read_xcr = self_xcr;
+		assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &dec, &res), INSN_EMULATED);
+		assert_int_equal(c.gpr[INSN_RDX], 0);
+		assert_int_equal(c.gpr[INSN_RAX] & ~native_xgetbv(0), 0);
+	} else {
+		expect_fx(INSN_EXCEPTION, BYTES(0x0f, 0x01, 0xd0), &in, &fx, NULL);
+	}
+	in.gpr[INSN_RCX] = 0;
+	expect_fx(INSN_EXCEPTION, BYTES(0xf0, 0x0f, 0x01, 0xd0), &in, &fx, NULL); /* LOCK */
+}
+
+/* What CPL 3 cannot show (SDM vol. 2): CR0.EM or no CR4.OSFXSR is #UD,
+ * CR0.TS #NM; XGETBV without CR4.OSXSAVE is #UD; no SSE state or no
+ * memory callbacks leave the instruction to the caller. */
+static void test_sse_architectural(void **state)
+{
+	static uint8_t m[16] __attribute__((aligned(16)));
+	struct insn_sse sse = { .mxcsr = 0x1f80 }, sse0;
+	struct insn_cpu c = { .long64 = true, .rip = 0x1000, .cr4 = INSN_CR4_OSFXSR,
+			      .read_mem = self_read, .write_mem = self_write, .sse = &sse };
+	struct insn_cpu start;
+	struct insn_result res;
+	struct insn in;
+
+	c.gpr[INSN_RBX] = (uint64_t)m;
+	start = c;
+	sse0 = sse;
+	c.cr0 = INSN_CR0_TS;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x13), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_NM);
+	assert_int_equal(c.rip, 0x1000);
+	c.cr0 = INSN_CR0_EM | INSN_CR0_TS; /* #UD before #NM */
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0xef, 0xc0), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	c = start;
+	c.cr4 = 0;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x1b), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_memory_equal(&sse, &sse0, sizeof(sse));
+	/* CPL 0 is no different from CPL 3 for these. */
+	c = start;
+	c.cpl = 0;
+	memset(m, 0, sizeof(m));
+	m[1] = 0x9f;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x13), &in, &res), INSN_EMULATED);
+	assert_int_equal(sse.mxcsr, 0x9f00);
+	assert_true(c.sse_changed);
+	/* MXCSR_MASK 0 means 0xffbf: DAZ (bit 6) is reserved then. */
+	c = start;
+	m[0] = 0x40;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x13), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_GP);
+	sse.mxcsr_mask = 0xffff;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x13), &in, &res), INSN_EMULATED);
+	assert_int_equal(sse.mxcsr, 0x9f40);
+	/* Without the SSE state, or without the memory callbacks: unknown. */
+	c = start;
+	c.sse = NULL;
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0xef, 0xc0), &in, &res), INSN_UNKNOWN);
+	c = start;
+	c.write_mem = NULL;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0xae, 0x1b), &in, &res), INSN_UNKNOWN);
+	assert_memory_equal(&c, &start, offsetof(struct insn_cpu, write_mem));
+	/* Prefixes that make other instructions: unknown (F3 0F AE /2 with a
+	 * register is WRFSBASE; MMX forms; MOVSS/MOVSD). */
+	c = start;
+	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f, 0xae, 0xd0), &in, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x6f, 0xc1), &in, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f, 0x10, 0xc1), &in, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0xf2, 0x0f, 0x6f, 0xc1), &in, &res), INSN_UNKNOWN);
+	/* Without the CPUID feature: #UD, before CR0.TS's #NM. */
+	c = start;
+	c.cr0 = INSN_CR0_TS;
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0x38, 0x00, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0x3a, 0x44, 0xc1, 0), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0x38, 0x10, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_int_equal(insn_step(&c, BYTES(0xf2, 0x0f, 0x38, 0xf1, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	c.features = INSN_FEAT_SSSE3 | INSN_FEAT_SSE42;
+	assert_int_equal(insn_step(&c, BYTES(0x66, 0x0f, 0x38, 0x00, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_NM);
+	assert_int_equal(insn_step(&c, BYTES(0xf2, 0x0f, 0x38, 0xf1, 0xc1), &in, &res), INSN_EMULATED); /* no #NM: not SSE */
+	/* XGETBV: #UD without CR4.OSXSAVE; XCR 1 #GP(0) without the feature. */
+	c = start;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	c.cr4 |= INSN_CR4_OSXSAVE;
+	c.gpr[INSN_RCX] = 1;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_GP);
+	c.gpr[INSN_RCX] = 0;
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &in, &res), INSN_UNKNOWN); /* no read_xcr */
+}
+
 /* ---- the decoder ---- */
 
 static void test_decode_lengths(void **state)
@@ -783,7 +1514,14 @@ static void test_decode_lengths(void **state)
 		{ { 0xf3, 0x0f, 0xb8, 0x84, 0x24, 1, 2, 3 }, 8, -EAGAIN, 0 }, /* disp cut short */
 		{ { 0xf3, 0x0f }, 2, -EAGAIN, 0 },
 		{ { 0x66, 0x66 }, 2, -EAGAIN, 0 },
-		{ { 0x0f, 0x01, 0xd0 }, 3, -ENOENT, 0 }, /* xgetbv */
+		{ { 0x0f, 0x01, 0xd0 }, 3, 0, 3 },       /* xgetbv */
+		{ { 0x0f, 0x01, 0xd1 }, 3, -ENOENT, 0 }, /* xsetbv */
+		{ { 0x0f, 0xae, 0x54, 0x24, 0x04 }, 5, 0, 5 },       /* ldmxcsr [rsp+4] */
+		{ { 0x66, 0x44, 0x0f, 0x6f, 0x84, 0x24, 1, 2, 3, 4 }, 10, 0, 10 }, /* movdqa xmm8, [rsp+d32] */
+		{ { 0xf3, 0x0f, 0x7e, 0xc1 }, 4, 0, 4 },             /* movq xmm0, xmm1 */
+		{ { 0x0f, 0xae, 0x00 }, 3, -ENOENT, 0 },             /* fxsave */
+		{ { 0x0f, 0xef, 0xc0 }, 3, -ENOENT, 0 },             /* MMX pxor */
+		{ { 0xf2, 0x0f, 0x10, 0xc1 }, 4, -ENOENT, 0 },       /* movsd */
 		{ { 0x0f, 0x0b }, 2, -ENOENT, 0 },       /* ud2 */
 		{ { 0x90 }, 1, -ENOENT, 0 },
 		{ { 0xcd, 0x03 }, 2, -ENOENT, 0 },       /* int 3: not INT3 */
@@ -857,7 +1595,7 @@ static void test_unknown_leaves_state(void **state)
 
 	c.gpr[INSN_RAX] = 42;
 	before = c;
-	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &in, &res), INSN_UNKNOWN);
+	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd1), &in, &res), INSN_UNKNOWN);
 	assert_non_null(res.why);
 	assert_memory_equal(&c, &before, sizeof(c));
 	assert_int_equal(insn_step(&c, BYTES(0xf3, 0x0f), &in, &res), INSN_UNKNOWN);
@@ -881,8 +1619,19 @@ static void test_cpuid_features(void **state)
 	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_POPCNT);
 	cpuid->entries[1].index = 0;
 	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_POPCNT | INSN_FEAT_SMAP);
-	cpuid->entries[0].ecx = ~(1u << 23);
+	cpuid->entries[0].ecx = ~(1u << 23 | 1u << 9 | 1u << 19 | 1u << 20 | 1u << 1);
 	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_SMAP);
+	cpuid->entries[0].ecx = 1u << 9; /* SSSE3 */
+	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_SMAP | INSN_FEAT_SSSE3);
+	cpuid->entries[0].ecx = 1u << 19 | 1u << 20 | 1u << 1; /* SSE4.1, SSE4.2, PCLMULQDQ */
+	assert_int_equal(insn_cpuid_features(cpuid),
+			 INSN_FEAT_SMAP | INSN_FEAT_SSE41 | INSN_FEAT_SSE42 | INSN_FEAT_PCLMUL);
+	cpuid->entries[0].ecx = 0;
+	/* XGETBV with ECX = 1: CPUID.(0DH,1):EAX[2], subleaf 1 only. */
+	cpuid->entries[2] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = 0, .eax = 1u << 2 };
+	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_SMAP);
+	cpuid->entries[2].index = 1;
+	assert_int_equal(insn_cpuid_features(cpuid), INSN_FEAT_SMAP | INSN_FEAT_XGETBV1);
 	free(cpuid);
 }
 
@@ -1173,6 +1922,51 @@ static void test_walk_la57(void **state)
 	assert_int_equal(f.vector, INSN_VEC_GP);
 }
 
+/* A store through insn_write_linear(): across two physically distant pages
+ * it writes both, sets the accessed bits on the way and the dirty bit of
+ * each page's entry, and marks the pages dirty; one that faults on its
+ * second page writes nothing. */
+static void test_write_linear(void **state)
+{
+	struct walk_env *e = *state;
+	struct insn_exception f;
+	uint8_t want[16], got[16], zero[16] = { 0 };
+	uint64_t pte;
+
+	for (int i = 0; i < 16; i++)
+		want[i] = (uint8_t)(0x30 + i);
+	while (guest_mem_dirty_take(&e->gm, 0, 0x300000 / 4096 / 64))
+		;
+	assert_int_equal(insn_write_linear(&e->gm, &e->pg, 0xffff800000000ff8ull, want, 16, 0, &f), 0);
+	assert_int_equal(guest_mem_read(&e->gm, 0x300ff8, got, 8), 0);
+	assert_int_equal(guest_mem_read(&e->gm, 0x280000, got + 8, 8), 0);
+	assert_memory_equal(got, want, 16);
+	assert_int_equal(guest_mem_read(&e->gm, 0x106000, &pte, 8), 0);
+	assert_int_equal(pte & 0x60, 0x60); /* A and D */
+	assert_int_equal(guest_mem_read(&e->gm, 0x106008, &pte, 8), 0);
+	assert_int_equal(pte & 0x60, 0x60);
+	assert_int_equal(guest_mem_read(&e->gm, 0x104000, &pte, 8), 0);
+	assert_int_equal(pte & 0x60, 0x20); /* A only above the leaf */
+	assert_true(guest_mem_dirty_take(&e->gm, 0, 0x300000 / 4096 / 64) & (1ull << (0x300000 / 4096 % 64)));
+	/* 0x401ff8: the user page, then the supervisor read-only one (CR0.WP). */
+	assert_int_equal(guest_mem_write(&e->gm, 0x200ff8, zero, 8), 0);
+	assert_int_equal(insn_write_linear(&e->gm, &e->pg, 0x400ff8, want, 16, 0, &f), -EFAULT);
+	assert_int_equal(f.vector, INSN_VEC_PF);
+	assert_int_equal(f.error_code, INSN_PF_PRESENT | INSN_PF_WRITE);
+	assert_int_equal(f.cr2, 0x401000);
+	assert_int_equal(guest_mem_read(&e->gm, 0x200ff8, got, 8), 0);
+	assert_memory_equal(got, zero, 8);
+	assert_int_equal(guest_mem_read(&e->gm, 0x103000, &pte, 8), 0);
+	assert_int_equal(pte & 0x40, 0); /* no D for a store that did not happen */
+	/* Into a missing page; too long; outside RAM. */
+	assert_int_equal(insn_write_linear(&e->gm, &e->pg, 0x402ffc, want, 8, 0, &f), -EFAULT);
+	assert_int_equal(f.cr2, 0x403000);
+	assert_int_equal(insn_write_linear(&e->gm, &e->pg, 0x400000, want, INSN_WRITE_MAX + 1, 0, &f),
+			 -EINVAL);
+	put64(e, 0x103000 + 5 * 8, (64 * GiB) | PT_P | PT_RW);
+	assert_int_equal(insn_write_linear(&e->gm, &e->pg, 0x405000, want, 8, 0, &f), -ENXIO);
+}
+
 /* A read across a page boundary into a physically distant page; one into a
  * missing page reports the bytes it got. */
 static void test_read_linear_crossing(void **state)
@@ -1213,6 +2007,12 @@ int main(void)
 		cmocka_unit_test(test_int3_gate_check),
 		cmocka_unit_test(test_clac_stac_cpl3_native),
 		cmocka_unit_test(test_sysret_cpl3_native),
+		cmocka_unit_test(test_mxcsr_native),
+		cmocka_unit_test(test_sse_moves_native),
+		cmocka_unit_test(test_sse_integer_native),
+		cmocka_unit_test(test_sse41_crc32_native),
+		cmocka_unit_test(test_sse_faults_native),
+		cmocka_unit_test(test_xgetbv_native),
 	};
 	const struct CMUnitTest pure[] = {
 		cmocka_unit_test(test_popcnt_feature_off),
@@ -1224,6 +2024,7 @@ int main(void)
 		cmocka_unit_test(test_decode_operands),
 		cmocka_unit_test(test_unknown_leaves_state),
 		cmocka_unit_test(test_cpuid_features),
+		cmocka_unit_test(test_sse_architectural),
 		cmocka_unit_test(test_syscall_repair),
 		cmocka_unit_test(test_syscall_repair_refused),
 		cmocka_unit_test_setup_teardown(test_walk_sizes, walk_setup, walk_teardown),
@@ -1232,6 +2033,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_odd_tables, walk_setup, walk_teardown),
 		cmocka_unit_test_setup_teardown(test_walk_la57, walk_setup, walk_teardown),
 		cmocka_unit_test_setup_teardown(test_read_linear_crossing, walk_setup, walk_teardown),
+		cmocka_unit_test_setup_teardown(test_write_linear, walk_setup, walk_teardown),
 	};
 	int failed = cmocka_run_group_tests_name("native", native, setup, teardown);
 

@@ -31,8 +31,9 @@ static void build_and_check(unsigned ncpus)
 {
 	const uint8_t *mpf = buf, *mpc, *p, *end;
 	unsigned n_cpu = 0, n_bus = 0, n_ioapic = 0, n_ioint = 0, n_entries = 0;
-	bool cpu_seen[256] = { false }, irq_seen[16] = { false };
-	int isa_bus = -1, used;
+	bool cpu_seen[256] = { false }, irq_seen[16] = { false }, slot_seen[32] = { false };
+	int isa_bus = -1, pci_bus = -1, used;
+	unsigned n_pciint = 0;
 	uint32_t physptr;
 	uint16_t length;
 
@@ -87,6 +88,8 @@ static void build_and_check(unsigned ncpus)
 			assert_true(p + 8 <= end);
 			if (!memcmp(p + 2, "ISA   ", 6))
 				isa_bus = p[1];
+			if (!memcmp(p + 2, "PCI   ", 6))
+				pci_bus = p[1];
 			n_bus++;
 			p += 8;
 			break;
@@ -100,7 +103,23 @@ static void build_and_check(unsigned ncpus)
 			break;
 		case 3: /* I/O interrupt assignment */
 			assert_true(p + 8 <= end);
-			assert_true(isa_bus >= 0);                  /* the bus comes first */
+			assert_true(isa_bus >= 0 && pci_bus >= 0); /* the buses come first */
+			assert_int_equal(p[6], ncpus);              /* to our IOAPIC */
+			if (p[4] == pci_bus) {
+				/* Linux looks PCI bus 0 up as MP bus 0; INTA# only. */
+				unsigned slot = p[5] >> 2;
+
+				assert_int_equal(pci_bus, 0);
+				assert_int_equal(p[5] & 3, 0);
+				assert_true(slot >= 1 && slot < 32);
+				assert_false(slot_seen[slot]);
+				slot_seen[slot] = true;
+				assert_int_equal(p[7], X86_PCI_INTX_PIN(slot));
+				assert_true(p[7] >= 16 && p[7] < 24); /* above the ISA pins */
+				n_pciint++;
+				p += 8;
+				break;
+			}
 			assert_int_equal(p[4], isa_bus);
 			assert_true(p[5] < 16);
 			assert_false(irq_seen[p[5]]);
@@ -122,7 +141,8 @@ static void build_and_check(unsigned ncpus)
 	assert_ptr_equal(p, end);
 	assert_int_equal(rd16(mpc + 0x22), n_entries); /* entry count */
 	assert_int_equal(n_cpu, ncpus);
-	assert_int_equal(n_bus, 1);
+	assert_int_equal(n_bus, 2);
+	assert_int_equal(n_pciint, 31);
 	assert_true(isa_bus >= 0);
 	assert_int_equal(n_ioapic, 1);
 	assert_int_equal(n_ioint, 16);

@@ -13,7 +13,9 @@
  *   - the default segment of a memory operand is SS when its base register
  *     is RSP or RBP (not R12/R13), and a non-canonical SS address is #SS(0),
  *     any other #GP(0);
- *   - more than 15 bytes is #GP(0), whatever they are. */
+ *   - more than 15 bytes is #GP(0), whatever they are;
+ *   - an SSE instruction's mandatory prefix is the last F2/F3 when there is
+ *     one, else 66 (66 F3 0F 6F is MOVDQU); REX.W matters only to MOVD/MOVQ. */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <string.h>
@@ -26,7 +28,14 @@
 #define REX_B 0x1
 
 #define CPUID_1_ECX_POPCNT (1u << 23)
+#define CPUID_1_ECX_SSSE3 (1u << 9)
+#define CPUID_1_ECX_SSE41 (1u << 19)
+#define CPUID_1_ECX_SSE42 (1u << 20)
+#define CPUID_1_ECX_PCLMUL (1u << 1)
 #define CPUID_7_EBX_SMAP (1u << 20)
+#define CPUID_D1_EAX_XGETBV1 (1u << 2)
+
+#define MXCSR_MASK_DEFAULT 0xffbfu /* SDM vol. 1, 11.6.6: MXCSR_MASK 0 in FXSAVE's image */
 
 const char *insn_op_name(enum insn_op op)
 {
@@ -40,8 +49,18 @@ const char *insn_op_name(enum insn_op op)
 	case INSN_OP_MFENCE: return "mfence";
 	case INSN_OP_SFENCE: return "sfence";
 	case INSN_OP_SYSRET: return "sysret";
+	case INSN_OP_LDMXCSR: return "ldmxcsr";
+	case INSN_OP_STMXCSR: return "stmxcsr";
+	case INSN_OP_XGETBV: return "xgetbv";
+	case INSN_OP_SSE: return "sse";
+	case INSN_OP_CRC32: return "crc32";
 	}
 	return "?";
+}
+
+bool insn_op_uses_sse(enum insn_op op)
+{
+	return op == INSN_OP_LDMXCSR || op == INSN_OP_STMXCSR || op == INSN_OP_SSE;
 }
 
 uint32_t insn_cpuid_features(const struct kvm_cpuid2 *cpuid)
@@ -55,8 +74,18 @@ uint32_t insn_cpuid_features(const struct kvm_cpuid2 *cpuid)
 
 		if (e->function == 1 && (e->ecx & CPUID_1_ECX_POPCNT))
 			f |= INSN_FEAT_POPCNT;
+		if (e->function == 1 && (e->ecx & CPUID_1_ECX_SSSE3))
+			f |= INSN_FEAT_SSSE3;
+		if (e->function == 1 && (e->ecx & CPUID_1_ECX_SSE41))
+			f |= INSN_FEAT_SSE41;
+		if (e->function == 1 && (e->ecx & CPUID_1_ECX_SSE42))
+			f |= INSN_FEAT_SSE42;
+		if (e->function == 1 && (e->ecx & CPUID_1_ECX_PCLMUL))
+			f |= INSN_FEAT_PCLMUL;
 		if (e->function == 7 && e->index == 0 && (e->ebx & CPUID_7_EBX_SMAP))
 			f |= INSN_FEAT_SMAP;
+		if (e->function == 0xd && e->index == 1 && (e->eax & CPUID_D1_EAX_XGETBV1))
+			f |= INSN_FEAT_XGETBV1;
 	}
 	return f;
 }
@@ -140,6 +169,124 @@ static int decode_modrm(const uint8_t *buf, size_t avail, size_t *pos, struct in
 	return 0;
 }
 
+/* The SSE instruction 0F @op2 with mandatory prefix @mp (0, 0x66, 0xf2,
+ * 0xf3) into @in->sse and @in->aligned; false when it is not one handled
+ * here (MMX forms without a prefix, MOVSS/MOVSD, ...). */
+static bool decode_sse(uint8_t op2, uint8_t mp, struct insn *in)
+{
+	bool ps_pd = mp == 0 || mp == 0x66; /* the ...PS / ...PD forms */
+
+	switch (op2) {
+	case 0x10: /* movups, movupd */
+	case 0x11:
+		if (!ps_pd)
+			return false;
+		in->sse = op2 == 0x10 ? INSN_SSE_LOAD128 : INSN_SSE_STORE128;
+		return true;
+	case 0x28: /* movaps, movapd */
+	case 0x29:
+		if (!ps_pd)
+			return false;
+		in->sse = op2 == 0x28 ? INSN_SSE_LOAD128 : INSN_SSE_STORE128;
+		in->aligned = true;
+		return true;
+	case 0x57: /* xorps, xorpd */
+		if (!ps_pd)
+			return false;
+		in->sse = INSN_SSE_XOR;
+		in->aligned = true;
+		return true;
+	case 0x6f: /* 66: movdqa, F3: movdqu */
+	case 0x7f:
+		if (mp != 0x66 && mp != 0xf3)
+			return false;
+		in->sse = op2 == 0x6f ? INSN_SSE_LOAD128 : INSN_SSE_STORE128;
+		in->aligned = mp == 0x66;
+		return true;
+	case 0x6e: /* 66: movd/movq xmm, r/m */
+		if (mp != 0x66)
+			return false;
+		in->sse = INSN_SSE_MOVD_TO_XMM;
+		return true;
+	case 0x7e: /* 66: movd/movq r/m, xmm; F3: movq xmm, xmm/m64 */
+		if (mp == 0x66)
+			in->sse = INSN_SSE_MOVD_FROM_XMM;
+		else if (mp == 0xf3)
+			in->sse = INSN_SSE_MOVQ_LOAD;
+		else
+			return false;
+		return true;
+	case 0xd6: /* 66: movq xmm/m64, xmm */
+		if (mp != 0x66)
+			return false;
+		in->sse = INSN_SSE_MOVQ_STORE;
+		return true;
+	case 0xef: /* 66: pxor */
+		if (mp != 0x66)
+			return false;
+		in->sse = INSN_SSE_XOR;
+		in->aligned = true;
+		return true;
+	}
+	/* The 66-prefixed SSE2 integer forms (without 66 they are MMX). */
+	if (mp != 0x66)
+		return false;
+	in->aligned = true;
+	switch (op2) {
+	case 0xfe: in->sse = INSN_SSE_PADDD; return true;
+	case 0xd4: in->sse = INSN_SSE_PADDQ; return true;
+	case 0xdb: in->sse = INSN_SSE_PAND; return true;
+	case 0xdf: in->sse = INSN_SSE_PANDN; return true;
+	case 0xeb: in->sse = INSN_SSE_POR; return true;
+	case 0x62: in->sse = INSN_SSE_PUNPCKLDQ; return true;
+	case 0x6c: in->sse = INSN_SSE_PUNPCKLQDQ; return true;
+	case 0x70: in->sse = INSN_SSE_PSHUFD; return true;
+	case 0x71: case 0x72: case 0x73:
+		in->sse = INSN_SSE_SHIFT_IMM;
+		in->sse_group = op2;
+		return true;
+	case 0xc4: in->sse = INSN_SSE_PINSRW; in->aligned = false; return true;
+	case 0xc5: in->sse = INSN_SSE_PEXTRW; return true;
+	}
+	return false;
+}
+
+/* The three-byte opcodes 0F 38 @op3 and 0F 3A @op3 (@op2) with mandatory
+ * prefix @mp into @in (op, sse, aligned); false when not handled here. */
+static bool decode_3byte(uint8_t op2, uint8_t op3, uint8_t mp, struct insn *in)
+{
+	in->op = INSN_OP_SSE;
+	in->aligned = true;
+	if (op2 == 0x38 && mp == 0xf2 && (op3 == 0xf0 || op3 == 0xf1)) {
+		in->op = INSN_OP_CRC32; /* a general-register instruction */
+		in->aligned = false;
+		in->sse_group = op3; /* F0: a byte source; F1: 16/32/64 bits */
+		return true;
+	}
+	if (mp != 0x66)
+		return false;
+	if (op2 == 0x38) {
+		switch (op3) {
+		case 0x00: in->sse = INSN_SSE_PSHUFB; return true;
+		case 0x10: in->sse = INSN_SSE_PBLENDVB; return true;
+		case 0x35: in->sse = INSN_SSE_PMOVZXDQ; in->aligned = false; return true;
+		}
+		return false;
+	}
+	switch (op3) {
+	case 0x44: in->sse = INSN_SSE_PCLMULQDQ; return true;
+	case 0x16: in->sse = INSN_SSE_PEXTRD; in->aligned = false; return true;
+	}
+	return false;
+}
+
+/* Whether the SSE operation @op has an imm8 after its ModRM operand. */
+static bool sse_has_imm(enum insn_sse_op op)
+{
+	return op == INSN_SSE_PSHUFD || op == INSN_SSE_SHIFT_IMM || op == INSN_SSE_PCLMULQDQ ||
+	       op == INSN_SSE_PEXTRD || op == INSN_SSE_PINSRW || op == INSN_SSE_PEXTRW;
+}
+
 int insn_decode(const uint8_t *buf, size_t avail, struct insn *in)
 {
 	size_t i = 0;
@@ -185,9 +332,12 @@ opcode:
 		} else if (op2 == 0x01) {
 			if ((r = need(i, avail)))
 				return r;
-			if (buf[i] != 0xca && buf[i] != 0xcb)
+			if (buf[i] == 0xd0)
+				in->op = INSN_OP_XGETBV;
+			else if (buf[i] == 0xca || buf[i] == 0xcb)
+				in->op = buf[i] == 0xca ? INSN_OP_CLAC : INSN_OP_STAC;
+			else
 				return -ENOENT;
-			in->op = buf[i] == 0xca ? INSN_OP_CLAC : INSN_OP_STAC;
 			in->has_modrm = true;
 			in->modrm = buf[i++];
 		} else if (op2 == 0xb8) {
@@ -196,15 +346,44 @@ opcode:
 				return r;
 		} else if (op2 == 0xae) {
 			/* 0F AE /5, /6, /7 with a register operand: the fences
-			 * (every r/m value, as the CPU decodes them). */
+			 * (every r/m value, as the CPU decodes them); /2 and
+			 * /3: LDMXCSR and STMXCSR (a register operand is #UD,
+			 * or with F3 RDFSBASE and friends). */
+			unsigned ext;
+
 			if ((r = need(i, avail)))
 				return r;
-			if (buf[i] < 0xe8)
+			ext = (buf[i] >> 3) & 7;
+			if (buf[i] >= 0xe8)
+				in->op = buf[i] < 0xf0 ? INSN_OP_LFENCE :
+					 buf[i] < 0xf8 ? INSN_OP_MFENCE : INSN_OP_SFENCE;
+			else if (ext == 2 || ext == 3)
+				in->op = ext == 2 ? INSN_OP_LDMXCSR : INSN_OP_STMXCSR;
+			else
 				return -ENOENT;
-			in->op = buf[i] < 0xf0 ? INSN_OP_LFENCE :
-				 buf[i] < 0xf8 ? INSN_OP_MFENCE : INSN_OP_SFENCE;
 			if ((r = decode_modrm(buf, avail, &i, in)))
 				return r;
+		} else if (op2 == 0x38 || op2 == 0x3a) {
+			if ((r = need(i, avail)))
+				return r;
+			if (!decode_3byte(op2, buf[i++], in->rep ? in->rep : in->opsize ? 0x66 : 0, in))
+				return -ENOENT;
+			if ((r = decode_modrm(buf, avail, &i, in)))
+				return r;
+			if (in->op == INSN_OP_SSE && sse_has_imm(in->sse)) {
+				if ((r = need(i, avail)))
+					return r;
+				in->imm = buf[i++];
+			}
+		} else if (decode_sse(op2, in->rep ? in->rep : in->opsize ? 0x66 : 0, in)) {
+			in->op = INSN_OP_SSE;
+			if ((r = decode_modrm(buf, avail, &i, in)))
+				return r;
+			if (sse_has_imm(in->sse)) {
+				if ((r = need(i, avail)))
+					return r;
+				in->imm = buf[i++];
+			}
 		} else {
 			return -ENOENT;
 		}
@@ -438,6 +617,492 @@ static enum insn_action emulate_sysret(struct insn_cpu *cpu, const struct insn *
 	return INSN_EMULATED;
 }
 
+/* ---- SSE state: LDMXCSR, STMXCSR, the moves, XGETBV ---- */
+
+/* The linear address of @in's memory operand of @size bytes, checked as the
+ * CPU checks it before the access: canonical (#SS(0) through SS, else
+ * #GP(0)), then with @in->aligned 16-byte aligned (#GP(0), whatever the
+ * segment).  Returns true with *la; false with the exception in @res.
+ * Alignment checking (#AC) is not done: it needs CPL 3, and guest code at
+ * CPL 3 runs natively on this platform. */
+static bool operand_la(const struct insn_cpu *cpu, const struct insn *in, unsigned size,
+		       uint64_t *la, struct insn_result *res)
+{
+	bool ss;
+
+	*la = operand_address(cpu, in, &ss);
+	if (!canonical_la(cpu, *la) || !canonical_la(cpu, *la + size - 1)) {
+		raise_exc(res, ss ? INSN_VEC_SS : INSN_VEC_GP, true, 0);
+		return false;
+	}
+	if (in->aligned && (*la & 15)) {
+		raise_exc(res, INSN_VEC_GP, true, 0);
+		return false;
+	}
+	return true;
+}
+
+static unsigned data_access(const struct insn_cpu *cpu)
+{
+	return (cpu->cpl == 3 ? INSN_ACC_USER : 0) |
+	       (cpu->rflags & INSN_RFLAGS_AC ? INSN_ACC_AC : 0);
+}
+
+/* Read @size bytes of @in's memory operand into @buf.  Returns true when
+ * they were read; false with @res filled (the exception, or unknown). */
+static bool load_operand(struct insn_cpu *cpu, const struct insn *in, void *buf, unsigned size,
+			 struct insn_result *res)
+{
+	struct insn_exception fault;
+	uint64_t la;
+	int r;
+
+	if (!operand_la(cpu, in, size, &la, res))
+		return false;
+	if (!cpu->read_mem) {
+		unknown(res, "sse: no memory access");
+		return false;
+	}
+	r = cpu->read_mem(cpu->ctx, la, buf, size, data_access(cpu), &fault);
+	if (r == -EFAULT) {
+		res->action = INSN_EXCEPTION;
+		res->exc = fault;
+		return false;
+	}
+	if (r) {
+		unknown(res, "sse: memory operand unreadable");
+		return false;
+	}
+	return true;
+}
+
+/* Store @size bytes from @buf to @in's memory operand; as load_operand(). */
+static bool store_operand(struct insn_cpu *cpu, const struct insn *in, const void *buf,
+			  unsigned size, struct insn_result *res)
+{
+	struct insn_exception fault;
+	uint64_t la;
+	int r;
+
+	if (!operand_la(cpu, in, size, &la, res))
+		return false;
+	if (!cpu->write_mem) {
+		unknown(res, "sse: no memory writes");
+		return false;
+	}
+	r = cpu->write_mem(cpu->ctx, la, buf, size, data_access(cpu) | INSN_ACC_WRITE, &fault);
+	if (r == -EFAULT) {
+		res->action = INSN_EXCEPTION;
+		res->exc = fault;
+		return false;
+	}
+	if (r) {
+		unknown(res, "sse: memory operand not writable by the VMM");
+		return false;
+	}
+	return true;
+}
+
+/* The checks every SSE instruction makes first (SDM vol. 2, "SIMD
+ * Floating-Point Exceptions" tables): LOCK, CR0.EM or no CR4.OSFXSR is
+ * #UD, then CR0.TS is #NM.  Returns true when the instruction may go on. */
+static bool sse_allowed(struct insn_cpu *cpu, const struct insn *in, struct insn_result *res)
+{
+	if (in->lock || (cpu->cr0 & INSN_CR0_EM) || !(cpu->cr4 & INSN_CR4_OSFXSR)) {
+		raise_exc(res, INSN_VEC_UD, false, 0);
+		return false;
+	}
+	if (cpu->cr0 & INSN_CR0_TS) {
+		raise_exc(res, INSN_VEC_NM, false, 0);
+		return false;
+	}
+	if (!cpu->sse) {
+		unknown(res, "sse: registers unavailable");
+		return false;
+	}
+	return true;
+}
+
+static void put_le(uint8_t *b, uint64_t v, unsigned size)
+{
+	for (unsigned k = 0; k < size; k++)
+		b[k] = (uint8_t)(v >> (8 * k));
+}
+
+static uint64_t get_le(const uint8_t *b, unsigned size)
+{
+	uint64_t v = 0;
+
+	for (unsigned k = 0; k < size; k++)
+		v |= (uint64_t)b[k] << (8 * k);
+	return v;
+}
+
+/* LDMXCSR m32 / STMXCSR m32 (0F AE /2, /3). */
+static enum insn_action emulate_mxcsr(struct insn_cpu *cpu, const struct insn *in,
+				      struct insn_result *res)
+{
+	uint32_t mask;
+	uint8_t b[4];
+
+	/* F3 0F AE /2, /3 with a register are WRFSBASE/WRGSBASE-like
+	 * instructions; with 66 or F2 the bytes are not documented. */
+	if (in->rep || in->opsize)
+		return unknown(res, "ldmxcsr/stmxcsr with a 66/F2/F3 prefix");
+	if (!in->mem)
+		return raise_exc(res, INSN_VEC_UD, false, 0);
+	if (!sse_allowed(cpu, in, res))
+		return res->action;
+	if (in->op == INSN_OP_STMXCSR) {
+		put_le(b, cpu->sse->mxcsr, 4);
+		if (!store_operand(cpu, in, b, 4, res))
+			return res->action;
+		return done(cpu, in, res);
+	}
+	if (!load_operand(cpu, in, b, 4, res))
+		return res->action;
+	mask = cpu->sse->mxcsr_mask ? cpu->sse->mxcsr_mask : MXCSR_MASK_DEFAULT;
+	if ((uint32_t)get_le(b, 4) & ~mask)
+		return raise_exc(res, INSN_VEC_GP, true, 0);
+	cpu->sse->mxcsr = (uint32_t)get_le(b, 4);
+	cpu->sse_changed = true;
+	return done(cpu, in, res);
+}
+
+/* @d = @d OP @s for the two-operand SSE2/SSSE3 integer operations (PSHUFD:
+ * @d = @s shuffled).  Lanes are little-endian, as on the CPU and the host. */
+static void sse_alu(uint8_t d[16], const uint8_t s[16], const struct insn *in)
+{
+	uint32_t a[4], b[4], r[4];
+	uint64_t qa[2], qb[2];
+	uint8_t t[16];
+
+	memcpy(a, d, 16);
+	memcpy(b, s, 16);
+	memcpy(qa, d, 16);
+	memcpy(qb, s, 16);
+	switch (in->sse) {
+	case INSN_SSE_PADDD:
+		for (int k = 0; k < 4; k++)
+			r[k] = a[k] + b[k];
+		break;
+	case INSN_SSE_PADDQ:
+		qa[0] += qb[0];
+		qa[1] += qb[1];
+		memcpy(r, qa, 16);
+		break;
+	case INSN_SSE_PAND:
+	case INSN_SSE_PANDN:
+	case INSN_SSE_POR:
+		for (int k = 0; k < 4; k++)
+			r[k] = in->sse == INSN_SSE_PAND ? a[k] & b[k] :
+			       in->sse == INSN_SSE_PANDN ? ~a[k] & b[k] : a[k] | b[k];
+		break;
+	case INSN_SSE_PUNPCKLDQ:
+		r[0] = a[0];
+		r[1] = b[0];
+		r[2] = a[1];
+		r[3] = b[1];
+		break;
+	case INSN_SSE_PUNPCKLQDQ:
+		qa[1] = qb[0];
+		memcpy(r, qa, 16);
+		break;
+	case INSN_SSE_PSHUFD:
+		for (int k = 0; k < 4; k++)
+			r[k] = b[(in->imm >> (2 * k)) & 3];
+		break;
+	case INSN_SSE_PSHUFB:
+		for (int k = 0; k < 16; k++)
+			t[k] = s[k] & 0x80 ? 0 : d[s[k] & 15];
+		memcpy(r, t, 16);
+		break;
+	default:
+		return;
+	}
+	memcpy(d, r, 16);
+}
+
+/* The shifts by an immediate, 66 0F 71/72/73 /n ib, on @x: words (71),
+ * dwords (72), qwords and whole-register byte shifts (73).  A count past the
+ * element width gives 0 (PSRA: the sign).  False for a /n that is not one. */
+static bool sse_shift(uint8_t x[16], const struct insn *in)
+{
+	unsigned n = (in->modrm >> 3) & 7, c = in->imm;
+	uint8_t t[16] = { 0 };
+
+	if (in->sse_group == 0x73 && (n == 3 || n == 7)) { /* PSRLDQ, PSLLDQ: bytes */
+		if (c > 16)
+			c = 16;
+		for (unsigned k = 0; k < 16; k++) {
+			if (n == 3 && k + c < 16)
+				t[k] = x[k + c];
+			if (n == 7 && k >= c)
+				t[k] = x[k - c];
+		}
+		memcpy(x, t, 16);
+		return true;
+	}
+	if (n != 2 && n != 6 && !(n == 4 && in->sse_group != 0x73))
+		return false;
+	{
+		unsigned width = in->sse_group == 0x71 ? 16 : in->sse_group == 0x72 ? 32 : 64;
+		unsigned bytes = width / 8;
+
+		for (unsigned k = 0; k < 16; k += bytes) {
+			uint64_t v = get_le(x + k, bytes), mask = width == 64 ? ~0ull : (1ull << width) - 1;
+			bool neg = v >> (width - 1);
+
+			if (n == 2)
+				v = c >= width ? 0 : v >> c;
+			else if (n == 6)
+				v = c >= width ? 0 : (v << c) & mask;
+			else /* PSRAW, PSRAD */
+				v = c >= width ? (neg ? mask : 0) :
+				    ((v >> c) | (neg && c ? (mask << (width - c)) & mask : 0));
+			put_le(x + k, v, bytes);
+		}
+	}
+	return true;
+}
+
+/* The 128-bit carry-less product of @a and @b into @out (PCLMULQDQ). */
+static void clmul64(uint64_t a, uint64_t b, uint8_t out[16])
+{
+	uint64_t lo = 0, hi = 0;
+
+	for (unsigned k = 0; k < 64; k++)
+		if (b >> k & 1) {
+			lo ^= a << k;
+			hi ^= k ? a >> (64 - k) : 0;
+		}
+	put_le(out, lo, 8);
+	put_le(out + 8, hi, 8);
+}
+
+/* Whether the guest's CPUID has what @in needs beyond SSE2 (which every
+ * x86-64 CPU has); without it the instruction is #UD. */
+static bool sse_feature(const struct insn_cpu *cpu, const struct insn *in)
+{
+	switch (in->sse) {
+	case INSN_SSE_PSHUFB:
+		return cpu->features & INSN_FEAT_SSSE3;
+	case INSN_SSE_PBLENDVB:
+	case INSN_SSE_PMOVZXDQ:
+	case INSN_SSE_PEXTRD:
+		return cpu->features & INSN_FEAT_SSE41;
+	case INSN_SSE_PCLMULQDQ:
+		return cpu->features & INSN_FEAT_PCLMUL;
+	default:
+		return true;
+	}
+}
+
+/* CRC32 r32/r64, r/m8/16/32/64 (F2 0F 38 F0/F1, SSE4.2): CRC-32C
+ * (Castagnoli, bit-reflected) of the source bytes, starting from the
+ * destination's low 32 bits; the result is zero-extended, flags unchanged. */
+static enum insn_action emulate_crc32(struct insn_cpu *cpu, const struct insn *in,
+				      struct insn_result *res)
+{
+	unsigned size = in->sse_group == 0xf0 ? 1 : in->rex & REX_W ? 8 : in->opsize ? 2 : 4;
+	uint32_t crc = (uint32_t)cpu->gpr[in->reg];
+	uint8_t b[8];
+
+	if (in->lock || !(cpu->features & INSN_FEAT_SSE42))
+		return raise_exc(res, INSN_VEC_UD, false, 0);
+	if (in->mem) {
+		if (!load_operand(cpu, in, b, size, res))
+			return res->action;
+	} else if (size == 1 && !in->rex && in->rm_reg >= 4 && in->rm_reg < 8) {
+		b[0] = (uint8_t)(cpu->gpr[in->rm_reg - 4] >> 8); /* AH, CH, DH, BH */
+	} else {
+		put_le(b, cpu->gpr[in->rm_reg], size);
+	}
+	for (unsigned k = 0; k < size; k++) {
+		crc ^= b[k];
+		for (int bit = 0; bit < 8; bit++)
+			crc = crc & 1 ? (crc >> 1) ^ 0x82f63b78u : crc >> 1;
+	}
+	cpu->gpr[in->reg] = crc;
+	return done(cpu, in, res);
+}
+
+/* The SSE moves and XORs (INSN_OP_SSE).  Every fault is found before the
+ * first register is written, so a fault leaves the state as it was. */
+static enum insn_action emulate_sse(struct insn_cpu *cpu, const struct insn *in,
+				    struct insn_result *res)
+{
+	uint8_t *dst = cpu->sse ? cpu->sse->xmm[in->reg] : NULL, v[16] = { 0 };
+	unsigned wide = in->rex & REX_W ? 8 : 4;
+
+	if (!sse_feature(cpu, in))
+		return raise_exc(res, INSN_VEC_UD, false, 0);
+	if (!sse_allowed(cpu, in, res))
+		return res->action;
+	switch (in->sse) {
+	case INSN_SSE_LOAD128:
+	case INSN_SSE_XOR:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, 16, res))
+				return res->action;
+		} else {
+			memcpy(v, cpu->sse->xmm[in->rm_reg], 16);
+		}
+		if (in->sse == INSN_SSE_XOR)
+			for (unsigned k = 0; k < 16; k++)
+				dst[k] ^= v[k];
+		else
+			memcpy(dst, v, 16);
+		break;
+	case INSN_SSE_STORE128:
+		if (in->mem) {
+			if (!store_operand(cpu, in, dst, 16, res))
+				return res->action;
+		} else {
+			memcpy(cpu->sse->xmm[in->rm_reg], dst, 16);
+		}
+		break;
+	case INSN_SSE_MOVD_TO_XMM:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, wide, res))
+				return res->action;
+		} else {
+			put_le(v, cpu->gpr[in->rm_reg], wide);
+		}
+		memcpy(dst, v, 16); /* zero-extended to 128 bits */
+		break;
+	case INSN_SSE_MOVD_FROM_XMM:
+		if (in->mem) {
+			if (!store_operand(cpu, in, dst, wide, res))
+				return res->action;
+		} else {
+			cpu->gpr[in->rm_reg] = get_le(dst, wide); /* a 32-bit write zero-extends */
+		}
+		return done(cpu, in, res); /* no XMM register written */
+	case INSN_SSE_MOVQ_LOAD:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, 8, res))
+				return res->action;
+		} else {
+			memcpy(v, cpu->sse->xmm[in->rm_reg], 8);
+		}
+		memcpy(dst, v, 16);
+		break;
+	case INSN_SSE_MOVQ_STORE:
+		if (in->mem) {
+			if (!store_operand(cpu, in, dst, 8, res))
+				return res->action;
+		} else {
+			memcpy(v, dst, 8);
+			memcpy(cpu->sse->xmm[in->rm_reg], v, 16);
+		}
+		break;
+	case INSN_SSE_SHIFT_IMM:
+		/* Register forms only: the memory encodings are not defined. */
+		if (in->mem)
+			return raise_exc(res, INSN_VEC_UD, false, 0);
+		if (!sse_shift(cpu->sse->xmm[in->rm_reg], in))
+			return unknown(res, "sse: shift group member not handled");
+		break;
+	case INSN_SSE_PBLENDVB:
+	case INSN_SSE_PCLMULQDQ:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, 16, res))
+				return res->action;
+		} else {
+			memcpy(v, cpu->sse->xmm[in->rm_reg], 16);
+		}
+		if (in->sse == INSN_SSE_PBLENDVB) {
+			for (unsigned k = 0; k < 16; k++)
+				if (cpu->sse->xmm[0][k] & 0x80)
+					dst[k] = v[k];
+		} else {
+			clmul64(get_le(dst + (in->imm & 1 ? 8 : 0), 8),
+				get_le(v + (in->imm & 0x10 ? 8 : 0), 8), dst);
+		}
+		break;
+	case INSN_SSE_PMOVZXDQ:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, 8, res))
+				return res->action;
+		} else {
+			memcpy(v, cpu->sse->xmm[in->rm_reg], 8);
+		}
+		memcpy(v + 8, v + 4, 4);
+		memset(v + 4, 0, 4);
+		memset(v + 12, 0, 4);
+		memcpy(dst, v, 16);
+		break;
+	case INSN_SSE_PEXTRD: {
+		const uint8_t *lane = dst + (in->imm & (wide == 8 ? 1 : 3)) * wide;
+
+		if (in->mem) {
+			if (!store_operand(cpu, in, lane, wide, res))
+				return res->action;
+		} else {
+			cpu->gpr[in->rm_reg] = get_le(lane, wide);
+		}
+		return done(cpu, in, res); /* no XMM register written */
+	}
+	case INSN_SSE_PINSRW:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, 2, res))
+				return res->action;
+		} else {
+			put_le(v, cpu->gpr[in->rm_reg], 2);
+		}
+		memcpy(dst + (in->imm & 7) * 2, v, 2);
+		break;
+	case INSN_SSE_PEXTRW:
+		/* 66 0F C5: the register form only; reg is the general register. */
+		if (in->mem)
+			return raise_exc(res, INSN_VEC_UD, false, 0);
+		cpu->gpr[in->reg] = get_le(cpu->sse->xmm[in->rm_reg] + (in->imm & 7) * 2, 2);
+		return done(cpu, in, res);
+	case INSN_SSE_PSHUFB:
+	case INSN_SSE_PADDD:
+	case INSN_SSE_PADDQ:
+	case INSN_SSE_PAND:
+	case INSN_SSE_PANDN:
+	case INSN_SSE_POR:
+	case INSN_SSE_PUNPCKLDQ:
+	case INSN_SSE_PUNPCKLQDQ:
+	case INSN_SSE_PSHUFD:
+		if (in->mem) {
+			if (!load_operand(cpu, in, v, 16, res))
+				return res->action;
+		} else {
+			memcpy(v, cpu->sse->xmm[in->rm_reg], 16);
+		}
+		sse_alu(dst, v, in);
+		break;
+	default:
+		return unknown(res, "sse: unknown operation");
+	}
+	cpu->sse_changed = true;
+	return done(cpu, in, res);
+}
+
+/* XGETBV (0F 01 D0): EDX:EAX <- XCR[ECX]. */
+static enum insn_action emulate_xgetbv(struct insn_cpu *cpu, const struct insn *in,
+				       struct insn_result *res)
+{
+	uint32_t index = (uint32_t)cpu->gpr[INSN_RCX];
+	uint64_t v;
+
+	if (in->rep || in->opsize)
+		return unknown(res, "xgetbv with a 66/F2/F3 prefix");
+	if (in->lock || !(cpu->cr4 & INSN_CR4_OSXSAVE))
+		return raise_exc(res, INSN_VEC_UD, false, 0);
+	if (index > 1 || (index == 1 && !(cpu->features & INSN_FEAT_XGETBV1)))
+		return raise_exc(res, INSN_VEC_GP, true, 0);
+	if (!cpu->read_xcr || cpu->read_xcr(cpu->ctx, index, &v))
+		return unknown(res, "xgetbv: XCR unreadable");
+	cpu->gpr[INSN_RAX] = (uint32_t)v;
+	cpu->gpr[INSN_RDX] = v >> 32;
+	return done(cpu, in, res);
+}
+
 enum insn_action insn_emulate(struct insn_cpu *cpu, const struct insn *in, struct insn_result *res)
 {
 	struct insn_cpu saved = *cpu;
@@ -456,6 +1121,11 @@ enum insn_action insn_emulate(struct insn_cpu *cpu, const struct insn *in, struc
 	case INSN_OP_MFENCE:
 	case INSN_OP_SFENCE: a = emulate_fence(cpu, in, res); break;
 	case INSN_OP_SYSRET: a = emulate_sysret(cpu, in, res); break;
+	case INSN_OP_LDMXCSR:
+	case INSN_OP_STMXCSR: a = emulate_mxcsr(cpu, in, res); break;
+	case INSN_OP_XGETBV: a = emulate_xgetbv(cpu, in, res); break;
+	case INSN_OP_SSE: a = emulate_sse(cpu, in, res); break;
+	case INSN_OP_CRC32: a = emulate_crc32(cpu, in, res); break;
 	default: a = unknown(res, "unknown operation"); break;
 	}
 	/* Faults and unknown instructions leave the state as it was; only

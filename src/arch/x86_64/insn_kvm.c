@@ -22,11 +22,83 @@
 
 static const uint8_t endbr64[ENDBR64_LEN] = { 0xf3, 0x0f, 0x1e, 0xfa };
 
+/* The legacy region of an XSAVE image (FXSAVE's layout, SDM vol. 1, 10.5.1)
+ * and the XSAVE header's XSTATE_BV. */
+#define FX_MXCSR 24
+#define FX_MXCSR_MASK 28
+#define FX_XMM 160
+#define XSAVE_XSTATE_BV 512
+#define XFEATURE_FP_SSE 0x3ull /* x87 and SSE components */
+
+/* The vCPU's SSE registers, read only for an SSE instruction: through
+ * KVM_GET_XSAVE, whose header says which components hold state (a write
+ * through KVM_SET_FPU alone would be lost when the SSE component is in its
+ * initial state there), else KVM_GET_FPU (KVM_GET_XSAVE fails where the
+ * guest's XSAVE area is larger than struct kvm_xsave). */
+struct sse_io {
+	bool xsave;
+	struct kvm_xsave xs;
+	struct kvm_fpu fpu;
+};
+
 struct glue {
 	int fd;
 	const struct guest_mem *gm;
 	struct insn_paging pg;
 };
+
+/* MXCSR_MASK of the CPU vmrun runs on: the guest's FXSAVE (emulated by KVM
+ * on the host's CPU, or run natively) reports the same. */
+static uint32_t host_mxcsr_mask(void)
+{
+	uint8_t fx[512] __attribute__((aligned(16)));
+	uint32_t mask;
+
+	memset(fx, 0, sizeof(fx));
+	__asm__ volatile("fxsave64 %0" : "=m"(fx));
+	memcpy(&mask, fx + FX_MXCSR_MASK, sizeof(mask));
+	return mask;
+}
+
+static int sse_read(int fd, struct sse_io *io, struct insn_sse *sse)
+{
+	memset(sse, 0, sizeof(*sse));
+	io->xsave = ioctl(fd, KVM_GET_XSAVE, &io->xs) == 0;
+	if (io->xsave) {
+		const uint8_t *x = (const uint8_t *)io->xs.region;
+
+		memcpy(&sse->mxcsr, x + FX_MXCSR, 4);
+		memcpy(sse->xmm, x + FX_XMM, sizeof(sse->xmm));
+	} else {
+		if (ioctl(fd, KVM_GET_FPU, &io->fpu) < 0)
+			return -errno;
+		sse->mxcsr = io->fpu.mxcsr;
+		memcpy(sse->xmm, io->fpu.xmm, sizeof(sse->xmm));
+	}
+	sse->mxcsr_mask = host_mxcsr_mask();
+	return 0;
+}
+
+static int sse_write(int fd, struct sse_io *io, const struct insn_sse *sse)
+{
+	if (io->xsave) {
+		uint8_t *x = (uint8_t *)io->xs.region;
+		uint64_t bv;
+
+		memcpy(x + FX_MXCSR, &sse->mxcsr, 4);
+		memcpy(x + FX_XMM, sse->xmm, sizeof(sse->xmm));
+		/* The x87 and SSE components now hold what the image says
+		 * (KVM_GET_XSAVE fills a component in its initial state with
+		 * its initial values). */
+		memcpy(&bv, x + XSAVE_XSTATE_BV, 8);
+		bv |= XFEATURE_FP_SSE;
+		memcpy(x + XSAVE_XSTATE_BV, &bv, 8);
+		return ioctl(fd, KVM_SET_XSAVE, &io->xs) < 0 ? -errno : 0;
+	}
+	io->fpu.mxcsr = sse->mxcsr;
+	memcpy(io->fpu.xmm, sse->xmm, sizeof(sse->xmm));
+	return ioctl(fd, KVM_SET_FPU, &io->fpu) < 0 ? -errno : 0;
+}
 
 static int glue_read_msrs(int fd, const uint32_t *index, uint64_t *value, unsigned n)
 {
@@ -63,6 +135,40 @@ static int glue_read_mem(void *ctx, uint64_t la, void *buf, size_t len, unsigned
 	return insn_read_linear(g->gm, &g->pg, la, buf, len, access, NULL, fault);
 }
 
+static int glue_write_mem(void *ctx, uint64_t la, const void *buf, size_t len, unsigned access,
+			  struct insn_exception *fault)
+{
+	const struct glue *g = ctx;
+
+	return insn_write_linear(g->gm, &g->pg, la, buf, len, access, fault);
+}
+
+/* XCR0 from KVM_GET_XCRS; XCR 1 (XINUSE AND XCR0) from the XSAVE header KVM
+ * keeps, whose XSTATE_BV its XSAVE wrote from XINUSE. */
+static int glue_read_xcr(void *ctx, uint32_t index, uint64_t *value)
+{
+	const struct glue *g = ctx;
+	struct kvm_xsave xs;
+	struct kvm_xcrs xcrs;
+	uint64_t xcr0 = 0, bv;
+
+	memset(&xcrs, 0, sizeof(xcrs));
+	if (ioctl(g->fd, KVM_GET_XCRS, &xcrs) < 0)
+		return -errno;
+	for (uint32_t i = 0; i < xcrs.nr_xcrs && i < KVM_MAX_XCRS; i++)
+		if (xcrs.xcrs[i].xcr == 0)
+			xcr0 = xcrs.xcrs[i].value;
+	if (index == 0) {
+		*value = xcr0;
+		return 0;
+	}
+	if (index != 1 || ioctl(g->fd, KVM_GET_XSAVE, &xs) < 0)
+		return -EINVAL;
+	memcpy(&bv, (const uint8_t *)xs.region + XSAVE_XSTATE_BV, 8);
+	*value = xcr0 & bv;
+	return 0;
+}
+
 static int glue_read_fsw(void *ctx, uint16_t *fsw)
 {
 	const struct glue *g = ctx;
@@ -82,8 +188,16 @@ static uint32_t host_features(void)
 
 	if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 23)))
 		f |= INSN_FEAT_POPCNT;
+	if (__get_cpuid(1, &a, &b, &c, &d)) {
+		f |= c & (1u << 9) ? INSN_FEAT_SSSE3 : 0;
+		f |= c & (1u << 19) ? INSN_FEAT_SSE41 : 0;
+		f |= c & (1u << 20) ? INSN_FEAT_SSE42 : 0;
+		f |= c & (1u << 1) ? INSN_FEAT_PCLMUL : 0;
+	}
 	if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 20)))
 		f |= INSN_FEAT_SMAP;
+	if (__get_cpuid_count(0xd, 1, &a, &b, &c, &d) && (a & (1u << 2)))
+		f |= INSN_FEAT_XGETBV1;
 	return f;
 }
 
@@ -283,6 +397,8 @@ int insn_fallback_handle(int vcpu_fd, const struct kvm_run *run, const struct gu
 {
 	struct glue g = { .fd = vcpu_fd, .gm = gm };
 	struct insn_cpu c = { 0 };
+	struct insn_sse sse;
+	struct sse_io sse_io;
 	struct insn_result res;
 	struct kvm_sregs s;
 	struct kvm_regs r;
@@ -307,7 +423,9 @@ int insn_fallback_handle(int vcpu_fd, const struct kvm_run *run, const struct gu
 	c.ctx = &g;
 	c.read_msr = glue_read_msr;
 	c.read_mem = glue_read_mem;
+	c.write_mem = glue_write_mem;
 	c.read_fsw = glue_read_fsw;
+	c.read_xcr = glue_read_xcr;
 
 	if (!c.long64) {
 		snprintf(rep->what, sizeof(rep->what), "not in 64-bit mode");
@@ -325,6 +443,16 @@ int insn_fallback_handle(int vcpu_fd, const struct kvm_run *run, const struct gu
 		res = (struct insn_result){ .action = INSN_EMULATED };
 		return write_back(vcpu_fd, &c, &r, &s, &res);
 	}
+	/* The SSE registers only for an instruction that needs them. */
+	if (!insn_decode(rep->bytes, rep->n_bytes, &in) && insn_op_uses_sse(in.op)) {
+		err = sse_read(vcpu_fd, &sse_io, &sse);
+		if (err) {
+			snprintf(rep->what, sizeof(rep->what), "cannot read the SSE registers: %s",
+				 strerror(-err));
+			return err;
+		}
+		c.sse = &sse;
+	}
 	switch (insn_step(&c, rep->bytes, rep->n_bytes, &in, &res)) {
 	case INSN_EMULATED:
 		snprintf(rep->what, sizeof(rep->what), "emulated %s", insn_op_name(in.op));
@@ -336,7 +464,9 @@ int insn_fallback_handle(int vcpu_fd, const struct kvm_run *run, const struct gu
 		snprintf(rep->what, sizeof(rep->what), "%s", res.why);
 		return -ENOENT;
 	}
-	err = write_back(vcpu_fd, &c, &r, &s, &res);
+	err = c.sse_changed ? sse_write(vcpu_fd, &sse_io, &sse) : 0;
+	if (!err)
+		err = write_back(vcpu_fd, &c, &r, &s, &res);
 	if (err)
 		snprintf(rep->what, sizeof(rep->what), "cannot write the vCPU state back: %s",
 			 strerror(-err));

@@ -16,6 +16,8 @@
 #define PTE_P 0x1ull
 #define PTE_RW 0x2ull
 #define PTE_US 0x4ull
+#define PTE_A 0x20ull
+#define PTE_D 0x40ull
 #define PTE_PS 0x80ull
 #define PTE_NX (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
@@ -71,11 +73,15 @@ static bool access_allowed(const struct insn_paging *pg, unsigned access, bool w
 	return true;
 }
 
-int insn_translate(const struct guest_mem *gm, const struct insn_paging *pg, uint64_t la,
-		   unsigned access, uint64_t *gpa, struct insn_exception *fault)
+/* The walk behind insn_translate(); with @set_ad, once the access is known
+ * to be allowed, the accessed bit of every entry on the way and the dirty
+ * bit of the last one are set as the CPU sets them for a store (an atomic
+ * OR, so that another vCPU's edits of the same entry survive). */
+static int walk(const struct guest_mem *gm, const struct insn_paging *pg, uint64_t la,
+		unsigned access, uint64_t *gpa, struct insn_exception *fault, bool set_ad)
 {
 	unsigned levels = pg->cr4 & INSN_CR4_LA57 ? 5 : 4;
-	uint64_t table = pg->cr3 & PTE_ADDR;
+	uint64_t table = pg->cr3 & PTE_ADDR, slots[5];
 	bool writable = true, user = true, nx = false, nxe = pg->efer & INSN_EFER_NXE;
 
 	if (!(pg->cr0 & INSN_CR0_PG) || !(pg->cr4 & INSN_CR4_PAE) || !(pg->efer & INSN_EFER_LMA))
@@ -91,6 +97,7 @@ int insn_translate(const struct guest_mem *gm, const struct insn_paging *pg, uin
 
 		if (!p)
 			return -ENXIO;
+		slots[levels - level] = slot;
 		/* Another vCPU may be editing its tables: one 8-byte read. */
 		e = __atomic_load_n(p, __ATOMIC_RELAXED);
 		if (!(e & PTE_P))
@@ -107,11 +114,26 @@ int insn_translate(const struct guest_mem *gm, const struct insn_paging *pg, uin
 			if (!access_allowed(pg, access, writable, user, nx, pg->cr0))
 				return page_fault(fault, la, access, INSN_PF_PRESENT, pg);
 			*gpa = (e & PTE_ADDR & ~mask) | (la & mask);
+			for (unsigned k = 0; set_ad && k <= levels - level; k++) {
+				uint64_t *q = guest_mem_ptr(gm, slots[k], 8);
+				uint64_t bits = k == levels - level ? PTE_A | PTE_D : PTE_A;
+
+				if (q && (__atomic_load_n(q, __ATOMIC_RELAXED) & bits) != bits) {
+					__atomic_fetch_or(q, bits, __ATOMIC_RELAXED);
+					guest_mem_mark_dirty(gm, slots[k], 8);
+				}
+			}
 			return 0;
 		}
 		table = e & PTE_ADDR;
 	}
 	return -ENXIO; /* not reached: level 1 always ends the walk */
+}
+
+int insn_translate(const struct guest_mem *gm, const struct insn_paging *pg, uint64_t la,
+		   unsigned access, uint64_t *gpa, struct insn_exception *fault)
+{
+	return walk(gm, pg, la, access, gpa, fault, false);
 }
 
 int insn_read_linear(const struct guest_mem *gm, const struct insn_paging *pg, uint64_t la,
@@ -143,4 +165,52 @@ int insn_read_linear(const struct guest_mem *gm, const struct insn_paging *pg, u
 	if (done)
 		*done = n;
 	return r;
+}
+
+int insn_write_linear(const struct guest_mem *gm, const struct insn_paging *pg, uint64_t la,
+		      const void *buf, size_t len, unsigned access, struct insn_exception *fault)
+{
+	/* At most INSN_WRITE_MAX bytes: two pages. */
+	uint64_t gpa[2];
+	size_t chunk[2], n = 0;
+	unsigned pages = 0;
+	const uint8_t *in = buf;
+	int r;
+
+	if (len == 0 || len > INSN_WRITE_MAX)
+		return -EINVAL;
+	access |= INSN_ACC_WRITE;
+	/* Every page first: a store that faults on its second page writes
+	 * nothing on the first. */
+	while (n < len) {
+		uint64_t cur = la + n;
+		size_t c = PAGE_SIZE - (cur & (PAGE_SIZE - 1));
+
+		if (c > len - n)
+			c = len - n;
+		r = insn_translate(gm, pg, cur, access, &gpa[pages], fault);
+		if (r)
+			return r;
+		if (!guest_mem_ptr(gm, gpa[pages], c))
+			return -ENXIO;
+		chunk[pages++] = c;
+		n += c;
+	}
+	n = 0;
+	for (unsigned k = 0; k < pages; k++) {
+		uint64_t g;
+		void *dst;
+
+		/* Again, now setting the accessed and dirty bits. */
+		r = walk(gm, pg, la + n, access, &g, fault, true);
+		if (r)
+			return r;
+		dst = guest_mem_ptr(gm, g, chunk[k]);
+		if (!dst)
+			return -ENXIO;
+		memcpy(dst, in + n, chunk[k]);
+		guest_mem_mark_dirty(gm, g, chunk[k]);
+		n += chunk[k];
+	}
+	return 0;
 }

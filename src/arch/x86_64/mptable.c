@@ -76,6 +76,9 @@ _Static_assert(sizeof(struct mpc_intsrc) == 8, "intsrc size");
 #define MP_APIC_VERSION 0x14
 #define MP_IOAPIC_VERSION 0x11
 #define MP_ISA_IRQS 16
+#define MP_PCI_BUS 0 /* Linux matches PCI bus numbers to MP bus IDs */
+#define MP_ISA_BUS 1
+#define MP_PCI_SLOTS (X86_PCI_SLOTS - 1) /* slots 1-31; 0 is the host bridge */
 
 static uint8_t mp_checksum(const void *p, size_t len)
 {
@@ -90,8 +93,9 @@ static uint8_t mp_checksum(const void *p, size_t len)
 int x86_mptable_build(void *buf, size_t len, uint64_t gpa, unsigned ncpus)
 {
 	size_t need = sizeof(struct mpf_intel) + sizeof(struct mpc_table) +
-		      ncpus * sizeof(struct mpc_cpu) + sizeof(struct mpc_bus) +
-		      sizeof(struct mpc_ioapic) + (MP_ISA_IRQS + 2) * sizeof(struct mpc_intsrc);
+		      ncpus * sizeof(struct mpc_cpu) + 2 * sizeof(struct mpc_bus) +
+		      sizeof(struct mpc_ioapic) +
+		      (MP_PCI_SLOTS + MP_ISA_IRQS + 2) * sizeof(struct mpc_intsrc);
 	struct mpf_intel *mpf = buf;
 	struct mpc_table *mpc = (struct mpc_table *)(mpf + 1);
 	uint8_t *p = (uint8_t *)(mpc + 1);
@@ -113,7 +117,12 @@ int x86_mptable_build(void *buf, size_t len, uint64_t gpa, unsigned ncpus)
 		memcpy(p, &cpu, sizeof(cpu));
 		p += sizeof(cpu);
 	}
-	struct mpc_bus bus = { .type = 1, .busid = 0, .bustype = { 'I', 'S', 'A', ' ', ' ', ' ' } };
+	struct mpc_bus pci = { .type = 1, .busid = MP_PCI_BUS,
+			       .bustype = { 'P', 'C', 'I', ' ', ' ', ' ' } };
+	memcpy(p, &pci, sizeof(pci));
+	p += sizeof(pci);
+	struct mpc_bus bus = { .type = 1, .busid = MP_ISA_BUS,
+			       .bustype = { 'I', 'S', 'A', ' ', ' ', ' ' } };
 	memcpy(p, &bus, sizeof(bus));
 	p += sizeof(bus);
 	struct mpc_ioapic ioapic = {
@@ -122,10 +131,21 @@ int x86_mptable_build(void *buf, size_t len, uint64_t gpa, unsigned ncpus)
 	};
 	memcpy(p, &ioapic, sizeof(ioapic));
 	p += sizeof(ioapic);
+	/* PCI INTA# of each slot (source IRQ: slot << 2 | pin - 1), level and
+	 * active low as the PCI bus defines (irqflag 0: conforms to the bus). */
+	for (unsigned slot = 1; slot <= MP_PCI_SLOTS; slot++) {
+		struct mpc_intsrc src = {
+			.type = 3, .irqtype = MP_IRQ_INT, .irqflag = 0, .srcbus = MP_PCI_BUS,
+			.srcbusirq = (uint8_t)(slot << 2), .dstapic = ioapic_id,
+			.dstirq = (uint8_t)X86_PCI_INTX_PIN(slot),
+		};
+		memcpy(p, &src, sizeof(src));
+		p += sizeof(src);
+	}
 	/* KVM's default GSI routing sends ISA IRQ n to IOAPIC pin n. */
 	for (unsigned irq = 0; irq < MP_ISA_IRQS; irq++) {
 		struct mpc_intsrc src = {
-			.type = 3, .irqtype = MP_IRQ_INT, .irqflag = 0, .srcbus = 0,
+			.type = 3, .irqtype = MP_IRQ_INT, .irqflag = 0, .srcbus = MP_ISA_BUS,
 			.srcbusirq = (uint8_t)irq, .dstapic = ioapic_id, .dstirq = (uint8_t)irq,
 		};
 		memcpy(p, &src, sizeof(src));
@@ -144,7 +164,7 @@ int x86_mptable_build(void *buf, size_t len, uint64_t gpa, unsigned ncpus)
 	mpc->spec = 4;
 	memcpy(mpc->oem, "VMRUN   ", 8);
 	memcpy(mpc->product, "VMRUN-KVM   ", 12);
-	mpc->oemcount = (uint16_t)(ncpus + 1 + 1 + MP_ISA_IRQS + 2);
+	mpc->oemcount = (uint16_t)(ncpus + 2 + 1 + MP_PCI_SLOTS + MP_ISA_IRQS + 2);
 	mpc->lapic = (uint32_t)X86_LAPIC_BASE;
 	mpc->checksum = mp_checksum(mpc, mpc->length);
 

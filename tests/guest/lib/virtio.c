@@ -93,6 +93,8 @@ int vdev_probe(struct vdev *d, const struct virtio_mmio_dev *m, uint32_t device_
 {
 	d->base = m->base;
 	d->irq = m->irq;
+	d->pci = m->pci;
+	d->notify_addr = 0;
 	d->offered = d->features = 0;
 	d->queue = d->size = d->avail_idx = d->kicked_idx = d->last_used = d->next_desc = 0;
 	d->kicks = 0;
@@ -148,6 +150,7 @@ int vq_setup(struct vdev *q, const struct vdev *d, uint16_t index, uint16_t qsiz
 	if (q != d) {
 		q->base = d->base;
 		q->irq = d->irq;
+		q->pci = d->pci;
 		q->offered = d->offered;
 		q->features = d->features;
 		q->avail_idx = q->kicked_idx = q->last_used = q->next_desc = 0;
@@ -155,6 +158,9 @@ int vq_setup(struct vdev *q, const struct vdev *d, uint16_t index, uint16_t qsiz
 	}
 	q->queue = index;
 	vdev_write(q, VMMIO_QUEUE_SEL, index);
+	if (q->pci)
+		q->notify_addr = q->pci->notify +
+				 (uintptr_t)mmio_read16(q->pci->common + VPCI_Q_NOFF) * q->pci->notify_mult;
 	if (vdev_read(q, VMMIO_QUEUE_READY))
 		goto fail;
 	max = vdev_read(q, VMMIO_QUEUE_NUM_MAX);
@@ -205,6 +211,8 @@ int vdev_start(struct vdev *d, uint64_t features, uint16_t qsize)
 
 uint8_t vdev_config8(const struct vdev *d, uint32_t off)
 {
+	if (d->pci)
+		return mmio_read8(d->pci->device + off);
 	return mmio_read8(d->base + VMMIO_CONFIG + off);
 }
 

@@ -150,11 +150,55 @@ struct vq_mem {
 	struct vq_desc indirect[VQ_MAX][VQ_INDIRECT_MAX];
 } __attribute__((aligned(4096)));
 
-/* One virtio-mmio device as the command line declares it. */
+/* ---- virtio-pci (section 4.1) ---- */
+
+/* Capability types and common configuration offsets (4.1.4). */
+#define VPCI_CAP_COMMON 1
+#define VPCI_CAP_NOTIFY 2
+#define VPCI_CAP_ISR 3
+#define VPCI_CAP_DEVICE 4
+#define VPCI_DFSELECT 0x00
+#define VPCI_DF 0x04
+#define VPCI_GFSELECT 0x08
+#define VPCI_GF 0x0c
+#define VPCI_MSIX_CONFIG 0x10
+#define VPCI_NUMQ 0x12
+#define VPCI_STATUS 0x14
+#define VPCI_CFGGEN 0x15
+#define VPCI_Q_SELECT 0x16
+#define VPCI_Q_SIZE 0x18
+#define VPCI_Q_MSIX 0x1a
+#define VPCI_Q_ENABLE 0x1c
+#define VPCI_Q_NOFF 0x1e
+#define VPCI_Q_DESCLO 0x20
+#define VPCI_Q_AVAILLO 0x28
+#define VPCI_Q_USEDLO 0x30
+
+/* A virtio-pci function as vpci_scan() found it: where its capabilities
+ * put the structures (guest-physical, in its BARs as vmrun assigned them),
+ * its MSI-X table, and the ISR bits read but not yet acknowledged (reading
+ * the ISR clears it; vdev_read(VMMIO_INTERRUPT_STATUS) keeps what it read
+ * until VMMIO_INTERRUPT_ACK, as on virtio-mmio). */
+struct vpci {
+	unsigned slot;
+	uint32_t device_id;   /* virtio device ID (PCI device ID - 0x1040) */
+	uintptr_t common, notify, isr, device;
+	uint32_t notify_mult;
+	uint8_t msix_cap;     /* 0: none */
+	uintptr_t msix_table;
+	unsigned msix_vectors;
+	unsigned intx_pin;    /* IOAPIC pin of INTA# (vmrun: 16 + (slot - 1) % 8) */
+	uint32_t isr_latched;
+};
+
+/* One virtio device: virtio-mmio as the command line declares it, or, with
+ * @pci set, a virtio-pci function (@base is then its common configuration,
+ * @irq its INTx IOAPIC pin). */
 struct virtio_mmio_dev {
 	uint64_t base;
 	uint64_t size;
 	unsigned irq;
+	struct vpci *pci;
 };
 
 /* A driven device.  Storage is the caller's (it is large: keep it in
@@ -162,6 +206,8 @@ struct virtio_mmio_dev {
 struct vdev {
 	uintptr_t base;
 	unsigned irq;
+	struct vpci *pci;       /* NULL: virtio-mmio */
+	uintptr_t notify_addr;  /* virtio-pci: this queue's notification address */
 	uint64_t offered;  /* DeviceFeatures */
 	uint64_t features; /* accepted by vdev_start() */
 	uint16_t queue;    /* queue index (QueueSel, QueueNotify) */
@@ -191,15 +237,44 @@ enum vdev_error {
  * @out, at most @max.  Returns how many were found. */
 unsigned virtio_mmio_scan(struct virtio_mmio_dev *out, unsigned max);
 
+/* Enumerate PCI bus 0 through configuration mechanism #1 (ports 0xCF8 and
+ * 0xCFC) for modern virtio functions (vendor 0x1af4, device 0x1040 + ID,
+ * revision >= 1), turn on memory decoding and bus mastering, walk each
+ * capability list for the common, notify, ISR and device structures and
+ * MSI-X, and append them to @out (at most @max), with @pci (room for @max)
+ * holding their details.  Returns how many were found. */
+unsigned vpci_scan(struct virtio_mmio_dev *out, struct vpci *pci, unsigned max);
+
+/* Every device: the command line's virtio-mmio ones, then the PCI ones. */
+unsigned virtio_scan(struct virtio_mmio_dev *out, unsigned max);
+
+/* virtio-pci behind the virtio-mmio register offsets: the test guests
+ * speak VMMIO_* to every device, and for a PCI one each register is
+ * carried to its field in the common configuration, ISR, notification or
+ * device configuration structure (MagicValue and Version read as
+ * virtio-mmio's, DeviceID from the PCI device ID). */
+uint32_t vpci_read(const struct vdev *d, uint32_t reg);
+void vpci_write(const struct vdev *d, uint32_t reg, uint32_t v);
+
 static inline uint32_t vdev_read(const struct vdev *d, uint32_t reg)
 {
+	if (d->pci)
+		return vpci_read(d, reg);
 	return mmio_read32(d->base + reg);
 }
 
 static inline void vdev_write(const struct vdev *d, uint32_t reg, uint32_t v)
 {
-	mmio_write32(d->base + reg, v);
+	if (d->pci)
+		vpci_write(d, reg, v);
+	else
+		mmio_write32(d->base + reg, v);
 }
+
+/* Send @d's interrupts (configuration and every queue) to @vector on the
+ * LAPIC @apic_id: virtio-mmio and PCI INTx (cmdline virtio.intx=1) through
+ * the IOAPIC pin, otherwise MSI-X (every vector to the same message). */
+void vdev_route_irq(struct vdev *d, uint8_t vector, unsigned apic_id);
 
 /* Reset the device at @m, check magic, version 2 and @device_id, set
  * ACKNOWLEDGE and DRIVER, and read the offered features into d->offered.
