@@ -637,11 +637,21 @@ def autoconverge_body(h):
             try:
                 deadline = time.monotonic() + MIGRATE_GUARD_S
                 while mig.p.poll() is None and time.monotonic() < deadline:
-                    q = ctl.query_migrate()
+                    try:
+                        q = ctl.query_migrate()
+                    except OSError:
+                        # The source exits once the migration completed:
+                        # the result below says how it ended.
+                        break
                     most = max(most, q.get("throttle_percent", 0))
                     if q["status"] in ("completed", "failed", "cancelled"):
                         break
+                    # A polling interval, not a synchronisation: the
+                    # loop ends on the migration's own end.
+                    time.sleep(0.05)
                 rc, obj, text = mig.result(lambda: src.ctx() + dst.ctx())
+                # The last throttle, if the polls missed it.
+                most = max(most, obj.get("throttle_percent", 0) if obj else 0)
             finally:
                 mig.kill()
             ctx = f"\n--- migrate: {text}{src.ctx()}{dst.ctx()}"
