@@ -438,6 +438,7 @@ static void test_state_round_trip(void **state)
 	state_begin(&w, 1, "/devices/fake@1");
 	pci_function_save(&r->a.fn, &w);
 	assert_int_equal(state_writer_finish(&w, &buf, &len), 0);
+	state_writer_free(&w);
 	/* Into a fresh bus built the same way. */
 	teardown(state);
 	setup(state);

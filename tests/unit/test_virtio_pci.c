@@ -566,6 +566,7 @@ static void test_state_round_trip(void **state)
 	assert_int_equal(state_writer_init(&w), 0);
 	virtio_pci_save(&r->p, &w, "virtio-blk");
 	assert_int_equal(state_writer_finish(&w, &buf, &len), 0);
+	state_writer_free(&w);
 
 	assert_int_equal(setup(&st2), 0);
 	r2 = st2;
