@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """vmrun virtio-net benchmark: bench_net_harness (vmrun's virtio-net device
-model, tap backend, virtio-mmio transport and virtqueues, driven in-process
+model, tap backend, virtio-mmio (or, with --pci, virtio-pci) transport and virtqueues, driven in-process
 by a fake driver, no guest) against net_floor (plain write()/read() on a tap
 fd, one frame per call) on the same tap with the same frames:
 
@@ -81,6 +81,8 @@ def run_tx(a, program, point):
         argv = [a.harness, "--tap", TAP, "--points", point, "--time", str(a.time), "--json"]
         if a.verify:
             argv.append("--verify")
+        if a.pci:
+            argv.append("--pci")
     else:
         argv = [a.floor, "tx", "--tap", TAP, "--size", size_arg(point), "--time", str(a.time),
                 "--buffers", str(QUEUE)]
@@ -107,6 +109,8 @@ def run_rx(a, program, point):
         argv = [a.harness, "--tap", TAP, "--points", point, "--json"]
         if a.verify:
             argv.append("--verify")
+        if a.pci:
+            argv.append("--pci")
     else:
         bufs = QUEUE * RXBUF_LARGE // 65536 if point.endswith("64k") else QUEUE
         argv = [a.floor, "rx", "--tap", TAP, "--size", size_arg(point), "--buffers", str(bufs)]
@@ -167,6 +171,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="runs per program and point, "
                     "alternating (default 3); the best counts")
     ap.add_argument("--verify", action="store_true", help="compare every byte (slower)")
+    ap.add_argument("--pci", action="store_true",
+                    help="the harness's device is on virtio-pci (MSI-X), not virtio-mmio")
     ap.add_argument("--smoke", action="store_true", help="every point once, briefly, "
                     "with --verify: checks that everything works, judges no timing")
     ap.add_argument("--ns", default=f"vmrun-bench-net-{os.getpid()}")

@@ -75,8 +75,10 @@ if [[ -z $verdict ]]; then
 	echo "FAIL: no verdict from the guest; vmrun ended the run with status $status (log: $log)"
 	exit 125
 fi
-# 10: every vCPU halted, how this kernel (no ACPI) powers off.
-((status == 10)) || echo "warning: the guest gave its verdict, but vmrun ended with status $status, not 10 (poweroff)"
+# 0: the kernel powered off through ACPI; 10: every vCPU halted, how a kernel
+# without ACPI powers off.
+((status == 0 || status == 10)) ||
+	echo "warning: the guest gave its verdict, but vmrun ended with status $status, not 0 or 10 (poweroff)"
 if ((verdict == 0)); then
 	echo "PASS (log: $log)"
 else

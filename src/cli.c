@@ -40,14 +40,19 @@ static const char usage_text[] =
 	"  --disk PATH[,OPTS]     virtio-blk disk: raw or qcow2 image, or block device;\n"
 	"                         repeatable; OPTS: readonly, cache=writeback|none|unsafe,\n"
 	"                         serial=ID, format=raw|qcow2 (default: probed),\n"
-	"                         transport=mmio|pci (default: mmio)\n"
+	"                         transport=pci|mmio (default: pci)\n"
 	"  --net tap=NAME[,mac=MAC][,queues=N][,transport=mmio|pci]\n"
 	"                         virtio-net interface on a tap device, repeatable;\n"
 	"                         queues=N: N queue pairs on a multi-queue tap\n"
+	"  --acpi on|off          ACPI tables for the guest (default on): poweroff and reboot\n"
+	"                         through the FADT's registers; off: the MP table only\n"
+	"  --no-pvpanic           no pvpanic device (PCI 1b36:0011 and port 0x505), through\n"
+	"                         which a panicking guest ends the run with status 16\n"
 	"  --paused               start with the vCPUs paused (until `vmrun ctl SOCK resume`)\n"
 	"  --restore DIR          continue the guest saved in DIR (`vmrun ctl SOCK save path=DIR`);\n"
 	"                         the machine comes from DIR: only --console, --api-sock,\n"
-	"                         --timeout, --paused, --exit-json, --quiet and the two below\n"
+	"                         --timeout, --paused, --exit-json, --quiet, --seccomp, --user\n"
+	"                         and the two below\n"
 	"                         may be given with it\n"
 	"  --restore-disk N=PATH  disk N's frozen image (--incoming: its image) is PATH on this host\n"
 	"  --restore-tap N=NAME   NIC N uses tap NAME on this host\n"
@@ -61,6 +66,11 @@ static const char usage_text[] =
 	"  --quiet                print only errors and the guest's console (no warnings or notices)\n"
 	"  --no-nested-workarounds  on a nested KVM without VT-x/AMD-V: no instruction\n"
 	"                         fallbacks, no extra Linux kernel arguments\n"
+	"  --seccomp MODE         on (default): a system call outside the thread's allow-list\n"
+	"                         ends vmrun with a line naming it; log: the kernel logs it and\n"
+	"                         vmrun runs on; off: no filters (capabilities still dropped)\n"
+	"  --user USER[:GROUP]    after set-up, run as USER (name or number) and GROUP\n"
+	"                         (default: USER's group), supplementary groups cleared\n"
 	"  --config FILE          the machine as a JSON object whose keys are these options'\n"
 	"                         names ({\"kernel\": \"vmlinux\", \"cpus\": 2, \"disk\": [\"a.img\"]});\n"
 	"                         options on the command line override it\n"
@@ -135,8 +145,9 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out)
 static const char *const valued_options[] = {
 	"kernel", "initrd", "cmdline", "mem", "cpus", "console",
 	"timeout", "api-sock", "boot", "disk", "kernel-decompress", "initrd-decompress", "net",
-	"exit-json",
-	"restore", "restore-disk", "restore-tap", "incoming", "migration-key", NULL,
+	"exit-json", "acpi",
+	"restore", "restore-disk", "restore-tap", "incoming", "migration-key", "seccomp", "user",
+	NULL,
 };
 
 static bool option_takes_value(const char *name, size_t len)
@@ -159,6 +170,9 @@ static int parse_disk(const char *spec, struct disk_config *d, char *err, size_t
 
 	memset(d, 0, sizeof(*d));
 	d->spec = spec;
+	/* PCI by default: what distribution kernels find (they lack
+	 * virtio-mmio's command-line devices). */
+	d->transport = VIRTIO_TRANSPORT_PCI;
 	if (!path_len)
 		return errmsg(-EINVAL, err, errlen, "--disk: empty path in '%s'", spec);
 	if (path_len >= sizeof(d->path))
@@ -211,6 +225,7 @@ static int parse_net(const char *spec, struct net_config *n, char *err, size_t e
 
 	memset(n, 0, sizeof(*n));
 	n->spec = spec;
+	n->transport = VIRTIO_TRANSPORT_PCI; /* as for --disk */
 	while (*p) {
 		const char *end = strchr(p, ',');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
@@ -346,6 +361,19 @@ static int apply_option(struct vm_config *cfg, const char *name, const char *val
 			return errmsg(-EINVAL, err, errlen,
 				    "--timeout: invalid value '%s' (seconds, greater than 0)", val);
 		cfg->timeout_s = t;
+	} else if (!strcmp(name, "seccomp")) {
+		if (sandbox_parse_mode(val, &cfg->seccomp))
+			return errmsg(-EINVAL, err, errlen, "--seccomp: '%s' is not on, log or off", val);
+	} else if (!strcmp(name, "user")) {
+		/* Resolved (passwd, group) when the VM starts: vm_run() */
+		if (!*val || *val == ':' || strchr(val, ':') != strrchr(val, ':') ||
+		    val[strlen(val) - 1] == ':')
+			return errmsg(-EINVAL, err, errlen, "--user: '%s' is not USER[:GROUP]", val);
+		cfg->user = val;
+	} else if (!strcmp(name, "acpi")) {
+		if (strcmp(val, "on") && strcmp(val, "off"))
+			return errmsg(-EINVAL, err, errlen, "--acpi: invalid value '%s' (on or off)", val);
+		cfg->no_acpi = !strcmp(val, "off");
 	} else if (!strcmp(name, "exit-json")) {
 		if (!*val)
 			return errmsg(-EINVAL, err, errlen, "--exit-json: empty path");
@@ -426,7 +454,7 @@ static bool is_machine_option(const char *name)
 {
 	static const char *const machine[] = { "kernel", "initrd", "cmdline", "mem", "cpus", "boot",
 					       "kernel-decompress", "initrd-decompress", "disk",
-					       "net", NULL };
+					       "net", "acpi", "no-pvpanic", NULL };
 
 	for (const char *const *m = machine; *m; m++)
 		if (!strcmp(*m, name))
@@ -482,6 +510,14 @@ static int parse_argv(int argc, char *const argv[], struct vm_config *cfg, char 
 				if (eq)
 					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
 				cfg->quiet = true;
+				continue;
+			}
+			if (!strcmp(namebuf, "no-pvpanic")) {
+				if (eq)
+					return errmsg(-EINVAL, err, errlen, "--%s takes no value", namebuf);
+				cfg->no_pvpanic = true;
+				if (!machine_name[0]) /* the machine's shape: not with --restore */
+					snprintf(machine_name, sizeof(machine_name), "%s", namebuf);
 				continue;
 			}
 			if (!strcmp(namebuf, "no-nested-workarounds")) {

@@ -715,7 +715,21 @@ static void comp_pci_destroy(void *obj)
 	vm->pci_ready = false;
 }
 
-static const struct vm_component_ops pci_comp_ops = { .destroy = comp_pci_destroy };
+static void comp_pci_save(void *obj, struct state_writer *w)
+{
+	pci_bus_save(&((struct vm *)obj)->pci, w);
+}
+
+static int comp_pci_load(void *obj, struct state_reader *r)
+{
+	return pci_bus_load(&((struct vm *)obj)->pci, r);
+}
+
+static const struct vm_component_ops pci_comp_ops = {
+	.save = comp_pci_save,
+	.load = comp_pci_load,
+	.destroy = comp_pci_destroy,
+};
 
 /* PCI bus 0 with its host bridge, always there (a kernel with PCI support
  * probes it): configuration ports and the MMIO window claimed, before the
@@ -864,6 +878,64 @@ out:
 	return 0;
 }
 
+/* ---- ACPI and pvpanic (vmrun/acpi.h, vmrun/pvpanic.h) ---- */
+
+static void comp_pvpanic_save(void *obj, struct state_writer *w) { pvpanic_save(obj, w); }
+static int comp_pvpanic_load(void *obj, struct state_reader *r) { return pvpanic_load(obj, r); }
+
+static const struct vm_component_ops pvpanic_comp_ops = {
+	.save = comp_pvpanic_save, .load = comp_pvpanic_load,
+};
+
+/* The platform devices after the virtio ones (so that their PCI slots stay
+ * where snapshots from before pvpanic have them): ACPI's PM1 and reset
+ * registers unless --acpi off, pvpanic (its ISA port and its PCI function)
+ * unless --no-pvpanic.  Neither keeps state but pvpanic's configuration
+ * space. */
+static int vm_build_platform(struct vm *vm, char *err, size_t errlen)
+{
+	int r;
+
+	if (!vm->cfg->no_acpi) {
+		acpi_pm_init(&vm->acpi_pm, &vm->dev_host);
+		if ((r = bus_register(&vm->pio_bus, &vm->acpi_pm.region)))
+			return errmsg(r, err, errlen, "cannot claim the ACPI ports: %s", strerror(-r));
+	}
+	if (vm->cfg->no_pvpanic)
+		return 0;
+	if ((r = pvpanic_init(&vm->pvpanic, &vm->dev_host)))
+		return errmsg(r, err, errlen, "pvpanic: %s", strerror(-r));
+	if ((r = bus_register(&vm->pio_bus, &vm->pvpanic.isa_region)))
+		return errmsg(r, err, errlen, "cannot claim the pvpanic port: %s", strerror(-r));
+	r = pci_bus_add(&vm->pci, &vm->pvpanic.fn);
+	if (r < 0)
+		return errmsg(r, err, errlen, "pvpanic: no free PCI slot");
+	if (vm_register(vm, "pvpanic", &pvpanic_comp_ops, &vm->pvpanic))
+		return errmsg(-ENOSPC, err, errlen, "too many components");
+	/* Decoded where vmrun put it, as the virtio functions. */
+	pci_bus_enable_all(&vm->pci);
+	return 0;
+}
+
+/* First boot: the ACPI tables in the reserved BIOS area, and their place
+ * told to the kernel (unless --acpi off). */
+static int vm_write_acpi(struct vm *vm, char *err, size_t errlen)
+{
+	struct acpi_machine m = { .ncpus = vm->n_vcpus, .pvpanic = !vm->cfg->no_pvpanic };
+	uint8_t *buf;
+	int r;
+
+	if (vm->cfg->no_acpi)
+		return 0;
+	buf = guest_mem_ptr(&vm->mem, ACPI_TABLES_GPA, ACPI_TABLES_MAX);
+	r = buf ? acpi_tables_build(buf, ACPI_TABLES_MAX, ACPI_TABLES_GPA, &m) : -EFAULT;
+	if (r >= 0)
+		r = boot_set_acpi_rsdp(&vm->mem, &vm->boot, ACPI_TABLES_GPA);
+	if (r < 0)
+		return errmsg(r, err, errlen, "cannot write the ACPI tables: %s", strerror(-r));
+	return 0;
+}
+
 /* boot_load() with the command line the guest gets: the user's, plus the
  * nested-host kernel arguments for a Linux kernel (vmrun/nested.h). */
 static int vm_load_kernel(struct vm *vm, char *err, size_t errlen)
@@ -886,7 +958,10 @@ static int vm_load_kernel(struct vm *vm, char *err, size_t errlen)
 	if (r)
 		return r;
 	boot_cfg.cmdline = cmdline;
-	return boot_load(&vm->mem, &boot_cfg, &vm->boot, err, errlen);
+	r = boot_load(&vm->mem, &boot_cfg, &vm->boot, err, errlen);
+	if (!r)
+		r = vm_write_acpi(vm, err, errlen);
+	return r;
 }
 
 /* Restore: every component's saved state, in build order (vCPUs, then the
@@ -1052,6 +1127,8 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, struct snapshot *restor
 	r = vm_build_disks(vm, err, errlen);
 	if (!r)
 		r = vm_build_nets(vm, err, errlen);
+	if (!r)
+		r = vm_build_platform(vm, err, errlen);
 	if (r)
 		return r;
 	/* ---- its contents ---- */
@@ -1544,6 +1621,12 @@ int vm_run(struct vm *vm)
 	uint32_t dv;
 
 	r = vm_setup_loop(vm, err, sizeof(err));
+	/* Everything privileged is open now (/dev/kvm, memory, taps, disks,
+	 * sockets, console): confine before the first vCPU thread exists, so
+	 * that every thread inherits it (vmrun/sandbox.h). */
+	if (!r && !(r = sandbox_prepare(&vm->sandbox, vm->cfg->seccomp, vm->cfg->user, err,
+					sizeof(err))))
+		r = sandbox_confine(&vm->sandbox, err, sizeof(err));
 	if (r) {
 		log_error("%s", err);
 		snprintf(vm->exit_reason, sizeof(vm->exit_reason), "%.63s", err); /* --exit-json */
@@ -1593,6 +1676,13 @@ int vm_run(struct vm *vm)
 			log_warn("NOTIFY_SOCKET: cannot send READY=1: %s", strerror(-nr));
 	}
 	vm_pit_disable_reinject(vm);
+	/* The main thread's run phase: the event loop, the devices and the
+	 * control socket, under its filter from here on. */
+	r = sandbox_enter(&vm->sandbox, SANDBOX_MAIN);
+	if (r) {
+		log_error("seccomp: cannot load the main thread's filter: %s", strerror(-r));
+		vm_request_exit(vm, VMRUN_EXIT_HOST_ERROR, "seccomp filter failed");
+	}
 	if (!atomic_load(&vm->exiting)) {
 		r = evloop_run(&vm->loop);
 		if (r) {
@@ -1643,6 +1733,7 @@ void vm_destroy(struct vm *vm)
 		control_exit(&vm->control);
 	vm->control_active = false;
 	vm_forget_pause_state(vm);
+	sandbox_exit(&vm->sandbox);
 	free(vm->cpuid);
 	vm->cpuid = NULL;
 	if (vm->signal_src.fd >= 0)

@@ -126,18 +126,21 @@ int blk_io_wait(struct blk *b, enum blk_op op, uint64_t offset, void *buf, uint6
 
 enum blk_lock {
 	BLK_LOCK_EXCLUSIVE, /* the writer's lock, as blk_open() takes it */
-	BLK_LOCK_SHARED,    /* as backing files are held */
+	BLK_LOCK_SHARED,    /* the reader's: read-only images, backing files */
 	BLK_LOCK_NONE,      /* released */
 };
 
-/* Change the lock on the image file (the top of a qcow2 chain).  SHARED:
+/* Change the lock on the image file (the top of a qcow2 chain): flock and
+ * the byte-range locks QEMU understands, together (include/vmrun/
+ * image_lock.h; EXCLUSIVE is QEMU's writer, SHARED its reader).  SHARED:
  * a live snapshot's new overlay opens this image as its backing file while
  * this handle is still open.  NONE: a migration's source hands the image
- * to the destination, EXCLUSIVE takes it back if that fails.  The caller
- * writes nothing unless the lock is EXCLUSIVE.  Returns 0, -EBUSY when
- * another process holds a lock that conflicts, or -errno; a filesystem
- * without flock counts as success (as at open).  A read-only handle is
- * left as it is. */
+ * to the destination (every lock dropped, QEMU's too), EXCLUSIVE takes it
+ * back if that fails.  The caller writes nothing unless the lock is
+ * EXCLUSIVE.  Returns 0, -EBUSY when another process (QEMU or vmrun) holds
+ * a lock that conflicts (the handle keeps the lock it had), or -errno; a
+ * filesystem without locks counts as success (as at open).  A read-only
+ * handle is left as it is. */
 int blk_set_lock(struct blk *b, enum blk_lock mode) __attribute__((warn_unused_result));
 
 /* Requests submitted and not yet completed. */

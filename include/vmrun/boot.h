@@ -20,8 +20,8 @@ struct guest_mem;
 /* When @in (@in_len bytes) is gzip from start to end (one or more members,
  * zero padding allowed between and after them), inflate it into a new heap
  * buffer *@out of *@out_len bytes (the caller frees it) and return 1.
- * Return 0, touching nothing, for anything else (not gzip, or other data
- * after a member), which the guest then gets as it is.  Corrupt or
+ * Return 0, with *@out NULL and *@out_len 0, for anything else (not gzip,
+ * or other data after a member), which the guest then gets as it is.  Corrupt or
  * truncated gzip data is -EINVAL, more than @max bytes of output -EFBIG,
  * each with a one-line reason in @err. */
 int initrd_gunzip(const uint8_t *in, size_t in_len, uint64_t max, uint8_t **out,
@@ -116,7 +116,9 @@ struct setup_header {
 #define BOOT_E820_MAX 128
 
 struct boot_params {
-	uint8_t pad0[0x0c0];
+	uint8_t pad0[0x070];
+	uint64_t acpi_rsdp_addr; /* 0x070: where the RSDP is (protocol 2.14); 0: scan for it */
+	uint8_t pad0b[0x0c0 - 0x078];
 	uint32_t ext_ramdisk_image;
 	uint32_t ext_ramdisk_size;
 	uint32_t ext_cmd_line_ptr;
@@ -259,6 +261,13 @@ int bzimage_boot_params(struct boot_params *bp, const struct bzimage *bz,
 			const struct boot_info *info) __attribute__((warn_unused_result));
 
 /* ---- the loader ---- */
+
+struct boot_setup;
+/* Tell the kernel loaded by boot_load() (@bs) where the ACPI RSDP is:
+ * boot_params.acpi_rsdp_addr or hvm_start_info.rsdp_paddr, whichever
+ * @bs->arg points at.  0 or -EFAULT. */
+int boot_set_acpi_rsdp(const struct guest_mem *gm, const struct boot_setup *bs, uint64_t rsdp)
+	__attribute__((warn_unused_result));
 
 struct boot_setup {
 	enum boot_protocol protocol; /* BOOT_LINUX64 or BOOT_PVH */

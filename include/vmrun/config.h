@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmrun/sandbox.h"
+
 #define VMRUN_DEFAULT_MEM (256ull << 20)
 #define VMRUN_MIN_MEM (8ull << 20)
 #define VMRUN_MAX_MEM (1ull << 40)
@@ -53,8 +55,9 @@ enum disk_format {
 
 /* How a virtio device reaches the guest (--disk/--net transport=). */
 enum virtio_transport_kind {
-	VIRTIO_TRANSPORT_MMIO, /* virtio-mmio, declared on the kernel command line (default) */
-	VIRTIO_TRANSPORT_PCI,  /* virtio-pci (modern) on PCI bus 0 */
+	/* The values are recorded in snapshots: never renumber. */
+	VIRTIO_TRANSPORT_MMIO, /* virtio-mmio, declared on the kernel command line */
+	VIRTIO_TRANSPORT_PCI,  /* virtio-pci (modern) on PCI bus 0: the command line's default */
 };
 
 /* --disk PATH[,readonly][,cache=writeback|none|unsafe][,serial=ID][,format=raw|qcow2]
@@ -112,6 +115,13 @@ struct vm_config {
 	const char *migration_key; /* --migration-key FILE; NULL: none */
 	const char *exit_json;    /* --exit-json FILE: the run's verdict as JSON; NULL: none */
 	bool quiet;               /* --quiet: no warnings or information lines */
+	/* The machine's firmware tables and panic device (vmrun/acpi.h,
+	 * vmrun/pvpanic.h): false means present, the default. */
+	bool no_acpi;             /* --acpi off: the MP table only */
+	bool no_pvpanic;          /* --no-pvpanic */
+	/* Confinement after set-up (vmrun/sandbox.h) */
+	enum sandbox_seccomp seccomp; /* --seccomp=on|log|off, default on */
+	const char *user;         /* --user USER[:GROUP]; NULL: stay who we are */
 	/* --config FILE: what the strings above point into when they came from
 	 * the file (vmrun/cli.h: released by cli_config_free); NULL otherwise. */
 	void *cli_owned;

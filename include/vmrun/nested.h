@@ -23,8 +23,19 @@ struct vm_config;
  * LOCK prefix on a uniprocessor (one text_poke each, about 2 s), and CPUID
  * bits cleared: 141 (CMPXCHG16B, which SLUB's fast path would use and KVM's
  * emulator here cannot run), 151 (POPCNT), 297 (ERMS) and 580 (FSRM, the
- * byte-wise `rep movsb` memcpy). */
-#define NESTED_LINUX_ARGS "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp clearcpuid=141,151,297,580"
+ * byte-wise `rep movsb` memcpy); 129 (PCLMULQDQ), 137 (SSSE3), 147 and 148
+ * (SSE4.1/4.2) and 153 (AES), so that a distribution kernel's crypto and
+ * checksum code takes its generic C paths, which KVM's emulator runs,
+ * rather than SIMD ones that stop at every instruction for vmrun's
+ * fallback (Debian's blake2s self-test alone: over 20 minutes).  SMAP
+ * stays: without it, system calls from user space fault on this host.
+ * Two initcalls of distribution kernels
+ * (ftrace's check of every traced function and the trace enum-map
+ * worker) cost 10-15 minutes of interpreted time: they are skipped. */
+#define NESTED_LINUX_ARGS                                                                          \
+	"noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp "                       \
+	"clearcpuid=129,137,141,147,148,151,153,297,580 "                                          \
+	"initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init"
 
 /* Whether @cpuinfo (the text of /proc/cpuinfo) describes a CPU without
  * hardware virtualization: 1 when its first "flags" line names neither

@@ -221,6 +221,15 @@ int pci_msi_route(struct pci_bus *bus, uint32_t gsi, bool valid, uint64_t addr, 
 struct state_reader;
 struct state_writer;
 
+/* The bus's own state, node /pci-bus: the configuration address latched at
+ * 0xCF8 (a guest may be saved between its write of 0xCF8 and its access to
+ * 0xCFC) and the host bridge's configuration space. */
+void pci_bus_save(struct pci_bus *bus, struct state_writer *w);
+
+/* Load what pci_bus_save() wrote.  A state without /pci-bus (written by an
+ * older vmrun) leaves the bus as built.  0 or -errno (reason in @r). */
+int pci_bus_load(struct pci_bus *bus, struct state_reader *r) __attribute__((warn_unused_result));
+
 /* Save @fn's configuration space under node @node (begun by the caller):
  * property "pci-config". */
 void pci_function_save(struct pci_function *fn, struct state_writer *w);

@@ -15,6 +15,7 @@
 #include "vmrun/bus.h"
 #include "vmrun/evloop.h"
 #include "vmrun/virtio.h"
+#include "vmrun/virtio_transport.h"
 
 #define VIRTIO_MMIO_WINDOW 0x200
 #define VIRTIO_MMIO_MAX_QUEUES 17 /* virtio-net: 8 queue pairs and a control queue */
@@ -60,19 +61,13 @@ struct virtio_mmio_host {
 	struct evloop *loop;
 };
 
-struct virtio_mmio_queue_notify {
-	struct ev_source src; /* the queue's ioeventfd on the event loop */
-	struct virtio_mmio *mmio;
-	unsigned q;
-};
-
 struct virtio_mmio {
 	struct bus_region region;
 	struct virtio_device *dev;
 	struct virtio_mmio_host host;
 	uint32_t irq;
 	int irqfd; /* eventfd bound to @irq with KVM_IRQFD, or -1 */
-	struct virtio_mmio_queue_notify notify[VIRTIO_MMIO_MAX_QUEUES];
+	struct virtio_notifier notify[VIRTIO_MMIO_MAX_QUEUES]; /* also the ioeventfds */
 	bool ioeventfd_registered[VIRTIO_MMIO_MAX_QUEUES];
 	/* Register state (dev->lock). */
 	uint32_t device_features_sel, driver_features_sel, queue_sel;

@@ -33,6 +33,7 @@
 #include "vmrun/evloop.h"
 #include "vmrun/pci.h"
 #include "vmrun/virtio.h"
+#include "vmrun/virtio_transport.h"
 
 #define VIRTIO_PCI_VENDOR 0x1af4
 #define VIRTIO_PCI_DEVICE_BASE 0x1040
@@ -103,12 +104,6 @@ struct virtio_pci_host {
 	void *msi_opaque;
 };
 
-struct virtio_pci_queue_notify {
-	struct ev_source src; /* the queue's ioeventfd on the event loop */
-	struct virtio_pci *pci;
-	unsigned q;
-};
-
 struct virtio_pci_msix_entry {
 	uint32_t addr_lo, addr_hi, data, ctrl;
 };
@@ -118,7 +113,7 @@ struct virtio_pci {
 	struct virtio_device *dev;
 	struct virtio_pci_host host;
 	int slot;
-	struct virtio_pci_queue_notify notify[VIRTIO_PCI_MAX_QUEUES];
+	struct virtio_notifier notify[VIRTIO_PCI_MAX_QUEUES]; /* also the ioeventfds */
 	/* Where the ioeventfds are registered (bus lock): BAR0's address
 	 * while it is decoded. */
 	bool ioeventfds_on;

@@ -11,8 +11,10 @@
 #define VMRUN_VIRTIO_TRANSPORT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "vmrun/evloop.h"
 #include "vmrun/virtio.h"
 
 /* Install the shared needs_reset callback in @dev (the transport sets its
@@ -58,5 +60,48 @@ bool virtio_transport_may_notify(const struct virtio_device *dev, unsigned q);
  * NEEDS_RESET) is activated again.  Takes dev->lock itself.  0 or -errno. */
 int virtio_transport_activate_loaded(struct virtio_device *dev)
 	__attribute__((warn_unused_result));
+
+/* A queue's notification eventfd (which the transport also registers with
+ * KVM as an ioeventfd) and its source on the event loop.  The event loop
+ * reads it and, when virtio_transport_may_notify() allows, calls
+ * dev->ops->queue_notify under dev->lock.  Both transports keep an array of
+ * these, one per queue. */
+struct virtio_notifier {
+	struct ev_source src; /* src.fd: the eventfd, or -1 when not open */
+	struct virtio_device *dev;
+	unsigned q;
+};
+
+/* Mark @count notifiers not open (fd -1), so that a failed set-up can be
+ * undone with virtio_notifiers_close(). */
+void virtio_notifiers_clear(struct virtio_notifier *n, unsigned count);
+
+/* Open one notifier per queue of @dev in n[0 .. dev->num_queues) and add
+ * each to @loop (NULL: no loop, as in unit tests).  0, or -errno with a
+ * message in @err; what was opened stays for virtio_notifiers_close(). */
+int virtio_notifiers_open(struct virtio_notifier *n, struct virtio_device *dev,
+			  struct evloop *loop, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Take @dev's notifiers out of @loop: a notification that arrives meanwhile
+ * stays counted in its eventfd and fires once resumed. */
+void virtio_notifiers_quiesce(struct virtio_notifier *n, const struct virtio_device *dev,
+			      struct evloop *loop);
+
+/* Put @dev's notifiers back into @loop when @was_quiesced (and @loop is
+ * set), then kick every ready queue once: chains handed back by a quiesce,
+ * and those a restored guest posted before its save, get no other
+ * notification. */
+void virtio_notifiers_resume(struct virtio_notifier *n, const struct virtio_device *dev,
+			     struct evloop *loop, bool was_quiesced);
+
+/* Signal notifier @n as the guest's notification would (the register write
+ * path when no ioeventfd caught it).  Ignored when it is not open. */
+void virtio_notifier_kick(struct virtio_notifier *n);
+
+/* Close the open notifiers among n[0 .. @count), first removing each from
+ * @loop unless @loop is NULL or they are out of it (@quiesced). */
+void virtio_notifiers_close(struct virtio_notifier *n, unsigned count, struct evloop *loop,
+			    bool quiesced);
 
 #endif

@@ -23,7 +23,10 @@
 #include "vmrun/control.h"
 #include "vmrun/devices.h"
 #include "vmrun/evloop.h"
+#include "vmrun/acpi.h"
 #include "vmrun/guest_mem.h"
+#include "vmrun/pvpanic.h"
+#include "vmrun/sandbox.h"
 
 struct kvm_run;
 struct kvm_cpuid2;
@@ -94,6 +97,10 @@ struct vm {
 	struct debug_exit debug_exit;
 	struct probe_ports probe_ports;
 	struct rtc rtc;
+	/* ACPI's PM1 and reset registers (unless --acpi off) and pvpanic
+	 * (unless --no-pvpanic): vm_build_platform(). */
+	struct acpi_pm acpi_pm;
+	struct pvpanic pvpanic;
 	struct boot_setup boot;
 	struct kvm_cpuid2 *cpuid; /* KVM_GET_SUPPORTED_CPUID, patched per vCPU */
 	/* Nested host without VT-x/AMD-V and no --no-nested-workarounds: the
@@ -162,6 +169,9 @@ struct vm {
 	/* Set by a completed outgoing migration: the run ended because the
 	 * guest now runs elsewhere. */
 	bool migrated_away;
+	/* Capabilities, --user and the seccomp filters, applied by vm_run()
+	 * before the vCPUs start; each thread enters its filter itself. */
+	struct sandbox sandbox;
 };
 
 /* Run @fn(@vm, @arg) on the event loop thread (the devices' thread) and

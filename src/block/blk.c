@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmrun/image_lock.h"
 #include "vmrun/log.h"
 
 /* ------------------------------------------------------------------ */
@@ -166,7 +168,7 @@ static void blk_destroy(struct blk *b)
 	if (b->ops && b->ops->destroy)
 		b->ops->destroy(b);
 	if (b->fd >= 0)
-		close(b->fd); /* also drops the flock */
+		close(b->fd); /* also drops its locks (flock, QEMU's bytes) */
 	if (b->efd >= 0)
 		close(b->efd);
 	free(b->path);
@@ -245,6 +247,7 @@ static int blk_open_common(const char *path, const struct blk_open_opts *opts, b
 	if (!b)
 		return errmsg(-ENOMEM, err, errlen, "%s: out of memory", path);
 	b->no_lock = data_file || opts->no_lock;
+	b->lock = BLK_LOCK_NONE; /* until a format's open takes one */
 	b->fd = -1;
 	b->efd = -1;
 	b->loop = loop;
@@ -474,18 +477,18 @@ int blk_io_wait(struct blk *b, enum blk_op op, uint64_t offset, void *buf, uint6
 int blk_set_lock(struct blk *b, enum blk_lock mode)
 {
 	int fd = b->ops->lock_fd ? b->ops->lock_fd(b) : b->fd;
-	int op = mode == BLK_LOCK_EXCLUSIVE ? LOCK_EX : mode == BLK_LOCK_SHARED ? LOCK_SH : LOCK_UN;
+	char why[PATH_MAX + 160];
+	int r;
 
 	if (fd < 0 || b->readonly)
 		return 0;
-	if (flock(fd, op | LOCK_NB) == 0)
-		return 0;
-	if (errno == EWOULDBLOCK)
-		return -EBUSY;
-	/* No flock here at all: open() only warned, and so do we. */
-	if (errno == ENOLCK || errno == EOPNOTSUPP)
-		return 0;
-	return -errno;
+	/* flock and QEMU's lock bytes move together (a filesystem without
+	 * either only warned at open); on -EBUSY the handle keeps the lock
+	 * it had.  Callers that retry (migration) must not log each try. */
+	r = image_lock_change(fd, b->path, b->lock, mode, why, sizeof(why));
+	if (!r)
+		b->lock = mode;
+	return r;
 }
 
 void blk_drain(struct blk *b)

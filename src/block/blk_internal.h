@@ -58,6 +58,7 @@ struct blk {
 	bool readonly;
 	bool probed_raw;       /* raw by probe: refuse writing the qcow2 magic at 0 */
 	bool no_lock;          /* a second handle on a file another one holds locked */
+	enum blk_lock lock;    /* what the lock file holds (include/vmrun/image_lock.h) */
 	unsigned inflight;     /* accepted, done() not run yet */
 	unsigned dispatching;  /* >0: a caller up the stack runs b->done to empty */
 	struct req_fifo done;  /* completed, result in req->result */

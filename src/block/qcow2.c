@@ -77,6 +77,7 @@
 #include <zstd.h>
 
 #include "vmrun/fdio.h"
+#include "vmrun/image_lock.h"
 #include "vmrun/log.h"
 
 #define QCOW2_MAX_CHAIN 16                /* backing files below an overlay */
@@ -2145,14 +2146,13 @@ static int qimg_open(const char *path, bool readonly, enum blk_format fmt,
 	chain->dev[chain->n] = st.st_dev;
 	chain->ino[chain->n] = st.st_ino;
 	chain->n++;
-	if (!(chain->n == 1 && chain->no_lock_top) &&
-	    flock(q->fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK) {
-			r = errmsg(-EBUSY, err, errlen, "%s is in use by another process", path);
+	/* flock and QEMU's lock bytes: a writer's on a writable top, a
+	 * reader's on the rest (include/vmrun/image_lock.h). */
+	if (!(chain->n == 1 && chain->no_lock_top)) {
+		r = image_lock_change(q->fd, path, BLK_LOCK_NONE,
+				      readonly ? BLK_LOCK_SHARED : BLK_LOCK_EXCLUSIVE, err, errlen);
+		if (r)
 			goto fail;
-		}
-		log_warn("%s: cannot lock the image (%s); not protected against a second user",
-			 path, strerror(errno));
 	}
 	end = lseek(q->fd, 0, SEEK_END);
 	if (end < 0) {
@@ -2240,6 +2240,8 @@ int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts
 	if (r)
 		return r;
 	b->qcow2->unsafe = opts->cache == BLK_CACHE_UNSAFE;
+	if (!opts->no_lock)
+		b->lock = opts->readonly ? BLK_LOCK_SHARED : BLK_LOCK_EXCLUSIVE;
 	if (opts->cache == BLK_CACHE_NONE)
 		qcow2_open_data(b, path, opts, loop);
 	b->block_size = 512;

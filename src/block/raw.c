@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vmrun/image_lock.h"
 #include "vmrun/log.h"
 
 #define RAW_SECTOR 512u
@@ -633,20 +634,18 @@ static int raw_probe(struct blk *b, char *err, size_t errlen)
 	return 0;
 }
 
-/* Keep a second vmrun (or a second disk of ours) off a writable image.
- * Filesystems without flock (some network ones) only earn a warning. */
+/* Keep a second vmrun, QEMU's tools (or a second disk of ours) off the
+ * image: a writer's locks, or a reader's for a read-only disk
+ * (include/vmrun/image_lock.h).  Filesystems without locks only earn a
+ * warning. */
 static int raw_lock(struct blk *b, char *err, size_t errlen)
 {
-	if (flock(b->fd, (b->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0)
-		return 0;
-	if (errno == EWOULDBLOCK)
-		return errmsg(-EBUSY, err, errlen, "%s is in use by another process", b->path);
-	if (errno == ENOLCK || errno == EOPNOTSUPP || errno == EINVAL) {
-		log_warn("%s: cannot lock the image (%s); not protected against a second user",
-			 b->path, strerror(errno));
-		return 0;
-	}
-	return errmsg(-errno, err, errlen, "cannot lock %s: %s", b->path, strerror(errno));
+	enum blk_lock mode = b->readonly ? BLK_LOCK_SHARED : BLK_LOCK_EXCLUSIVE;
+	int r = image_lock_change(b->fd, b->path, BLK_LOCK_NONE, mode, err, errlen);
+
+	if (!r)
+		b->lock = mode;
+	return r;
 }
 
 /* Linux AIO where it can be had; false (with a warning) otherwise. */

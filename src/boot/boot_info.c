@@ -14,6 +14,8 @@ _Static_assert(offsetof(struct boot_params, e820_table) == 0x2d0, "e820 offset")
 _Static_assert(offsetof(struct boot_params, hdr.cmd_line_ptr) == 0x228, "cmd_line_ptr");
 _Static_assert(offsetof(struct boot_params, hdr.kernel_info_offset) == 0x268, "hdr end");
 _Static_assert(sizeof(struct hvm_start_info) == 56, "start_info size");
+_Static_assert(offsetof(struct boot_params, acpi_rsdp_addr) == 0x070, "acpi_rsdp_addr");
+_Static_assert(offsetof(struct boot_params, ext_ramdisk_image) == 0x0c0, "ext_ramdisk_image");
 
 int boot_params_build(struct boot_params *bp, const struct boot_info *info)
 {
@@ -78,4 +80,13 @@ int pvh_start_info_build(const struct guest_mem *gm, uint64_t gpa, const struct 
 		next += sizeof(m);
 	}
 	return guest_mem_write(gm, gpa, &si, sizeof(si));
+}
+
+int boot_set_acpi_rsdp(const struct guest_mem *gm, const struct boot_setup *bs, uint64_t rsdp)
+{
+	uint64_t at = bs->arg + (bs->protocol == BOOT_PVH ?
+					 offsetof(struct hvm_start_info, rsdp_paddr) :
+					 offsetof(struct boot_params, acpi_rsdp_addr));
+
+	return guest_mem_write(gm, at, &rsdp, sizeof(rsdp));
 }

@@ -699,3 +699,35 @@ int pci_function_load(struct pci_function *fn, struct state_reader *r, int node)
 	pthread_rwlock_unlock(&bus->lock);
 	return 0;
 }
+
+#define PCI_BUS_STATE_VERSION 1
+
+void pci_bus_save(struct pci_bus *bus, struct state_writer *w)
+{
+	uint32_t config_address;
+
+	pthread_rwlock_rdlock(&bus->lock);
+	config_address = bus->config_address;
+	pthread_rwlock_unlock(&bus->lock);
+	state_begin(w, PCI_BUS_STATE_VERSION, "/pci-bus");
+	state_put_u32(w, "config-address", config_address);
+	pci_function_save(&bus->host_bridge, w);
+}
+
+int pci_bus_load(struct pci_bus *bus, struct state_reader *r)
+{
+	int node = state_node(r, false, "/pci-bus");
+	uint32_t config_address;
+
+	if (node < 0)
+		return r->err; /* absent: an older snapshot; 0 unless the stream is broken */
+	if (state_version(r, node, 1, PCI_BUS_STATE_VERSION) < 0 ||
+	    state_get_u32(r, node, "config-address", &config_address) < 0)
+		return r->err;
+	if (pci_function_load(&bus->host_bridge, r, node))
+		return r->err;
+	pthread_rwlock_wrlock(&bus->lock);
+	bus->config_address = config_address & 0x80fffffcu; /* as a guest write would latch it */
+	pthread_rwlock_unlock(&bus->lock);
+	return 0;
+}

@@ -619,6 +619,9 @@ static void *throttler_main(void *arg)
 	const struct timespec period = { .tv_nsec = VCPU_THROTTLE_PERIOD_US * 1000L };
 
 	pthread_setname_np(pthread_self(), "mig-throttle");
+	/* Only sleeps and kicks: the narrowest list (vmrun/sandbox.h). */
+	if (sandbox_enter(&m->vm->sandbox, SANDBOX_THROTTLE))
+		return NULL;
 	while (!atomic_load(&m->stop_throttler)) {
 		nanosleep(&period, NULL);
 		if (atomic_load(&m->vm->throttle_permille))
@@ -814,7 +817,11 @@ static void *sender_main(void *arg)
 	int r;
 
 	pthread_setname_np(pthread_self(), "migrate");
-	r = migrate_run(m, err, sizeof(err));
+	r = sandbox_enter(&vm->sandbox, SANDBOX_MIGRATE);
+	if (r)
+		snprintf(err, sizeof(err), "cannot load the seccomp filter: %s", strerror(-r));
+	else
+		r = migrate_run(m, err, sizeof(err));
 	throttle_stop(m);
 	guest_mem_dirty_log_stop(&vm->mem, vm->vm_fd);
 	if (r) {

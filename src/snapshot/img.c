@@ -2,7 +2,7 @@
  * and commit (include/vmrun/img.h).
  *
  * Headers are parsed here directly (read-only, every offset checked against
- * the file), so that `info` works on an image a running VM holds and so
+ * the file), so that `info -U` works on an image a running VM holds and so
  * that `snapshot` and `commit` can hold their own lock on FILE.  Data moves
  * through the block layer (blk_open/blk_submit/blk_drain), which does the
  * qcow2 allocation in its crash-safe order.
@@ -14,7 +14,12 @@
  *   link() it to FILE (fails if FILE exists, so nothing is ever
  *   overwritten), unlink the temporary name, fsync the directory.
  *
- * snapshot FILE:  lock FILE (flock LOCK_EX, as the block layer; refused if
+ * Locks (include/vmrun/image_lock.h): `info` takes a reader's on each level
+ *   (none with -U), `snapshot` and `commit` a writer's on FILE, as the block
+ *   layer and QEMU's tools do, so that neither runs beside a VM or a QEMU
+ *   tool that writes the image.
+ *
+ * snapshot FILE:  lock FILE (a writer's lock, as the block layer; refused if
  *   a VM or another command uses it); pick N, the smallest number >= 1 for
  *   which FILE.base-N does not exist; write the overlay (backing file
  *   "basename(FILE).base-N", relative, with FILE's format) under a
@@ -58,6 +63,7 @@
 #include "vmrun/block.h"
 #include "vmrun/cli.h"
 #include "vmrun/fdio.h"
+#include "vmrun/image_lock.h"
 #include "vmrun/utf8.h"
 
 #define IMG_CLUSTER_BITS 16u
@@ -428,23 +434,30 @@ static int write_temp_image(const char *path, uint64_t size, const char *backing
 	return 0;
 }
 
-/* Lock @path as the block layer does (flock LOCK_EX, non-blocking); *@fd
- * holds the lock until closed. */
-static int lock_image(const char *path, int *fd, char *err, size_t errlen)
+/* Lock @path as the block layer does (include/vmrun/image_lock.h: flock
+ * and QEMU's lock bytes, non-blocking) as a writer (@mode EXCLUSIVE) or a
+ * reader (SHARED); *@fd holds the lock until closed.  -EBUSY names the
+ * other user's kind ("in use by another process (QEMU or vmrun)"). */
+static int lock_image_as(const char *path, enum blk_lock mode, int *fd, char *err,
+			 size_t errlen)
 {
+	int r;
+
+	/* O_NONBLOCK: a FIFO must not hang the open (the probe refuses it). */
 	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (*fd < 0)
 		return fail(err, errlen, -errno, "cannot open %s: %s", path, strerror(errno));
-	if (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-
+	r = image_lock_change(*fd, path, BLK_LOCK_NONE, mode, err, errlen);
+	if (r) {
 		close(*fd);
 		*fd = -1;
-		if (e == EWOULDBLOCK)
-			return fail(err, errlen, -EBUSY, "%s is in use by another process", path);
-		return fail(err, errlen, -e, "cannot lock %s: %s", path, strerror(e));
 	}
-	return 0;
+	return r;
+}
+
+static int lock_image(const char *path, int *fd, char *err, size_t errlen)
+{
+	return lock_image_as(path, BLK_LOCK_EXCLUSIVE, fd, err, errlen);
 }
 
 /* ------------------------------------------------------------------ create */
@@ -597,11 +610,15 @@ static int img_info(int argc, char *const argv[])
 	bool as_json = false;
 	json_t *top = NULL, *chain = NULL;
 	struct img_hdr h;
-	int status = IMG_FAILED;
+	int status = IMG_FAILED, lock_fds[IMG_MAX_CHAIN + 1];
+	unsigned n_locks = 0;
+	bool force_share = false;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			as_json = true;
+		} else if (!strcmp(argv[i], "-U") || !strcmp(argv[i], "--force-share")) {
+			force_share = true;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			fprintf(stderr, "vmrun img info: unknown option '%s'\n", argv[i]);
 			return IMG_USAGE;
@@ -613,7 +630,7 @@ static int img_info(int argc, char *const argv[])
 		}
 	}
 	if (!file) {
-		fprintf(stderr, "usage: vmrun img info FILE [--json]\n");
+		fprintf(stderr, "usage: vmrun img info [-U] FILE [--json]\n");
 		return IMG_USAGE;
 	}
 	if (strlen(file) >= sizeof(path)) {
@@ -629,6 +646,20 @@ static int img_info(int argc, char *const argv[])
 			fprintf(stderr, "vmrun img info: %s: backing chain deeper than %u (a loop?)\n",
 				file, IMG_MAX_CHAIN);
 			goto out;
+		}
+		/* A reader's lock on each level, held to the end, as
+		 * `qemu-img info` takes them: a writer (a running vmrun or
+		 * QEMU) refuses it, unless -U shares everything. */
+		if (!force_share) {
+			int r = lock_image_as(path, BLK_LOCK_SHARED, &lock_fds[n_locks], err,
+					      sizeof(err));
+
+			if (r) {
+				fprintf(stderr, "vmrun img info: %s%s%s\n", level ? "backing file: " : "",
+					err, r == -EBUSY ? " (-U reads it anyway)" : "");
+				goto out;
+			}
+			n_locks++;
 		}
 		if (img_probe(path, &h, err, sizeof(err))) {
 			fprintf(stderr, "vmrun img info: %s%s\n", level ? "backing file: " : "", err);
@@ -707,6 +738,8 @@ static int img_info(int argc, char *const argv[])
 	}
 	status = IMG_OK;
 out:
+	while (n_locks)
+		close(lock_fds[--n_locks]);
 	json_decref(top);
 	json_decref(chain);
 	return status;
@@ -1129,7 +1162,7 @@ out:
 
 static const char img_usage[] =
 	"usage: vmrun img create [-b BACKING [-F raw|qcow2]] FILE [SIZE]\n"
-	"       vmrun img info FILE [--json]\n"
+	"       vmrun img info [-U] FILE [--json]\n"
 	"       vmrun img snapshot FILE\n"
 	"       vmrun img commit FILE\n";
 

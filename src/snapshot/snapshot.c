@@ -159,6 +159,10 @@ void snapshot_describe(struct vm *vm, struct state_writer *w,
 	state_put_u32(w, "cpus", cfg->cpus);
 	state_put_u32(w, "disks", vm->n_blks);
 	state_put_u32(w, "nics", vm->n_nets);
+	/* The platform (ACPI's registers, pvpanic's port and PCI function):
+	 * a snapshot without these properties predates them, and had neither. */
+	state_put_u32(w, "acpi", !cfg->no_acpi);
+	state_put_u32(w, "pvpanic", !cfg->no_pvpanic);
 	for (unsigned i = 0; i < vm->n_blks; i++) {
 		const struct disk_config *d = &cfg->disks[i];
 		uint64_t size = 0;
@@ -423,7 +427,7 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 	struct state_reader *r = &s->r;
 	struct vm_config *cfg = &s->cfg;
 	int node = state_node(r, true, "/vmrun");
-	uint32_t format, cpus, n_disks, n_nics;
+	uint32_t format, cpus, n_disks, n_nics, acpi = 0, pvpanic = 0;
 	char arch[16];
 	uint64_t mem;
 
@@ -436,6 +440,10 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 	state_get_u32_range(r, node, "cpus", 1, VMRUN_MAX_CPUS, &cpus);
 	state_get_u32_range(r, node, "disks", 0, VMRUN_MAX_DISKS, &n_disks);
 	state_get_u32_range(r, node, "nics", 0, VMRUN_MAX_NICS, &n_nics);
+	if (state_has(r, node, "acpi"))
+		state_get_u32_range(r, node, "acpi", 0, 1, &acpi);
+	if (state_has(r, node, "pvpanic"))
+		state_get_u32_range(r, node, "pvpanic", 0, 1, &pvpanic);
 	if (r->err)
 		return errmsg(r->err, err, errlen, "%s/%s: %s", s->dir, SNAPSHOT_STATE_FILE, r->msg);
 	if (strcmp(arch, "x86_64"))
@@ -447,6 +455,8 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 	cfg->cpus = cpus;
 	cfg->n_disks = n_disks;
 	cfg->n_nics = n_nics;
+	cfg->no_acpi = !acpi;
+	cfg->no_pvpanic = !pvpanic;
 	for (unsigned i = 0; i < n_disks; i++) {
 		struct disk_config *d = &cfg->disks[i];
 		char fmt[8];

@@ -304,6 +304,11 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&kick);
 	sigaddset(&kick, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+	/* This thread's allow-list before its first KVM_RUN (vmrun/sandbox.h). */
+	if (sandbox_enter(&vm->sandbox, SANDBOX_VCPU)) {
+		vcpu_fail(v, VMRUN_EXIT_HOST_ERROR, "cannot load the seccomp filter");
+		goto out;
+	}
 
 	for (;;) {
 		v->run->immediate_exit = 0;
@@ -327,6 +332,7 @@ static void *vcpu_thread(void *arg)
 		if (!vcpu_handle_exit(v))
 			break;
 	}
+out:
 	pthread_mutex_lock(&vm->state_lock);
 	v->finished = true;
 	pthread_cond_broadcast(&vm->ack_cond);

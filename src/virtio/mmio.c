@@ -76,12 +76,8 @@ static void mmio_write_status(struct virtio_mmio *m, uint32_t val)
 
 static void mmio_forward_notify(struct virtio_mmio *m, uint32_t q)
 {
-	uint64_t one = 1;
-
-	if (q >= m->dev->num_queues)
-		return;
-	if (write(m->notify[q].src.fd, &one, sizeof(one)) < 0)
-		log_warn("%s: queue notify: %s", m->dev->name, strerror(errno));
+	if (q < m->dev->num_queues)
+		virtio_notifier_kick(&m->notify[q]);
 }
 
 static void mmio_write_reg(struct virtio_mmio *m, uint64_t off, uint32_t val)
@@ -188,22 +184,6 @@ static int mmio_write(struct bus_region *region, uint64_t off, const void *data,
 
 static const struct bus_ops mmio_ops = { .read = mmio_read, .write = mmio_write };
 
-/* A queue's ioeventfd fired (event loop thread). */
-static void on_queue_notify(struct ev_source *src, uint32_t events)
-{
-	struct virtio_mmio_queue_notify *n = src->opaque;
-	struct virtio_device *dev = n->mmio->dev;
-	uint64_t count;
-
-	(void)events;
-	if (read(src->fd, &count, sizeof(count)) < 0)
-		return;
-	pthread_mutex_lock(&dev->lock);
-	if (virtio_transport_may_notify(dev, n->q))
-		dev->ops->queue_notify(dev, n->q);
-	pthread_mutex_unlock(&dev->lock);
-}
-
 int virtio_mmio_init(struct virtio_mmio *m, struct virtio_device *dev, uint64_t base, uint32_t irq,
 		     const struct virtio_mmio_host *host, char *err, size_t errlen)
 {
@@ -212,8 +192,7 @@ int virtio_mmio_init(struct virtio_mmio *m, struct virtio_device *dev, uint64_t 
 	m->host = *host;
 	m->irq = irq;
 	m->irqfd = -1;
-	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++)
-		m->notify[q].src.fd = -1;
+	virtio_notifiers_clear(m->notify, VIRTIO_MMIO_MAX_QUEUES);
 	if (dev->num_queues == 0 || dev->num_queues > VIRTIO_MMIO_MAX_QUEUES)
 		return errmsg(-EINVAL, err, errlen, "%s: %u queues (1..%d)", dev->name,
 			      dev->num_queues, VIRTIO_MMIO_MAX_QUEUES);
@@ -226,35 +205,23 @@ int virtio_mmio_init(struct virtio_mmio *m, struct virtio_device *dev, uint64_t 
 	snprintf(m->cmdline_arg, sizeof(m->cmdline_arg), "virtio_mmio.device=0x%x@0x%" PRIx64 ":%u",
 		 VIRTIO_MMIO_WINDOW, base, irq);
 
-	for (unsigned q = 0; q < dev->num_queues; q++) {
-		struct virtio_mmio_queue_notify *n = &m->notify[q];
-		int r;
+	int r = virtio_notifiers_open(m->notify, dev, host->loop, err, errlen);
 
-		n->mmio = m;
-		n->q = q;
-		n->src = (struct ev_source){ .handler = on_queue_notify, .opaque = n };
-		n->src.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (n->src.fd < 0)
-			return errmsg(-errno, err, errlen, "%s: eventfd: %s", dev->name, strerror(errno));
-		if (host->loop && (r = evloop_add(host->loop, &n->src, EPOLLIN)) < 0) {
-			close(n->src.fd);
-			n->src.fd = -1;
-			return errmsg(r, err, errlen, "%s: epoll: %s", dev->name, strerror(-r));
-		}
-		if (host->vm_fd >= 0) {
-			struct kvm_ioeventfd io = {
-				.datamatch = q,
-				.addr = base + VIRTIO_MMIO_QUEUE_NOTIFY,
-				.len = 4,
-				.fd = n->src.fd,
-				.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
-			};
+	if (r)
+		return r;
+	for (unsigned q = 0; host->vm_fd >= 0 && q < dev->num_queues; q++) {
+		struct kvm_ioeventfd io = {
+			.datamatch = q,
+			.addr = base + VIRTIO_MMIO_QUEUE_NOTIFY,
+			.len = 4,
+			.fd = m->notify[q].src.fd,
+			.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+		};
 
-			if (ioctl(host->vm_fd, KVM_IOEVENTFD, &io) < 0)
-				return errmsg(-errno, err, errlen, "%s: KVM_IOEVENTFD: %s", dev->name,
-					      strerror(errno));
-			m->ioeventfd_registered[q] = true;
-		}
+		if (ioctl(host->vm_fd, KVM_IOEVENTFD, &io) < 0)
+			return errmsg(-errno, err, errlen, "%s: KVM_IOEVENTFD: %s", dev->name,
+				      strerror(errno));
+		m->ioeventfd_registered[q] = true;
 	}
 	if (host->vm_fd >= 0) {
 		struct kvm_irqfd irqfd = { .gsi = irq };
@@ -279,26 +246,19 @@ void virtio_mmio_exit(struct virtio_mmio *m)
 	if (!m->dev)
 		return;
 	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++) {
-		struct virtio_mmio_queue_notify *n = &m->notify[q];
-
-		if (n->src.fd < 0)
+		if (m->notify[q].src.fd < 0 || !m->ioeventfd_registered[q])
 			continue;
-		if (m->ioeventfd_registered[q]) {
-			struct kvm_ioeventfd io = {
-				.datamatch = q,
-				.addr = m->region.base + VIRTIO_MMIO_QUEUE_NOTIFY,
-				.len = 4,
-				.fd = n->src.fd,
-				.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | KVM_IOEVENTFD_FLAG_DEASSIGN,
-			};
+		struct kvm_ioeventfd io = {
+			.datamatch = q,
+			.addr = m->region.base + VIRTIO_MMIO_QUEUE_NOTIFY,
+			.len = 4,
+			.fd = m->notify[q].src.fd,
+			.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | KVM_IOEVENTFD_FLAG_DEASSIGN,
+		};
 
-			(void)!ioctl(m->host.vm_fd, KVM_IOEVENTFD, &io);
-		}
-		if (m->host.loop)
-			evloop_remove(m->host.loop, &n->src);
-		close(n->src.fd);
-		n->src.fd = -1;
+		(void)!ioctl(m->host.vm_fd, KVM_IOEVENTFD, &io);
 	}
+	virtio_notifiers_close(m->notify, VIRTIO_MMIO_MAX_QUEUES, m->host.loop, m->quiesced);
 	if (m->irqfd >= 0) {
 		struct kvm_irqfd irqfd = { .fd = (uint32_t)m->irqfd, .gsi = m->irq,
 					   .flags = KVM_IRQFD_FLAG_DEASSIGN };
@@ -316,34 +276,18 @@ void virtio_mmio_exit(struct virtio_mmio *m)
 
 void virtio_mmio_quiesce(struct virtio_mmio *m)
 {
-	/* A notification that arrives meanwhile stays counted in its eventfd
-	 * and fires once the source is back in the loop. */
 	if (m->quiesced || !m->host.loop)
 		return;
-	for (unsigned q = 0; q < m->dev->num_queues; q++)
-		if (m->notify[q].src.fd >= 0)
-			evloop_remove(m->host.loop, &m->notify[q].src);
+	virtio_notifiers_quiesce(m->notify, m->dev, m->host.loop);
 	m->quiesced = true;
 }
 
 void virtio_mmio_resume(struct virtio_mmio *m)
 {
-	uint64_t one = 1;
+	bool was_quiesced = m->quiesced;
 
-	if (m->quiesced && m->host.loop) {
-		for (unsigned q = 0; q < m->dev->num_queues; q++) {
-			if (m->notify[q].src.fd >= 0 &&
-			    evloop_add(m->host.loop, &m->notify[q].src, EPOLLIN) < 0)
-				log_warn("%s: epoll: %s", m->dev->name, strerror(errno));
-		}
-	}
 	m->quiesced = false;
-	/* Poll every ready queue once: chains handed back by the quiesce,
-	 * and those a restored guest posted before the save, get no other
-	 * notification. */
-	for (unsigned q = 0; q < m->dev->num_queues; q++)
-		if (m->dev->vqs[q].ready && m->notify[q].src.fd >= 0)
-			(void)!write(m->notify[q].src.fd, &one, sizeof(one));
+	virtio_notifiers_resume(m->notify, m->dev, m->host.loop, was_quiesced);
 }
 
 void virtio_mmio_save(struct virtio_mmio *m, struct state_writer *w, const char *kind)

@@ -261,12 +261,10 @@ static void common_access(struct virtio_pci *p, uint64_t off, void *data, unsign
 
 static void forward_notify(struct virtio_pci *p, uint64_t off)
 {
-	uint64_t q = off / VIRTIO_PCI_NOTIFY_MULT, one = 1;
+	uint64_t q = off / VIRTIO_PCI_NOTIFY_MULT;
 
-	if (off % VIRTIO_PCI_NOTIFY_MULT || q >= p->dev->num_queues || p->notify[q].src.fd < 0)
-		return;
-	if (write(p->notify[q].src.fd, &one, sizeof(one)) < 0)
-		log_warn("%s: queue notify: %s", p->dev->name, strerror(errno));
+	if (off % VIRTIO_PCI_NOTIFY_MULT == 0 && q < p->dev->num_queues)
+		virtio_notifier_kick(&p->notify[q]);
 }
 
 static void bar0_access(struct virtio_pci *p, uint64_t off, void *data, unsigned size, bool write)
@@ -495,22 +493,6 @@ static const struct pci_function_ops vp_fn_ops = {
 	.config_read = vp_config_read,
 };
 
-/* A queue's ioeventfd fired (event loop thread). */
-static void on_queue_notify(struct ev_source *src, uint32_t events)
-{
-	struct virtio_pci_queue_notify *n = src->opaque;
-	struct virtio_device *dev = n->pci->dev;
-	uint64_t count;
-
-	(void)events;
-	if (read(src->fd, &count, sizeof(count)) < 0)
-		return;
-	pthread_mutex_lock(&dev->lock);
-	if (virtio_transport_may_notify(dev, n->q))
-		dev->ops->queue_notify(dev, n->q);
-	pthread_mutex_unlock(&dev->lock);
-}
-
 /* ---- set-up ---- */
 
 struct virtio_pci_cap_body { /* struct virtio_pci_cap after cap_vndr and cap_next */
@@ -567,8 +549,7 @@ int virtio_pci_init(struct virtio_pci *p, struct virtio_device *dev,
 	memset(p, 0, sizeof(*p));
 	p->dev = dev;
 	p->host = *host;
-	for (unsigned q = 0; q < VIRTIO_PCI_MAX_QUEUES; q++)
-		p->notify[q].src.fd = -1;
+	virtio_notifiers_clear(p->notify, VIRTIO_PCI_MAX_QUEUES);
 	for (unsigned v = 0; v < VIRTIO_PCI_MAX_VECTORS; v++)
 		p->irqfd[v] = -1;
 	if (!host->bus)
@@ -612,21 +593,8 @@ int virtio_pci_init(struct virtio_pci *p, struct virtio_device *dev,
 	virtio_transport_bind(dev);
 	vp_reset_registers(p);
 
-	for (unsigned q = 0; q < dev->num_queues; q++) {
-		struct virtio_pci_queue_notify *n = &p->notify[q];
-
-		n->pci = p;
-		n->q = q;
-		n->src = (struct ev_source){ .handler = on_queue_notify, .opaque = n };
-		n->src.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (n->src.fd < 0)
-			return errmsg(-errno, err, errlen, "%s: eventfd: %s", dev->name, strerror(errno));
-		if (host->loop && (r = evloop_add(host->loop, &n->src, EPOLLIN)) < 0) {
-			close(n->src.fd);
-			n->src.fd = -1;
-			return errmsg(r, err, errlen, "%s: epoll: %s", dev->name, strerror(-r));
-		}
-	}
+	if ((r = virtio_notifiers_open(p->notify, dev, host->loop, err, errlen)))
+		return r;
 	if ((r = pci_msi_alloc(host->bus, p->n_vectors, &p->gsi_base)))
 		return errmsg(r, err, errlen, "%s: out of MSI GSIs", dev->name);
 	for (unsigned v = 0; host->vm_fd >= 0 && v < p->n_vectors; v++) {
@@ -659,16 +627,7 @@ void virtio_pci_exit(struct virtio_pci *p)
 		ioeventfds_set(p, false, 0);
 		pthread_rwlock_unlock(&p->fn.bus->lock);
 	}
-	for (unsigned q = 0; q < VIRTIO_PCI_MAX_QUEUES; q++) {
-		struct virtio_pci_queue_notify *n = &p->notify[q];
-
-		if (n->src.fd < 0)
-			continue;
-		if (p->host.loop && !p->quiesced)
-			evloop_remove(p->host.loop, &n->src);
-		close(n->src.fd);
-		n->src.fd = -1;
-	}
+	virtio_notifiers_close(p->notify, VIRTIO_PCI_MAX_QUEUES, p->host.loop, p->quiesced);
 	for (unsigned v = 0; v < VIRTIO_PCI_MAX_VECTORS; v++) {
 		if (p->irqfd[v] < 0)
 			continue;
@@ -695,27 +654,16 @@ void virtio_pci_quiesce(struct virtio_pci *p)
 {
 	if (p->quiesced || !p->host.loop)
 		return;
-	for (unsigned q = 0; q < p->dev->num_queues; q++)
-		if (p->notify[q].src.fd >= 0)
-			evloop_remove(p->host.loop, &p->notify[q].src);
+	virtio_notifiers_quiesce(p->notify, p->dev, p->host.loop);
 	p->quiesced = true;
 }
 
 void virtio_pci_resume(struct virtio_pci *p)
 {
-	uint64_t one = 1;
+	bool was_quiesced = p->quiesced;
 
-	if (p->quiesced && p->host.loop) {
-		for (unsigned q = 0; q < p->dev->num_queues; q++) {
-			if (p->notify[q].src.fd >= 0 &&
-			    evloop_add(p->host.loop, &p->notify[q].src, EPOLLIN) < 0)
-				log_warn("%s: epoll: %s", p->dev->name, strerror(errno));
-		}
-	}
 	p->quiesced = false;
-	for (unsigned q = 0; q < p->dev->num_queues; q++)
-		if (p->dev->vqs[q].ready && p->notify[q].src.fd >= 0)
-			(void)!write(p->notify[q].src.fd, &one, sizeof(one));
+	virtio_notifiers_resume(p->notify, p->dev, p->host.loop, was_quiesced);
 }
 
 void virtio_pci_node(const struct virtio_pci *p, const char *kind, char *buf, size_t len)

@@ -6,6 +6,10 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "vmrun/log.h"
 #include "vmrun/virtio_transport.h"
@@ -133,4 +137,88 @@ int virtio_transport_activate_loaded(struct virtio_device *dev)
 		r = dev->ops->activate(dev);
 	pthread_mutex_unlock(&dev->lock);
 	return r;
+}
+
+/* ---- queue notifiers ---- */
+
+/* A queue's eventfd fired (event loop thread). */
+static void on_queue_notify(struct ev_source *src, uint32_t events)
+{
+	struct virtio_notifier *n = src->opaque;
+	struct virtio_device *dev = n->dev;
+	uint64_t count;
+
+	(void)events;
+	if (read(src->fd, &count, sizeof(count)) < 0)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	if (virtio_transport_may_notify(dev, n->q))
+		dev->ops->queue_notify(dev, n->q);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+void virtio_notifiers_clear(struct virtio_notifier *n, unsigned count)
+{
+	for (unsigned q = 0; q < count; q++)
+		n[q].src.fd = -1;
+}
+
+int virtio_notifiers_open(struct virtio_notifier *n, struct virtio_device *dev,
+			  struct evloop *loop, char *err, size_t errlen)
+{
+	for (unsigned q = 0; q < dev->num_queues; q++) {
+		int r;
+
+		n[q] = (struct virtio_notifier){ .dev = dev, .q = q };
+		n[q].src = (struct ev_source){ .handler = on_queue_notify, .opaque = &n[q] };
+		n[q].src.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (n[q].src.fd < 0)
+			return errmsg(-errno, err, errlen, "%s: eventfd: %s", dev->name, strerror(errno));
+		if (loop && (r = evloop_add(loop, &n[q].src, EPOLLIN)) < 0) {
+			close(n[q].src.fd);
+			n[q].src.fd = -1;
+			return errmsg(r, err, errlen, "%s: epoll: %s", dev->name, strerror(-r));
+		}
+	}
+	return 0;
+}
+
+void virtio_notifiers_quiesce(struct virtio_notifier *n, const struct virtio_device *dev,
+			      struct evloop *loop)
+{
+	for (unsigned q = 0; loop && q < dev->num_queues; q++)
+		if (n[q].src.fd >= 0)
+			evloop_remove(loop, &n[q].src);
+}
+
+void virtio_notifiers_resume(struct virtio_notifier *n, const struct virtio_device *dev,
+			     struct evloop *loop, bool was_quiesced)
+{
+	for (unsigned q = 0; was_quiesced && loop && q < dev->num_queues; q++)
+		if (n[q].src.fd >= 0 && evloop_add(loop, &n[q].src, EPOLLIN) < 0)
+			log_warn("%s: epoll: %s", dev->name, strerror(errno));
+	for (unsigned q = 0; q < dev->num_queues; q++)
+		if (dev->vqs[q].ready)
+			virtio_notifier_kick(&n[q]);
+}
+
+void virtio_notifier_kick(struct virtio_notifier *n)
+{
+	uint64_t one = 1;
+
+	if (n->src.fd >= 0 && write(n->src.fd, &one, sizeof(one)) < 0)
+		log_warn("%s: queue notify: %s", n->dev ? n->dev->name : "virtio", strerror(errno));
+}
+
+void virtio_notifiers_close(struct virtio_notifier *n, unsigned count, struct evloop *loop,
+			    bool quiesced)
+{
+	for (unsigned q = 0; q < count; q++) {
+		if (n[q].src.fd < 0)
+			continue;
+		if (loop && !quiesced)
+			evloop_remove(loop, &n[q].src);
+		close(n[q].src.fd);
+		n[q].src.fd = -1;
+	}
 }

@@ -31,19 +31,8 @@
 #include "guest.h"
 
 #define MIB (1ul << 20)
-#define GIB (1ul << 30)
-#define FOUR_GIB (4ul << 30)
-#define PTE_TABLE 0x7  /* present, writable, user */
-#define PTE_LARGE 0x87 /* the same plus PS: a 2 MiB page */
-#define HIGH_GIB_MAX 60 /* RAM mapped above 4 GiB: up to 64 GiB in all */
+#define FOUR_GIB GUEST_FOUR_GIB
 #define DEFAULT_SEED 0x6d656d746f756368ull /* "memtouch" */
-
-/* Page directories for [4 GiB, 4 GiB + 60 GiB): filled only as far as
- * needed, so never zeroed (the kit's BSS zeroing runs interpreted). */
-static uint64_t high_pd[HIGH_GIB_MAX][512]
-	__attribute__((section(".noinit"), aligned(4096)));
-
-extern uint64_t pml4[];
 
 static uint64_t touch_bytes, base_pa, low_top, seed;
 static long ticks;
@@ -125,22 +114,6 @@ static noreturn void user_main(void)
 	}
 }
 
-/* Map [4 GiB, @end) with 2 MiB user pages (the kit maps the first 4 GiB). */
-static void map_high(uint64_t end)
-{
-	uint64_t *pdpt = phys_ptr(pml4[0] & ~0xfffull);
-	unsigned gibs = (unsigned)((end - FOUR_GIB + GIB - 1) / GIB);
-
-	for (unsigned g = 0; g < gibs; g++) {
-		uint64_t pa = FOUR_GIB + (uint64_t)g * GIB;
-
-		for (unsigned i = 0; i < 512; i++)
-			high_pd[g][i] = (pa + (uint64_t)i * (2 * MIB)) | PTE_LARGE;
-		pdpt[4 + g] = (uint64_t)&high_pd[g][0] | PTE_TABLE;
-	}
-	__asm__ volatile("mov %%cr3, %%rax\n\tmov %%rax, %%cr3" ::: "rax", "memory");
-}
-
 int guest_main(void)
 {
 	long touch = cmdline_get_int("touch", 64), base = cmdline_get_int("base", 16);
@@ -159,11 +132,10 @@ int guest_main(void)
 	end = base_pa + touch_bytes;
 	if (end > low_top) {
 		end = end - low_top + FOUR_GIB;
-		if (end > FOUR_GIB + HIGH_GIB_MAX * GIB) {
-			gprintf("memtouch: FAIL touch= beyond %u GiB above 4 GiB\n", HIGH_GIB_MAX);
+		if (guest_map_high(end)) {
+			gprintf("memtouch: FAIL touch= beyond %u GiB above 4 GiB\n", GUEST_HIGH_GIB_MAX);
 			return 2;
 		}
-		map_high(end);
 	}
 
 	user_start(user_main);

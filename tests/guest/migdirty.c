@@ -38,11 +38,7 @@
 
 #define PAGE_SIZE 4096ul
 #define MIB (1ul << 20)
-#define GIB (1ul << 30)
-#define FOUR_GIB (4ul << 30)
-#define PTE_TABLE 0x7  /* present, writable, user */
-#define PTE_LARGE 0x87 /* the same plus PS: a 2 MiB page */
-#define HIGH_GIB_MAX 60 /* RAM mapped above 4 GiB: up to 64 GiB in all */
+#define FOUR_GIB GUEST_FOUR_GIB
 #define PASS_SHIFT 40
 #define POLL_PAGES 4096 /* COM1 polled every 16 MiB */
 
@@ -57,14 +53,6 @@
 #define CAL_TICKS 59659ul    /* 50 ms of PIT ticks per measurement */
 #define CAL_RUNS 3
 #define CAL_POLLS 10000000ul /* a PIT that never counts: give up */
-
-/* Page directories for [4 GiB, 4 GiB + 60 GiB), as memtouch: filled only
- * as far as needed, so never zeroed (the kit's BSS zeroing runs
- * interpreted). */
-static uint64_t high_pd[HIGH_GIB_MAX][512]
-	__attribute__((section(".noinit"), aligned(4096)));
-
-extern uint64_t pml4[];
 
 static uint64_t region_bytes, base_pa, low_top, npages;
 static uint64_t every, max_passes;
@@ -177,22 +165,6 @@ static noreturn void user_main(void)
 	}
 }
 
-/* Map [4 GiB, @end) with 2 MiB user pages (the kit maps the first 4 GiB). */
-static void map_high(uint64_t end)
-{
-	uint64_t *pdpt = phys_ptr(pml4[0] & ~0xfffull);
-	unsigned gibs = (unsigned)((end - FOUR_GIB + GIB - 1) / GIB);
-
-	for (unsigned g = 0; g < gibs; g++) {
-		uint64_t pa = FOUR_GIB + (uint64_t)g * GIB;
-
-		for (unsigned i = 0; i < 512; i++)
-			high_pd[g][i] = (pa + (uint64_t)i * (2 * MIB)) | PTE_LARGE;
-		pdpt[4 + g] = (uint64_t)&high_pd[g][0] | PTE_TABLE;
-	}
-	__asm__ volatile("mov %%cr3, %%rax\n\tmov %%rax, %%cr3" ::: "rax", "memory");
-}
-
 /* PIT channel 0's current count (latched). */
 static uint16_t pit_read(void)
 {
@@ -275,11 +247,10 @@ int guest_main(void)
 	end = base_pa + region_bytes;
 	if (end > low_top) {
 		end = end - low_top + FOUR_GIB;
-		if (end > FOUR_GIB + HIGH_GIB_MAX * GIB) {
-			gprintf("migdirty: FAIL mib= beyond %u GiB above 4 GiB\n", HIGH_GIB_MAX);
+		if (guest_map_high(end)) {
+			gprintf("migdirty: FAIL mib= beyond %u GiB above 4 GiB\n", GUEST_HIGH_GIB_MAX);
 			return 2;
 		}
-		map_high(end);
 	}
 	if (rate) {
 		tsc_hz = tsc_khz ? (uint64_t)tsc_khz * 1000 : calibrate_tsc();

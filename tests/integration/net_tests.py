@@ -763,6 +763,13 @@ def test_net_snapshot_restore():
             # A datagram in flight towards the guest while it is saved: the
             # receive buffers it had posted are handed back, not lost.
             sock.sendto(b"in flight", (g.ip, ECHO_PORT))
+            # Paused first, and quit without running again: a first run that
+            # went on after the save could answer a datagram the snapshot
+            # also holds in its receive ring, and the two runs would both
+            # reply, as a cloned machine would.
+            r = subprocess.run([VMRUN, "ctl", api, "pause"], capture_output=True,
+                               text=True, timeout=HANG_GUARD_S)
+            check(r.returncode == 0, f"pause failed: {r.stdout}{r.stderr}{g.ctx()}")
             r = subprocess.run([VMRUN, "ctl", api, "save", f"path={snap}"], capture_output=True,
                                text=True, timeout=HANG_GUARD_S)
             check(r.returncode == 0, f"save failed: {r.stdout}{r.stderr}{g.ctx()}")
@@ -771,10 +778,11 @@ def test_net_snapshot_restore():
             g.p.wait(timeout=HANG_GUARD_S)
         finally:
             g.kill()
-        # The reply to "in flight" comes from the first run, or (when the frame
-        # was already in the guest's receive ring at the save) from the restored
-        # guest, or not at all (a frame the device had read but not delivered
-        # goes with the old process, as a network may drop it): never twice.
+        # The reply to "in flight" comes from the first run (before the pause),
+        # or (when the frame was in the guest's receive ring at the save) from
+        # the restored guest, or not at all (a frame the device had read but
+        # not delivered goes with the old process, as a network may drop it):
+        # never twice.
         replies = drain(sock)
         # The guest's ARP cache holds the host's MAC: the new tap takes the
         # old one's address, as the same network would look after a move.

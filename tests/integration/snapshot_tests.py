@@ -657,6 +657,44 @@ def test_snapshot_refusals_edited():
         expect_refused(c, "more unread input than a UART holds", "rx-fifo")
 
 
+def test_snapshot_platform_shape():
+    """ACPI and pvpanic are part of the machine's shape: a snapshot records
+    them in /config (and pvpanic's PCI configuration space as a device), and
+    a snapshot from before them (no such properties, no pvpanic node) still
+    restores, as the machine it was: neither."""
+    if not shutil.which("fdtput"):
+        print("SKIP: fdtput (device-tree-compiler) is not installed")
+        return SKIP
+    with tempfile.TemporaryDirectory() as d:
+        snap, before = save_count(d)
+        st = os.path.join(snap, "state.dtb")
+        check(fdt_get(st, "/config", "acpi") == ["1"], f"/config acpi: {fdt_get(st, '/config', 'acpi')}")
+        check(fdt_get(st, "/config", "pvpanic") == ["1"], "/config pvpanic")
+        check(fdt_get(st, "/devices/pvpanic", "version") == ["1"], "/devices/pvpanic")
+
+        old = os.path.join(d, "old")
+        subprocess.run(["cp", "-a", "--sparse=always", snap, old], check=True)
+        st = os.path.join(old, "state.dtb")
+        os.chmod(st, 0o644)
+        subprocess.run(["fdtput", "-d", st, "/config", "acpi"], check=True)
+        subprocess.run(["fdtput", "-d", st, "/config", "pvpanic"], check=True)
+        subprocess.run(["fdtput", "-r", st, "/devices/pvpanic"], check=True)
+        refooter(st)
+        rc, out, err = restore(old)
+        check_restored_count(rc, out, err, before, "a snapshot from before ACPI and pvpanic")
+
+        # Saying pvpanic=1 without its node is a broken stream: refused.
+        bad = os.path.join(d, "bad")
+        subprocess.run(["cp", "-a", "--sparse=always", old, bad], check=True)
+        fdt_edit(os.path.join(bad, "state.dtb"), "/config", "pvpanic", 1)
+        expect_refused(bad, "pvpanic without its state", "pvpanic")
+        # And a value out of range.
+        bad2 = os.path.join(d, "bad2")
+        subprocess.run(["cp", "-a", "--sparse=always", snap, bad2], check=True)
+        fdt_edit(os.path.join(bad2, "state.dtb"), "/config", "acpi", 2)
+        expect_refused(bad2, "acpi = 2", "acpi")
+
+
 def test_snapshot_disk_refusals():
     """The disks a snapshot froze: a restore runs on an overlay of its own
     over the frozen base, never writing it; a missing or changed base is

@@ -104,9 +104,8 @@ def add_transport_arg(ap):
 
 def with_transport(cmd, transport):
     """@cmd (a vmrun argument list) with transport=@transport added to every
-    --disk and --net value that names none; unchanged for mmio, the default."""
-    if transport == "mmio":
-        return list(cmd)
+    --disk and --net value that names none, so that each transport is chosen
+    explicitly, whatever vmrun's default."""
     out = list(cmd)
     for i in range(1, len(out)):
         if out[i - 1] in ("--disk", "--net") and "transport=" not in out[i]:

@@ -89,9 +89,24 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SKIP = 77
-# vmrun's documented exit statuses (README): every vCPU halted (Linux's
-# poweroff without ACPI) and guest reset.
-STATUS = {"poweroff": 10, "reboot": 6}
+
+
+def kernel_config_has(option):
+    """Whether tests/linux/kernel.config (the test kernel's fragment) sets
+    @option=y: the boots expect what that kernel can do."""
+    with open(os.path.join(HERE, "kernel.config")) as f:
+        return any(line.strip() == f"{option}=y" for line in f)
+
+
+KERNEL_ACPI = kernel_config_has("CONFIG_ACPI")
+KERNEL_PVPANIC = kernel_config_has("CONFIG_PVPANIC_PCI")
+# vmrun's documented exit statuses (README): poweroff through ACPI's sleep
+# control register (0), or, without ACPI, every vCPU halted (10); guest
+# reset (ACPI's reset register or the i8042); a panic reported through
+# pvpanic (16).
+STATUS = {"poweroff": 0 if KERNEL_ACPI else 10, "reboot": 6, "panic": 16}
+# The --exit-json reason of an end through ACPI's registers.
+ACPI_REASON = {"poweroff": "ACPI poweroff (S5)", "reboot": "ACPI reset register"}
 MARKER = "VMRUN-LINUX-INIT-OK"
 NESTED_ARGS = "noxsave no-kvmclock pty.legacy_count=0 tsc=reliable"
 # Generous: about 25 s on a nested host where guest kernel code is
@@ -1136,9 +1151,15 @@ def boot_in(a, tmp):
     with open(a.state) as f:
         state = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
     kernel = state["VMRUN_LINUX_BZIMAGE" if a.kernel == "bzimage" else "VMRUN_LINUX_VMLINUX"]
-    cmdline = "console=ttyS0" + (" vmrun.exit=reboot" if a.end == "reboot" else "")
+    if a.end == "panic" and not KERNEL_PVPANIC:
+        print("SKIP: the test kernel's config (tests/linux/kernel.config) lacks "
+              "CONFIG_PVPANIC_PCI: no way for its panic to reach vmrun")
+        return SKIP
+    acpi = KERNEL_ACPI and a.acpi == "on"
+    want_status = 10 if a.end == "poweroff" and not acpi else STATUS[a.end]
+    cmdline = "console=ttyS0" + (f" vmrun.exit={a.end}" if a.end != "poweroff" else "")
     disk_args = []
-    transport = f",transport={a.transport}" if a.transport != "mmio" else ""
+    transport = f",transport={a.transport}"  # explicit: each test names its transport
     if a.disk_test:
         token = secrets.token_hex(16)
         host_text = "from-host-" + secrets.token_hex(8)
@@ -1174,7 +1195,8 @@ def boot_in(a, tmp):
     initrd = state["VMRUN_LINUX_INITRAMFS_GZ" if a.initrd_gzip else "VMRUN_LINUX_INITRAMFS"]
     args = [a.vmrun, "--kernel", kernel, "--initrd", initrd, "--boot", a.boot,
             "--cpus", str(a.cpus), "--mem", "128M", "--cmdline", cmdline,
-            "--timeout", str(BOOT_TIMEOUT_S)] + disk_args
+            "--timeout", str(BOOT_TIMEOUT_S), "--acpi", a.acpi,
+            "--exit-json", os.path.join(tmp, "exit.json")] + disk_args
     start = time.monotonic()
     host_out = ""
     if a.net_test:
@@ -1218,8 +1240,28 @@ def boot_in(a, tmp):
                         f"arguments are {'missing' if nested else 'there'}: {guest_cmdline!r}")
     if a.initrd_gzip and "Unpacking initramfs" in out and "initramfs unpacking failed" in out:
         failures.append("the guest could not unpack the initramfs")
-    if "Kernel panic" in out:
+    if "Kernel panic" in out and a.end != "panic":
         failures.append("the guest kernel panicked")
+    if a.end == "panic":
+        # /init printed the PCI function with the driver bound to it
+        # (/proc/bus/pci/devices names it), then made the kernel panic.
+        if not re.search(r"^pvpanic: .*\bpvpanic-pci\r?$", out, re.M):
+            failures.append("the guest's /proc/bus/pci/devices shows no pvpanic-pci driver")
+        # sysrq announces the crash before it panics; the panic line itself
+        # may still sit in the kernel's log buffer when pvpanic ends the run.
+        if "Trigger a crash" not in out and "sysrq triggered crash" not in out:
+            failures.append("the guest kernel never triggered the crash")
+    try:
+        with open(os.path.join(tmp, "exit.json")) as f:
+            verdict = json.load(f)
+    except (OSError, ValueError) as e:
+        verdict = {}
+        failures.append(f"--exit-json: {e}")
+    if acpi and a.end in ACPI_REASON and verdict.get("reason") != ACPI_REASON[a.end]:
+        failures.append(f"the run ended with reason {verdict.get('reason')!r}, not through "
+                        f"ACPI ({ACPI_REASON[a.end]!r})")
+    if a.end == "panic" and verdict.get("kind") != "panic":
+        failures.append(f"--exit-json kind {verdict.get('kind')!r}, wanted 'panic'")
     if a.disk_test:
         # The kernel's partition scan, then /init's lines (tests/linux/init).
         if not re.search(r"^(\[[ \d.]+\] )? vda: vda1\r?$", out, re.M):
@@ -1314,13 +1356,15 @@ def boot_in(a, tmp):
     if a.shell_test and not re.search(rf"^{SHELL_WANT}\r?$", out, re.M):
         failures.append(f"the guest's shell never printed {SHELL_WANT!r}: the input piped "
                         f"in at start-up was lost")
-    if status != STATUS[a.end]:
-        failures.append(f"exit status {status}, wanted {STATUS[a.end]} ({a.end})")
+    if status != want_status:
+        failures.append(f"exit status {status}, wanted {want_status} ({a.end}"
+                        f"{', ACPI' if acpi else ''})")
     if failures:
         print("FAIL: " + "; ".join(failures) + ctx)
         return 1
     init_at = next((line for line in out.splitlines() if "Run /init" in line), "")
     print(f"PASS: {a.kernel} ({a.boot} entry), {a.cpus} vCPU(s), {a.end}"
+          f"{' through ACPI' if acpi and a.end in ACPI_REASON else ''}"
           f"{', gzip initramfs' if a.initrd_gzip else ''}"
           f"{', virtio-blk ext4 read/write' if a.disk_test else ''}{net_summary}"
           f"{' over virtio-pci (MSI-X)' if a.transport == 'pci' else ''}"
@@ -1344,6 +1388,8 @@ def main():
     bp.add_argument("--cpus", type=int, required=True)
     bp.add_argument("--end", choices=tuple(STATUS), default="poweroff")
     bp.add_argument("--boot", choices=("linux64", "pvh"), default="linux64")
+    bp.add_argument("--acpi", choices=("on", "off"), default="on",
+                    help="vmrun --acpi: off boots the kernel on the MP table alone")
     bp.add_argument("--initrd-gzip", action="store_true")
     bp.add_argument("--disk-test", action="store_true")
     bp.add_argument("--disk-qcow2", action="store_true",

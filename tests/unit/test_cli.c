@@ -354,6 +354,31 @@ static void test_no_nested_workarounds(void **state)
 	REJECT("--no-nested-workaround", "--kernel", "k", "--no-nested-workaround");
 }
 
+/* --acpi on|off and --no-pvpanic: the machine's shape, on by default,
+ * refused with --restore/--incoming (the snapshot says). */
+static void test_acpi_pvpanic(void **state)
+{
+	struct vm_config cfg;
+
+	(void)state;
+	memset(&cfg, 0xa5, sizeof(cfg));
+	assert_int_equal(PARSE(&cfg, "--kernel", "k"), CLI_OK);
+	assert_false(cfg.no_acpi);
+	assert_false(cfg.no_pvpanic);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--acpi", "off", "--no-pvpanic"), CLI_OK);
+	assert_true(cfg.no_acpi);
+	assert_true(cfg.no_pvpanic);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--acpi=on"), CLI_OK);
+	assert_false(cfg.no_acpi);
+	assert_false(cfg.no_pvpanic);
+	REJECT("--acpi", "--kernel", "k", "--acpi", "yes");
+	REJECT("--acpi", "--kernel", "k", "--acpi", "");
+	REJECT("--no-pvpanic", "--kernel", "k", "--no-pvpanic=1");
+	REJECT("--acpi", "--restore", "snap", "--acpi", "off");
+	REJECT("--no-pvpanic", "--restore", "snap", "--no-pvpanic");
+	REJECT("--no-pvpanic", "--incoming", "tcp:127.0.0.1:0", "--no-pvpanic");
+}
+
 static void test_disk(void **state)
 {
 	struct vm_config cfg;
@@ -436,15 +461,15 @@ static void test_net(void **state)
 	REJECT("queues=2x", "--kernel", "k", "--net", "tap=a,queues=2x");
 	REJECT("queues=-1", "--kernel", "k", "--net", "tap=a,queues=-1");
 	REJECT("queues=99999999999", "--kernel", "k", "--net", "tap=a,queues=99999999999");
-	/* transport=: mmio by default, pci on request, nothing else. */
-	assert_int_equal(cfg.nics[0].transport, VIRTIO_TRANSPORT_MMIO);
-	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net", "tap=m,transport=pci", "--disk",
+	/* transport=: pci by default, mmio on request, nothing else. */
+	assert_int_equal(cfg.nics[0].transport, VIRTIO_TRANSPORT_PCI);
+	assert_int_equal(PARSE(&cfg, "--kernel", "k", "--net", "tap=m,transport=mmio", "--disk",
 			       "d,transport=pci", "--disk", "e,transport=mmio", "--disk", "f"),
 			 CLI_OK);
-	assert_int_equal(cfg.nics[0].transport, VIRTIO_TRANSPORT_PCI);
+	assert_int_equal(cfg.nics[0].transport, VIRTIO_TRANSPORT_MMIO);
 	assert_int_equal(cfg.disks[0].transport, VIRTIO_TRANSPORT_PCI);
 	assert_int_equal(cfg.disks[1].transport, VIRTIO_TRANSPORT_MMIO);
-	assert_int_equal(cfg.disks[2].transport, VIRTIO_TRANSPORT_MMIO);
+	assert_int_equal(cfg.disks[2].transport, VIRTIO_TRANSPORT_PCI);
 	REJECT("unknown option 'transport=pcie'", "--kernel", "k", "--net", "tap=a,transport=pcie");
 	REJECT("unknown option 'transport='", "--kernel", "k", "--disk", "d,transport=");
 	REJECT("unknown option 'transport=PCI'", "--kernel", "k", "--disk", "d,transport=PCI");
@@ -732,6 +757,7 @@ int main(void)
 		cmocka_unit_test(test_kernel_decompress),
 		cmocka_unit_test(test_initrd_decompress),
 		cmocka_unit_test(test_no_nested_workarounds),
+		cmocka_unit_test(test_acpi_pvpanic),
 		cmocka_unit_test(test_disk),
 		cmocka_unit_test(test_net),
 		cmocka_unit_test(test_unknown_option),

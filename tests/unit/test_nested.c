@@ -156,16 +156,18 @@ static void test_cmdline_append(void **state)
 	assert_int_equal(nested_cmdline_append("tsc=unstable noxsave clearcpuid=1 pty.legacy", out,
 					       sizeof(out)), 0);
 	assert_string_equal(out, "tsc=unstable noxsave clearcpuid=1 pty.legacy no-kvmclock "
-				 "pty.legacy_count=0 noreplace-smp");
+				 "pty.legacy_count=0 noreplace-smp "
+				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init");
 	assert_int_equal(nested_cmdline_append("noxsave=1 no-kvmclock-x", out, sizeof(out)), 0);
 	assert_string_equal(out, "noxsave=1 no-kvmclock-x no-kvmclock pty.legacy_count=0 tsc=reliable "
-				 "noreplace-smp clearcpuid=141,151,297,580");
+				 "noreplace-smp clearcpuid=129,137,141,147,148,151,153,297,580 "
+				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init");
 }
 
 static void test_cmdline_append_limits(void **state)
 {
 	const size_t args = strlen(NESTED_LINUX_ARGS);
-	char out[128], user[128];
+	char out[256], user[256];
 
 	/* Exactly fits: user + ' ' + args + NUL. */
 	memset(user, 'a', sizeof(user));

@@ -4,6 +4,7 @@
  * eventfds and a real event loop. */
 #include "unit.h"
 #include "virtio_driver.h"
+#include "virtio_fake.h"
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -13,47 +14,6 @@
 
 #define MiB (1ull << 20)
 #define BASE 0xd0000000ull
-
-struct fake {
-	struct virtio_device dev;
-	struct virtq vqs[2];
-	uint8_t config[12];
-	int activated, resets, notified[2];
-	struct evloop *loop;
-};
-
-static void fake_config_read(struct virtio_device *dev, uint32_t off, void *data, unsigned size)
-{
-	struct fake *f = dev->opaque;
-
-	memcpy(data, f->config + off, size);
-}
-
-static int fake_activate(struct virtio_device *dev)
-{
-	((struct fake *)dev->opaque)->activated++;
-	return 0;
-}
-
-static void fake_notify(struct virtio_device *dev, unsigned q)
-{
-	struct fake *f = dev->opaque;
-
-	f->notified[q]++;
-	f->loop->stop = true;
-}
-
-static void fake_reset(struct virtio_device *dev)
-{
-	((struct fake *)dev->opaque)->resets++;
-}
-
-static const struct virtio_device_ops fake_ops = {
-	.config_read = fake_config_read,
-	.activate = fake_activate,
-	.queue_notify = fake_notify,
-	.reset = fake_reset,
-};
 
 struct rig {
 	struct guest_mem gm;

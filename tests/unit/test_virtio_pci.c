@@ -4,6 +4,7 @@
  * records what the transport asked of it; without KVM, MSI messages reach
  * a recorder and INTx levels a fake IOAPIC. */
 #include "unit.h"
+#include "virtio_fake.h"
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -16,14 +17,6 @@
 #define MiB (1ull << 20)
 #define WIN 0xe0000000ull
 #define WIN_LEN 0x1000000ull
-
-struct fake {
-	struct virtio_device dev;
-	struct virtq vqs[2];
-	uint8_t config[12];
-	int activated, resets, notified[2];
-	struct evloop *loop;
-};
 
 struct rig {
 	struct guest_mem gm;
@@ -38,40 +31,6 @@ struct rig {
 	uint64_t msi_addr;
 	uint32_t msi_data;
 	bool irq_level[24];
-};
-
-static void fake_config_read(struct virtio_device *dev, uint32_t off, void *data, unsigned size)
-{
-	struct fake *f = dev->opaque;
-
-	assert_true(off + size <= sizeof(f->config));
-	memcpy(data, f->config + off, size);
-}
-
-static int fake_activate(struct virtio_device *dev)
-{
-	((struct fake *)dev->opaque)->activated++;
-	return 0;
-}
-
-static void fake_notify(struct virtio_device *dev, unsigned q)
-{
-	struct fake *f = dev->opaque;
-
-	f->notified[q]++;
-	f->loop->stop = true;
-}
-
-static void fake_reset(struct virtio_device *dev)
-{
-	((struct fake *)dev->opaque)->resets++;
-}
-
-static const struct virtio_device_ops fake_ops = {
-	.config_read = fake_config_read,
-	.activate = fake_activate,
-	.queue_notify = fake_notify,
-	.reset = fake_reset,
 };
 
 static void on_msi(void *opaque, uint64_t addr, uint32_t data)

@@ -252,8 +252,8 @@ int nested_guest_cmdline(const struct vm_config *cfg, bool enabled, char *buf, s
 	if (enabled && file_is_linux(cfg->kernel_path)) {
 		if (nested_cmdline_append(user, buf, len))
 			return errmsg(-E2BIG, err, errlen,
-				      "--cmdline: no room for the nested-host kernel arguments '%s' (at most %zu bytes in all); shorten it or use --no-nested-workarounds",
-				      NESTED_LINUX_ARGS, len - 1);
+				      "--cmdline: no room for the %zu bytes of nested-host kernel arguments (at most %zu bytes in all); shorten it or use --no-nested-workarounds",
+				      strlen(NESTED_LINUX_ARGS) + 1, len - 1);
 		return 0;
 	}
 	if (strlen(user) >= len)

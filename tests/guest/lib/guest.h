@@ -391,6 +391,16 @@ static inline noreturn void user_iret(uint64_t rip, uint64_t rsp, uint64_t rflag
  * once, on the boot CPU at CPL 0 (tss_load()'s rule). */
 noreturn void user_start(void (*fn)(void));
 
+/* ---- RAM above 4 GiB (lib/highmem.c) ---- */
+
+#define GUEST_FOUR_GIB (4ul << 30)
+#define GUEST_HIGH_GIB_MAX 60 /* RAM mapped above 4 GiB: up to 64 GiB in all */
+
+/* Map guest-physical [4 GiB, @end) 1:1 with 2 MiB user pages, writable (the
+ * kit's tables map the first 4 GiB).  0 (also when @end <= 4 GiB), or -1
+ * when @end lies beyond GUEST_HIGH_GIB_MAX GiB above 4 GiB. */
+int guest_map_high(uint64_t end);
+
 /* The #GP handler user_start() installs: a ring-3 IN or OUT (imm8 or DX
  * port; 8, 16 or 32 bits, 16 with a 0x66 prefix) that faulted despite IOPL 3
  * is performed at CPL 0 and skipped, with the frame's RAX updated as the CPU
