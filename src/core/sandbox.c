@@ -86,7 +86,9 @@ int sandbox_parse_mode(const char *mode, enum sandbox_seccomp *out)
 /* ---- the allow-lists ---- */
 
 /* Calls every thread makes: memory, locks, time, I/O on fds it already
- * holds, thread exit, signals (not SIGSYS: see below). */
+ * holds, thread exit, signals (not SIGSYS: see below).  sigaltstack: the
+ * sanitizer runtimes (ASan) set and clear an alternate signal stack as a
+ * thread starts and ends. */
 static const int base_calls[] = {
 	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
 	SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv), SCMP_SYS(pwritev),
@@ -98,7 +100,7 @@ static const int base_calls[] = {
 	SCMP_SYS(getgid), SCMP_SYS(getegid), SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres),
 	SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(gettimeofday),
 	SCMP_SYS(munmap), SCMP_SYS(madvise), SCMP_SYS(mremap), SCMP_SYS(brk),
-	SCMP_SYS(sched_yield), SCMP_SYS(getrandom),
+	SCMP_SYS(sched_yield), SCMP_SYS(getrandom), SCMP_SYS(sigaltstack),
 };
 
 /* What a vCPU's exit handlers need beyond KVM_RUN: a device register that
