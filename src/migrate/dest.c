@@ -28,14 +28,6 @@
 
 #define IO_TIMEOUT_S 30
 
-static double ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* Say why on the wire (best effort: the source may be gone). */
 static void send_text(struct migrate_incoming *in, uint32_t type, const char *why)
 {

@@ -93,14 +93,6 @@ struct migration {
 	size_t describe_len;
 };
 
-static double ms_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* ---- arguments ---- */
 
 /* A non-negative integer given as a JSON number or a decimal string. */

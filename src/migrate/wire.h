@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "vmrun/guest_mem.h"
 
@@ -180,5 +181,14 @@ void mig_page_zero(uint8_t *page);
 int mig_pages_apply(const struct guest_mem *gm, const void *buf, size_t len,
 		    struct mig_pages_stats *st, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* Milliseconds of CLOCK_MONOTONIC since @t0 (both ends' statistics). */
+static inline double ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
 
 #endif

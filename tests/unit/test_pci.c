@@ -2,6 +2,7 @@
  * drives it: configuration mechanism #1 through the port bus, BARs through
  * the MMIO bus.  A fake function with two BARs records what reached it. */
 #include "unit.h"
+#include "pci_rig.h"
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -104,12 +105,7 @@ static int setup(void **state)
 	struct rig *r = calloc(1, sizeof(*r));
 
 	assert_non_null(r);
-	assert_int_equal(pci_bus_init(&r->pci, WIN, WIN_LEN, -1, &host_ops, r), 0);
-	bus_init(&r->pio, "port");
-	bus_init(&r->mmio, "mmio");
-	assert_int_equal(bus_register(&r->pio, &r->pci.addr_region), 0);
-	assert_int_equal(bus_register(&r->pio, &r->pci.data_region), 0);
-	assert_int_equal(bus_register(&r->mmio, &r->pci.window), 0);
+	pci_rig_init(&r->pci, &r->pio, &r->mmio, WIN, WIN_LEN, &host_ops, r);
 	fake_init(&r->a, "fake-a");
 	fake_init(&r->b, "fake-b");
 	assert_int_equal(pci_bus_add(&r->pci, &r->a.fn), 1);
@@ -122,9 +118,7 @@ static int teardown(void **state)
 {
 	struct rig *r = *state;
 
-	pci_bus_exit(&r->pci);
-	bus_exit(&r->pio);
-	bus_exit(&r->mmio);
+	pci_rig_exit(&r->pci, &r->pio, &r->mmio);
 	free(r);
 	return 0;
 }
@@ -132,19 +126,12 @@ static int teardown(void **state)
 /* Configuration mechanism #1, as a guest does it. */
 static uint32_t cfg_rd(struct rig *r, unsigned slot, unsigned reg, unsigned size)
 {
-	uint32_t a = 0x80000000u | (slot << 11) | (reg & 0xfc), v = 0;
-
-	assert_true(bus_write(&r->pio, 0xcf8, &a, 4));
-	assert_true(bus_read(&r->pio, 0xcfc + (reg & 3), &v, size));
-	return v;
+	return pci_rig_cfg_read(&r->pio, slot, reg, size);
 }
 
 static void cfg_wr(struct rig *r, unsigned slot, unsigned reg, unsigned size, uint32_t v)
 {
-	uint32_t a = 0x80000000u | (slot << 11) | (reg & 0xfc);
-
-	assert_true(bus_write(&r->pio, 0xcf8, &a, 4));
-	assert_true(bus_write(&r->pio, 0xcfc + (reg & 3), &v, size));
+	pci_rig_cfg_write(&r->pio, slot, reg, size, v);
 }
 
 static uint32_t mem_rd32(struct rig *r, uint64_t gpa)

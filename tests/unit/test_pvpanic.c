@@ -3,6 +3,7 @@
  * pvpanic-pci driver binds (1b36:0011, BAR 0 memory), the ISA port 0x505,
  * the events byte, and hostile accesses (other widths, offsets, bits). */
 #include "unit.h"
+#include "pci_rig.h"
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -41,12 +42,7 @@ static int setup(void **state)
 
 	assert_non_null(r);
 	r->host = (struct device_host){ .request_exit = record_exit, .opaque = r };
-	assert_int_equal(pci_bus_init(&r->pci, WIN, WIN_LEN, -1, NULL, NULL), 0);
-	bus_init(&r->pio, "port");
-	bus_init(&r->mmio, "mmio");
-	assert_int_equal(bus_register(&r->pio, &r->pci.addr_region), 0);
-	assert_int_equal(bus_register(&r->pio, &r->pci.data_region), 0);
-	assert_int_equal(bus_register(&r->mmio, &r->pci.window), 0);
+	pci_rig_init(&r->pci, &r->pio, &r->mmio, WIN, WIN_LEN, NULL, NULL);
 	assert_int_equal(pvpanic_init(&r->p, &r->host), 0);
 	assert_int_equal(bus_register(&r->pio, &r->p.isa_region), 0);
 	assert_int_equal(pci_bus_add(&r->pci, &r->p.fn), 1);
@@ -58,28 +54,20 @@ static int teardown(void **state)
 {
 	struct rig *r = *state;
 
-	pci_bus_exit(&r->pci);
-	bus_exit(&r->pio);
-	bus_exit(&r->mmio);
+	pci_rig_exit(&r->pci, &r->pio, &r->mmio);
 	free(r);
 	return 0;
 }
 
+/* The pvpanic function sits in slot 1. */
 static uint32_t cfg_rd(struct rig *r, unsigned reg, unsigned size)
 {
-	uint32_t a = 0x80000000u | (1u << 11) | (reg & 0xfc), v = 0;
-
-	assert_true(bus_write(&r->pio, 0xcf8, &a, 4));
-	assert_true(bus_read(&r->pio, 0xcfc + (reg & 3), &v, size));
-	return v;
+	return pci_rig_cfg_read(&r->pio, 1, reg, size);
 }
 
 static void cfg_wr(struct rig *r, unsigned reg, unsigned size, uint32_t v)
 {
-	uint32_t a = 0x80000000u | (1u << 11) | (reg & 0xfc);
-
-	assert_true(bus_write(&r->pio, 0xcf8, &a, 4));
-	assert_true(bus_write(&r->pio, 0xcfc + (reg & 3), &v, size));
+	pci_rig_cfg_write(&r->pio, 1, reg, size, v);
 }
 
 /* What pvpanic-pci's probe reads: IDs, class, a 32-bit memory BAR 0. */
