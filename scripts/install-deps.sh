@@ -12,7 +12,7 @@ set -euo pipefail
 # (tests/linux/lib.sh's ensure_packages), by quickstart.sh and test.sh alike.
 packages=(gcc make cmake pkg-config libc6-dev libjansson-dev libcmocka-dev python3
           util-linux binutils zlib1g-dev liblzma-dev libzstd-dev liblz4-dev libbz2-dev
-          libaio-dev libfdt-dev libssl-dev libcap-ng-dev libseccomp-dev device-tree-compiler
+          libaio-dev libfdt-dev nettle-dev libcap-ng-dev libseccomp-dev device-tree-compiler
           qemu-utils strace iproute2
           e2fsprogs cpio acpica-tools)
 missing=()

@@ -57,6 +57,13 @@ struct blk_open_opts {
 	 * migration's first look at a disk the source still holds.  Nothing
 	 * may be written through such a handle. */
 	bool no_lock;
+	/* Open the top image alone: its backing file is named by
+	 * blk_get_info() but neither opened nor locked, and what the top does
+	 * not hold reads as zeroes.  Read-only handles only (-EINVAL
+	 * otherwise).  For `vmrun img commit`, which copies what
+	 * blk_top_extent() finds in the top and writes the backing file
+	 * through a handle of its own. */
+	bool top_only;
 };
 
 /* One request.  The caller owns the memory and must keep it (and @iov and
@@ -142,6 +149,73 @@ enum blk_lock {
  * filesystem without locks counts as success (as at open).  A read-only
  * handle is left as it is. */
 int blk_set_lock(struct blk *b, enum blk_lock mode) __attribute__((warn_unused_result));
+
+/* What an image's header says, as the block layer's one qcow2 parser reads
+ * and checks it (`vmrun img` shows it and creates, snapshots and commits
+ * images with it). */
+struct blk_image_info {
+	enum blk_format format;    /* RAW or QCOW2 */
+	uint64_t size;             /* virtual size in bytes (raw: the file size) */
+	uint64_t file_size;        /* bytes in the file (a block device: its size) */
+	unsigned version;          /* qcow2: 2 or 3 */
+	unsigned cluster_bits;     /* qcow2 */
+	unsigned refcount_bits;    /* qcow2: 1 to 64 */
+	uint64_t incompatible;     /* qcow2 v3: incompatible feature bits */
+	bool dirty, corrupt;       /* qcow2 v3: those two bits */
+	unsigned compression;      /* qcow2: 0 deflate, 1 zstd */
+	uint32_t snapshots;        /* qcow2: internal snapshots */
+	bool has_backing;
+	char backing[1024];        /* the backing file as the header names it */
+	char backing_format[16];   /* from the header extension; "" when absent */
+	char backing_path[4096];   /* @backing, relative names resolved against
+				    * the image's directory */
+};
+
+/* The header of the image file @path, read without a lock and without
+ * opening its backing file: @format AUTO probes (the qcow2 magic), RAW
+ * takes the file as raw, QCOW2 requires qcow2.  Every check blk_open()
+ * makes on the header, the table placement and the backing file name is
+ * made; the tables themselves are not read.  FIFOs and other special files
+ * are refused without blocking.  Returns 0, or -errno with a one-line
+ * reason naming the file in @err. */
+int blk_image_info(const char *path, enum blk_format format, struct blk_image_info *info,
+		   char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Where the backing file @name of the image at @image lies, into @out
+ * (@outlen bytes): @name itself when absolute, else relative to @image's
+ * directory, as QEMU resolves it.  0, or -ENAMETOOLONG. */
+int blk_backing_path(const char *image, const char *name, char *out, size_t outlen)
+	__attribute__((warn_unused_result));
+
+/* The same facts of the top image of the open @b. */
+void blk_get_info(const struct blk *b, struct blk_image_info *info);
+
+/* What the top image of a chain holds at a guest offset. */
+enum blk_extent {
+	BLK_EXTENT_DATA,  /* data clusters (plain or compressed) of the top image */
+	BLK_EXTENT_ZERO,  /* clusters the top image marks as reading zeroes (qcow2 v3) */
+	BLK_EXTENT_BELOW, /* not in the top image: the backing file's, or zeroes */
+};
+
+/* The extent of @b's top image starting at @offset (a multiple of 512,
+ * below blk_size()): its kind in *@kind and its length in *@len, at most
+ * @max bytes and never past the end of the image; the whole run of
+ * clusters of one kind.  A raw image is DATA throughout.  Every mapping
+ * entry it passes is checked as a read would check it: -EIO for one that
+ * points outside the file or onto metadata (logged), -EINVAL for a bad
+ * offset.  Synchronous; call it where blk_io_wait() may be called. */
+int blk_top_extent(struct blk *b, uint64_t offset, uint64_t max, enum blk_extent *kind,
+		   uint64_t *len) __attribute__((warn_unused_result));
+
+/* Write a new, empty qcow2 v3 image of @size bytes (a multiple of 512, at
+ * most BLK_QCOW2_CREATE_MAX) to the empty file @fd: 64 KiB clusters,
+ * 16-bit refcounts, QEMU's layout (header, refcount table, one refcount
+ * block, L1 table), then fsync.  @backing NULL: no backing file; else
+ * its name as the header records it (at most 1023 bytes) and
+ * @backing_format ("raw" or "qcow2").  Returns 0 or -errno. */
+#define BLK_QCOW2_CREATE_MAX (1ull << 51)
+int blk_qcow2_create(int fd, uint64_t size, const char *backing, const char *backing_format)
+	__attribute__((warn_unused_result));
 
 /* Requests submitted and not yet completed. */
 unsigned blk_inflight(const struct blk *b);

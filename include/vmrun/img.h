@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmrun/block.h"
+
 /* Exit statuses of `vmrun img` (the same values as VMRUN_EXIT_USAGE and
  * VMRUN_EXIT_SETUP). */
 enum img_status {
@@ -33,7 +35,10 @@ enum img_status {
  * for a running VM's disk (src/snapshot/live.c), in this order:
  *
  *   img_snapshot_prepare  picks FILE.base-N, writes the new overlay (backing
- *                         "basename(FILE).base-N", FILE's format) under a
+ *                         "basename(FILE).base-N", FILE's format: @format,
+ *                         the one the caller uses it as, or AUTO to probe
+ *                         it; a running raw disk is raw whatever its guest
+ *                         wrote into it) under a
  *                         temporary name and fsyncs it, links FILE to
  *                         FILE.base-N and fsyncs the directory.  FILE is
  *                         unchanged.  On failure nothing is left behind.
@@ -53,8 +58,8 @@ struct img_snapshot {
 	bool prepared, switched;
 };
 
-int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+int img_snapshot_prepare(const char *file, enum blk_format format, struct img_snapshot *s,
+			 char *err, size_t errlen) __attribute__((warn_unused_result));
 int img_snapshot_switch(struct img_snapshot *s, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 int img_snapshot_finish(struct img_snapshot *s, char *err, size_t errlen)
@@ -62,12 +67,13 @@ int img_snapshot_finish(struct img_snapshot *s, char *err, size_t errlen)
 int img_snapshot_abort(struct img_snapshot *s);
 
 /* Create a new, empty qcow2 overlay at @path (which must not exist) over
- * the image @backing (an absolute path, recorded as such; its format is
- * probed).  The overlay is written under a temporary name, fsynced, then
+ * the image @backing (an absolute path, recorded as such) in @format (AUTO
+ * probes it; a disk that was raw must be named RAW: its guest may have
+ * written a qcow2 header into it).  The overlay is written under a temporary name, fsynced, then
  * linked into place.  Its virtual size (the backing file's) goes to *@size
  * when @size is not NULL.  Returns 0 or -errno with a one-line reason. */
-int img_create_overlay(const char *path, const char *backing, uint64_t *size, char *err,
-		       size_t errlen) __attribute__((warn_unused_result));
+int img_create_overlay(const char *path, const char *backing, enum blk_format format,
+		       uint64_t *size, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Run `vmrun img`; @argv[0] is "img".  Returns an enum img_status.
  * Writes results to stdout, errors (one line each) to stderr. */

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmrun/block.h"
 #include "vmrun/config.h"
 #include "vmrun/state.h"
 
@@ -44,6 +45,10 @@ struct snapshot {
 	struct vm_config cfg;  /* its strings point into the fields below */
 	char disk_paths[VMRUN_MAX_DISKS][VMRUN_DISK_PATH_MAX]; /* what the VM opens */
 	bool overlay_created[VMRUN_MAX_DISKS];                 /* ours to remove on failure */
+	/* Each frozen base's format as the save recorded it (AUTO: a snapshot
+	 * from before "base-format", probed).  Never probed where recorded:
+	 * a raw disk's guest may have written a qcow2 header into it. */
+	enum blk_format base_format[VMRUN_MAX_DISKS];
 	char kernel_label[PATH_MAX + 16];
 	/* An incoming migration (snapshot_from_stream()): RAM is anonymous
 	 * (mem_fd -1) and filled by the stream, the disks are the shared

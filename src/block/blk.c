@@ -243,6 +243,8 @@ static int blk_open_common(const char *path, const struct blk_open_opts *opts, b
 	*out = NULL;
 	if (!opts)
 		opts = &defaults;
+	if (opts->top_only && !opts->readonly)
+		return errmsg(-EINVAL, err, errlen, "%s: top_only needs a read-only open", path);
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return errmsg(-ENOMEM, err, errlen, "%s: out of memory", path);
@@ -363,6 +365,31 @@ bool blk_can_discard(const struct blk *b)
 bool blk_uses_aio(const struct blk *b)
 {
 	return b->aio;
+}
+
+void blk_get_info(const struct blk *b, struct blk_image_info *info)
+{
+	if (b->format == BLK_FORMAT_QCOW2) {
+		qcow2_get_info(b, info);
+		return;
+	}
+	memset(info, 0, sizeof(*info));
+	info->format = BLK_FORMAT_RAW;
+	info->size = info->file_size = b->size;
+}
+
+int blk_top_extent(struct blk *b, uint64_t offset, uint64_t max, enum blk_extent *kind,
+		   uint64_t *len)
+{
+	if (offset % 512 || offset >= b->size || !max)
+		return -EINVAL;
+	if (max > b->size - offset)
+		max = b->size - offset;
+	if (b->format == BLK_FORMAT_QCOW2)
+		return qcow2_top_extent(b, offset, max, kind, len);
+	*kind = BLK_EXTENT_DATA;
+	*len = max;
+	return 0;
 }
 
 unsigned blk_inflight(const struct blk *b)

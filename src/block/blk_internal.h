@@ -111,4 +111,10 @@ int raw_open(struct blk *b, const char *path, const struct blk_open_opts *opts, 
 int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts,
 	       struct evloop *loop, char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* qcow2.c: blk_get_info() and blk_top_extent() for a qcow2 @b (the
+ * range already checked and clipped to the image). */
+void qcow2_get_info(const struct blk *b, struct blk_image_info *info);
+int qcow2_top_extent(struct blk *b, uint64_t offset, uint64_t max, enum blk_extent *kind,
+		     uint64_t *len) __attribute__((warn_unused_result));
+
 #endif

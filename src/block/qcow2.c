@@ -81,6 +81,7 @@
 #include "vmrun/log.h"
 
 #define QCOW2_MAX_CHAIN 16                /* backing files below an overlay */
+#define QCOW2_MAX_BACKING_NAME 1023u      /* bytes, as QEMU */
 #define QCOW2_L2_CACHE_BYTES (16u << 20)  /* memory for cached L2 tables */
 #define QCOW2_L2_CACHE_MAX 32u            /* tables, at most */
 #define QCOW2_MAX_L1_BYTES (32u << 20)
@@ -187,6 +188,12 @@ struct qcow2 {
 	uint64_t *rel;          /* L2 entries whose clusters lose a reference */
 	size_t nrel, cap_rel;
 	struct qcow2 *backing;
+	/* The backing file as the header names it ("" when none), its format
+	 * from the header extension ("" when none) and its path (relative
+	 * names resolved against this image's directory). */
+	char backing_name[QCOW2_MAX_BACKING_NAME + 1];
+	char backing_fmt[16];
+	char backing_path[PATH_MAX];
 	/* cache=none, top image only: an O_DIRECT raw handle on this file
 	 * with Linux AIO, for data clusters (qcow2_data_*); NULL otherwise. */
 	struct blk *data;
@@ -202,6 +209,8 @@ struct qcow2_meta {
 struct qcow2_chain {
 	unsigned n;
 	bool no_lock_top; /* blk_open_opts.no_lock: the top image takes no lock */
+	bool top_only;    /* blk_open_opts.top_only: the backing file is not opened */
+	bool header_only; /* blk_image_info(): the header checked, no table loaded */
 	dev_t dev[QCOW2_MAX_CHAIN + 2];
 	ino_t ino[QCOW2_MAX_CHAIN + 2];
 };
@@ -1985,8 +1994,8 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 	backing_off = get_be64(hdr + QH_BACKING_OFFSET);
 	if (backing_off) {
 		backing_len = get_be32(hdr + QH_BACKING_SIZE);
-		if (!backing_len || backing_len > 1023 || backing_off < QH_V2_LENGTH ||
-		    backing_off > cs || backing_len > cs - backing_off ||
+		if (!backing_len || backing_len > QCOW2_MAX_BACKING_NAME ||
+		    backing_off < QH_V2_LENGTH || backing_off > cs || backing_len > cs - backing_off ||
 		    backing_off + backing_len > q->file_size ||
 		    memchr(hdr + backing_off, 0, backing_len)) {
 			r = errmsg(-EINVAL, err, errlen,
@@ -1994,6 +2003,9 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 				   q->path, (unsigned long long)backing_off, backing_len);
 			goto out;
 		}
+		memcpy(q->backing_name, hdr + backing_off, backing_len);
+		q->backing_name[backing_len] = 0;
+		snprintf(q->backing_fmt, sizeof(q->backing_fmt), "%s", backing_fmt);
 		if (backing_fmt[0]) {
 			if (!strcmp(backing_fmt, "raw")) {
 				bfmt = BLK_FORMAT_RAW;
@@ -2006,6 +2018,16 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 				goto out;
 			}
 		}
+		if (blk_backing_path(q->path, q->backing_name, q->backing_path,
+				     sizeof(q->backing_path))) {
+			r = errmsg(-ENAMETOOLONG, err, errlen, "%s: backing file name too long",
+				   q->path);
+			goto out;
+		}
+	}
+	if (chain->header_only) {
+		r = 0;
+		goto out;
 	}
 
 	/* Tables into memory. */
@@ -2068,27 +2090,14 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 			goto out;
 	}
 
-	if (backing_off) {
-		char name[1024], full[PATH_MAX];
-		const char *slash = strrchr(q->path, '/');
-
-		memcpy(name, hdr + backing_off, backing_len);
-		name[backing_len] = 0;
-		if (name[0] == '/' || !slash)
-			snprintf(full, sizeof(full), "%s", name);
-		else if ((size_t)snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - q->path),
-					  q->path, name) >= sizeof(full)) {
-			r = errmsg(-ENAMETOOLONG, err, errlen, "%s: backing file name too long",
-				   q->path);
-			goto out;
-		}
+	if (backing_off && !chain->top_only) {
 		if (chain->n > QCOW2_MAX_CHAIN) {
 			r = errmsg(-ELOOP, err, errlen,
 				   "%s: backing chain deeper than %u images", q->path,
 				   QCOW2_MAX_CHAIN);
 			goto out;
 		}
-		r = qimg_open(full, true, bfmt, chain, &q->backing, err, errlen);
+		r = qimg_open(q->backing_path, true, bfmt, chain, &q->backing, err, errlen);
 		if (r)
 			goto out;
 	}
@@ -2232,7 +2241,7 @@ static void qcow2_open_data(struct blk *b, const char *path, const struct blk_op
 int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts,
 	       struct evloop *loop, char *err, size_t errlen)
 {
-	struct qcow2_chain chain = { .no_lock_top = opts->no_lock };
+	struct qcow2_chain chain = { .no_lock_top = opts->no_lock, .top_only = opts->top_only };
 	int r;
 
 	b->ops = &qcow2_ops;
@@ -2253,4 +2262,205 @@ int qcow2_open(struct blk *b, const char *path, const struct blk_open_opts *opts
 	b->discard_ok = b->qcow2->version >= 3;
 	b->zero_ok = true;
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Inspection and creation (`vmrun img`)                               */
+
+int blk_backing_path(const char *image, const char *name, char *out, size_t outlen)
+{
+	const char *slash = strrchr(image, '/');
+	int n;
+
+	if (name[0] == '/' || !slash)
+		n = snprintf(out, outlen, "%s", name);
+	else
+		n = snprintf(out, outlen, "%.*s/%s", (int)(slash - image), image, name);
+	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
+
+/* The header facts of @q (one image of a chain) for struct blk_image_info. */
+static void qimg_info(const struct qcow2 *q, struct blk_image_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->format = q->raw ? BLK_FORMAT_RAW : BLK_FORMAT_QCOW2;
+	info->size = q->size;
+	info->file_size = q->file_size;
+	if (q->raw)
+		return;
+	info->version = q->version;
+	info->cluster_bits = q->cluster_bits;
+	info->refcount_bits = 1u << q->refcount_order;
+	info->incompatible = q->incompat;
+	info->dirty = q->incompat & QCOW2_INCOMPAT_DIRTY;
+	info->corrupt = q->incompat & QCOW2_INCOMPAT_CORRUPT;
+	info->compression = q->compression;
+	info->snapshots = q->nb_snapshots;
+	info->has_backing = q->backing_name[0] != 0;
+	snprintf(info->backing, sizeof(info->backing), "%s", q->backing_name);
+	snprintf(info->backing_format, sizeof(info->backing_format), "%s", q->backing_fmt);
+	snprintf(info->backing_path, sizeof(info->backing_path), "%s", q->backing_path);
+}
+
+int blk_image_info(const char *path, enum blk_format format, struct blk_image_info *info,
+		   char *err, size_t errlen)
+{
+	struct qcow2_chain chain = { .no_lock_top = true, .top_only = true, .header_only = true };
+	struct qcow2 *q;
+	int r;
+
+	if (format != BLK_FORMAT_AUTO && format != BLK_FORMAT_RAW && format != BLK_FORMAT_QCOW2)
+		return errmsg(-EINVAL, err, errlen, "%s: unknown image format %d", path,
+			      (int)format);
+	r = qimg_open(path, true, format, &chain, &q, err, errlen);
+	if (r)
+		return r;
+	qimg_info(q, info);
+	qimg_free(q);
+	return 0;
+}
+
+void qcow2_get_info(const struct blk *b, struct blk_image_info *info)
+{
+	qimg_info(b->qcow2, info);
+}
+
+/* The kind of the guest cluster at @off whose L2 entry is @entry, checked
+ * as qimg_read() checks it before reading. */
+static int entry_extent(struct qcow2 *q, uint64_t off, uint64_t entry, enum blk_extent *kind)
+{
+	uint64_t cs = q->cluster_size, host = entry & QCOW2_OFFSET_MASK;
+
+	if (entry & QCOW2_OFLAG_COMPRESSED) {
+		uint64_t coff, clen, first, count;
+
+		compressed_range(q, entry, &coff, &clen, &first, &count);
+		if (coff < cs || coff >= q->file_size) {
+			q_corrupt(q, "compressed cluster at %#llx", (unsigned long long)coff);
+			return -EIO;
+		}
+		*kind = BLK_EXTENT_DATA;
+	} else if (q->version >= 3 && (entry & QCOW2_OFLAG_ZERO)) {
+		*kind = BLK_EXTENT_ZERO;
+	} else if (!host) {
+		*kind = BLK_EXTENT_BELOW;
+	} else {
+		if (host & (cs - 1) || host < cs || host >= q->file_size) {
+			q_corrupt(q, "L2 entry for guest offset %#llx points to %#llx",
+				  (unsigned long long)off, (unsigned long long)host);
+			return -EIO;
+		}
+		*kind = BLK_EXTENT_DATA;
+	}
+	return 0;
+}
+
+int qcow2_top_extent(struct blk *b, uint64_t offset, uint64_t max, enum blk_extent *kind,
+		     uint64_t *len)
+{
+	struct qcow2 *q = b->qcow2;
+	uint64_t cs = q->cluster_size, done = 0;
+
+	while (done < max) {
+		uint64_t off = offset + done, step = cs - (off & (cs - 1)), entry, l2_off;
+		enum blk_extent k;
+		int r = l2_lookup(q, off, &entry, &l2_off);
+
+		if (!r)
+			r = entry_extent(q, off, entry, &k);
+		if (r)
+			return r;
+		if (done && k != *kind)
+			break;
+		*kind = k;
+		done += step < max - done ? step : max - done;
+	}
+	*len = done;
+	return 0;
+}
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+	v = htobe16(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+int blk_qcow2_create(int fd, uint64_t size, const char *backing, const char *backing_format)
+{
+	const unsigned bits = 16;
+	const uint64_t cs = 1ull << bits;
+	uint64_t l1_entries, l1_clusters, total, off;
+	uint8_t *c;
+	int r;
+
+	if (!size || size % 512 || size > BLK_QCOW2_CREATE_MAX)
+		return -EINVAL;
+	if (backing && (!*backing || strlen(backing) > QCOW2_MAX_BACKING_NAME ||
+			!backing_format || strlen(backing_format) >= 16))
+		return -EINVAL;
+	/* Each L2 table maps cs / 8 clusters. */
+	l1_entries = (size + (cs << (bits - 3)) - 1) >> (bits + bits - 3);
+	l1_clusters = (l1_entries * 8 + cs - 1) / cs;
+	if (!l1_clusters)
+		l1_clusters = 1;
+	/* Header, refcount table, refcount block, L1 table. */
+	total = 3 + l1_clusters;
+	c = calloc(1, cs);
+	if (!c)
+		return -ENOMEM;
+	memcpy(c + QH_MAGIC, BLK_QCOW2_MAGIC, 4);
+	put_be32(c + QH_VERSION, 3);
+	put_be32(c + QH_CLUSTER_BITS, bits);
+	put_be64(c + QH_SIZE, size);
+	put_be32(c + QH_L1_SIZE, (uint32_t)l1_entries);
+	put_be64(c + QH_L1_OFFSET, 3 * cs);
+	put_be64(c + QH_RT_OFFSET, 1 * cs);
+	put_be32(c + QH_RT_CLUSTERS, 1);
+	put_be32(c + QH_REFCOUNT_ORDER, 4);
+	put_be32(c + QH_HEADER_LENGTH, QH_V3_LENGTH);
+	off = QH_V3_LENGTH;
+	if (backing) {
+		size_t blen = strlen(backing), flen = strlen(backing_format);
+
+		put_be32(c + off, QCOW2_EXT_BACKING_FORMAT);
+		put_be32(c + off + 4, (uint32_t)flen);
+		memcpy(c + off + 8, backing_format, flen);
+		off += 8 + round_up(flen, 8);
+		off += 8; /* the end-of-extensions marker: zeroes */
+		put_be64(c + QH_BACKING_OFFSET, off);
+		put_be32(c + QH_BACKING_SIZE, (uint32_t)blen);
+		memcpy(c + off, backing, blen);
+	}
+	r = fd_pwrite_full(fd, c, cs, 0);
+	if (r)
+		goto out;
+	/* The refcount table: its one block at cluster 2. */
+	memset(c, 0, cs);
+	put_be64(c, 2 * cs);
+	r = fd_pwrite_full(fd, c, cs, cs);
+	if (r)
+		goto out;
+	/* The refcount block: every cluster of the file counted once. */
+	memset(c, 0, cs);
+	for (uint64_t i = 0; i < total; i++)
+		put_be16(c + 2 * i, 1);
+	r = fd_pwrite_full(fd, c, cs, 2 * cs);
+	if (r)
+		goto out;
+	/* The L1 table: empty, as the file's tail of zeroes. */
+	if (ftruncate(fd, (off_t)(total * cs)) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (fsync(fd) < 0)
+		r = -errno;
+out:
+	free(c);
+	return r;
 }

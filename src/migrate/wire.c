@@ -7,9 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <nettle/hmac.h>
+#include <nettle/memops.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -89,22 +88,22 @@ int mig_mac(const uint8_t *key, size_t keylen, const char *label, const uint8_t 
 {
 	uint8_t msg[64 + 2 * MIG_NONCE_LEN];
 	size_t l = strlen(label);
-	unsigned int outlen = 0;
+	struct hmac_sha256_ctx ctx;
 
 	if (l > 64)
 		return -EINVAL;
 	memcpy(msg, label, l);
 	memcpy(msg + l, a, MIG_NONCE_LEN);
 	memcpy(msg + l + MIG_NONCE_LEN, b, MIG_NONCE_LEN);
-	if (!HMAC(EVP_sha256(), key, (int)keylen, msg, l + 2 * MIG_NONCE_LEN, mac, &outlen) ||
-	    outlen != MIG_MAC_LEN)
-		return -EIO;
+	hmac_sha256_set_key(&ctx, keylen, key);
+	hmac_sha256_update(&ctx, l + 2 * MIG_NONCE_LEN, msg);
+	hmac_sha256_digest(&ctx, MIG_MAC_LEN, mac);
 	return 0;
 }
 
 bool mig_mac_equal(const uint8_t *x, const uint8_t *y)
 {
-	return CRYPTO_memcmp(x, y, MIG_MAC_LEN) == 0;
+	return memeql_sec(x, y, MIG_MAC_LEN);
 }
 
 int mig_nonce(uint8_t *nonce)

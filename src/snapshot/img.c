@@ -1,11 +1,13 @@
 /* `vmrun img`: offline qcow2 image creation, inspection, overlay snapshots
  * and commit (include/vmrun/img.h).
  *
- * Headers are parsed here directly (read-only, every offset checked against
- * the file), so that `info -U` works on an image a running VM holds and so
- * that `snapshot` and `commit` can hold their own lock on FILE.  Data moves
- * through the block layer (blk_open/blk_submit/blk_drain), which does the
- * qcow2 allocation in its crash-safe order.
+ * There is one qcow2 parser, the block layer's: headers come from
+ * blk_image_info() (no lock, so `info -U` works on an image a running VM
+ * holds, and `snapshot` and `commit` can hold their own lock on FILE), new
+ * images from blk_qcow2_create(), and commit reads the overlay through a
+ * blk_open() of its top image alone and its blk_top_extent() map.  Data
+ * moves through the block layer, which does the qcow2 allocation in its
+ * crash-safe order.
  *
  * Order of the steps (a crash at any point leaves FILE naming a complete,
  * consistent image with the same guest-visible contents):
@@ -30,12 +32,13 @@
  *   FILE.base-N and a FILE.tmp-* file to delete); after it, the snapshot is
  *   complete (at worst the base is still writable).
  *
- * commit FILE:  lock FILE; parse its L1/L2 tables and refuse what cannot
- *   be copied (compressed clusters, unsupported features) before writing
- *   anything; make the base writable by its owner if it is not (restored
- *   afterwards); open the base through blk_open (writable: it takes its own
- *   exclusive lock, so a base in use is refused); copy each allocated
- *   cluster of FILE (zero clusters as WRITE_ZEROES); FLUSH the base; then
+ * commit FILE:  lock FILE; open its top image through the block layer
+ *   (read-only, top_only: every table checked as for a VM) and walk its
+ *   whole map, refusing a bad entry, before writing anything; make the base
+ *   writable by its owner if it is not (restored afterwards); open the base
+ *   through blk_open (writable: it takes its own exclusive lock, so a base
+ *   in use is refused); copy each data extent of FILE (compressed clusters
+ *   decompressed, zero clusters as WRITE_ZEROES); FLUSH the base; then
  *   replace FILE by an empty overlay of the same backing file, size and
  *   backing format, written under a temporary name, fsynced and renamed
  *   over FILE.  A crash during the copy leaves FILE's data on top (reads
@@ -66,37 +69,7 @@
 #include "vmrun/image_lock.h"
 #include "vmrun/utf8.h"
 
-#define IMG_CLUSTER_BITS 16u
-#define IMG_CLUSTER ((uint64_t)1 << IMG_CLUSTER_BITS)
 #define IMG_MAX_CHAIN 16u
-#define IMG_MAX_BACKING_NAME 1023u
-/* L1 table of at most 32 MiB (the backend's limit): 2^22 entries, each L2
- * covering 512 MiB with 64 KiB clusters: 2 PiB. */
-#define IMG_MAX_SIZE ((uint64_t)1 << 51)
-
-#define QCOW2_MAGIC 0x514649fbu
-#define QCOW2_EXT_END 0u
-#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
-#define QCOW2_OFLAG_COPIED (1ull << 63)
-#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
-#define QCOW2_OFLAG_ZERO (1ull << 0)
-#define QCOW2_OFFSET_MASK 0x00fffffffffffe00ull
-#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
-
-/* What img needs to know about one image file. */
-struct img_hdr {
-	enum blk_format format;   /* RAW or QCOW2 */
-	uint64_t size;            /* virtual size, bytes */
-	uint64_t file_size;       /* bytes on the host */
-	unsigned version;         /* qcow2 */
-	unsigned cluster_bits;    /* qcow2 */
-	uint64_t incompat;        /* qcow2 v3 */
-	uint32_t l1_size;         /* qcow2 */
-	uint64_t l1_offset;       /* qcow2 */
-	bool has_backing;
-	char backing[IMG_MAX_BACKING_NAME + 1];  /* as stored */
-	char backing_fmt[16];                    /* "" when the header has none */
-};
 
 static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -111,177 +84,6 @@ static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
 	return r;
 }
 
-static uint32_t get_be32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return be32toh(v);
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return be64toh(v);
-}
-
-static void put_be16(uint8_t *p, uint16_t v)
-{
-	v = htobe16(v);
-	memcpy(p, &v, 2);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	v = htobe32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	v = htobe64(v);
-	memcpy(p, &v, 8);
-}
-
-/* Parse the header of the image open on @fd (@path for messages). */
-static int img_read_header(int fd, const char *path, struct img_hdr *h, char *err, size_t errlen)
-{
-	uint8_t *c = NULL;
-	uint64_t ext, ext_end, hlen, clen;
-	struct stat st;
-	off_t end;
-	int r;
-
-	memset(h, 0, sizeof(*h));
-	if (fstat(fd, &st) < 0)
-		return fail(err, errlen, -errno, "cannot stat %s: %s", path, strerror(errno));
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-		return fail(err, errlen, -EINVAL, "%s is not a regular file or block device", path);
-	end = lseek(fd, 0, SEEK_END);
-	if (end < 0)
-		return fail(err, errlen, -errno, "cannot size %s: %s", path, strerror(errno));
-	h->file_size = (uint64_t)end;
-	h->format = BLK_FORMAT_RAW;
-	h->size = h->file_size;
-	if (h->file_size < 72)
-		return 0;
-	c = malloc(104);
-	if (!c)
-		return fail(err, errlen, -ENOMEM, "out of memory");
-	r = fd_pread_exact(fd, c, 72, 0);
-	if (r) {
-		r = fail(err, errlen, r, "cannot read %s: %s", path, strerror(-r));
-		goto out;
-	}
-	if (get_be32(c) != QCOW2_MAGIC) {
-		r = 0;
-		goto out;
-	}
-	h->format = BLK_FORMAT_QCOW2;
-	h->version = get_be32(c + 4);
-	h->cluster_bits = get_be32(c + 20);
-	h->size = get_be64(c + 24);
-	h->l1_size = get_be32(c + 36);
-	h->l1_offset = get_be64(c + 40);
-	if (h->version != 2 && h->version != 3) {
-		r = fail(err, errlen, -ENOTSUP, "%s: qcow2 version %u is not supported", path,
-			 h->version);
-		goto out;
-	}
-	if (h->cluster_bits < 9 || h->cluster_bits > 21) {
-		r = fail(err, errlen, -EINVAL, "%s: invalid cluster bits %u", path, h->cluster_bits);
-		goto out;
-	}
-	clen = (uint64_t)1 << h->cluster_bits;
-	if (clen > h->file_size)
-		clen = h->file_size;
-	free(c);
-	c = malloc(clen);
-	if (!c)
-		return fail(err, errlen, -ENOMEM, "out of memory");
-	r = fd_pread_exact(fd, c, clen, 0);
-	if (r) {
-		r = fail(err, errlen, r, "cannot read %s: %s", path, strerror(-r));
-		goto out;
-	}
-	hlen = 72;
-	if (h->version == 3) {
-		if (clen < 104) {
-			r = fail(err, errlen, -EINVAL, "%s: truncated qcow2 header", path);
-			goto out;
-		}
-		h->incompat = get_be64(c + 72);
-		hlen = get_be32(c + 100);
-		if (hlen < 104 || hlen > clen) {
-			r = fail(err, errlen, -EINVAL, "%s: invalid qcow2 header length", path);
-			goto out;
-		}
-	}
-	/* Header extensions: up to the backing file name, or the cluster end. */
-	{
-		uint64_t boff = get_be64(c + 8);
-		uint32_t bsize = get_be32(c + 16);
-
-		ext_end = clen;
-		if (boff) {
-			if (bsize == 0 || bsize > IMG_MAX_BACKING_NAME || boff > clen ||
-			    bsize > clen - boff) {
-				r = fail(err, errlen, -EINVAL, "%s: invalid backing file name field", path);
-				goto out;
-			}
-			memcpy(h->backing, c + boff, bsize);
-			h->backing[bsize] = '\0';
-			if (strlen(h->backing) != bsize) {
-				r = fail(err, errlen, -EINVAL, "%s: backing file name contains NUL", path);
-				goto out;
-			}
-			h->has_backing = true;
-			if (boff > hlen)
-				ext_end = boff;
-		}
-	}
-	for (ext = hlen; ext + 8 <= ext_end;) {
-		uint32_t type = get_be32(c + ext), len = get_be32(c + ext + 4);
-
-		if (type == QCOW2_EXT_END)
-			break;
-		if (len > ext_end - ext - 8)
-			break; /* malformed: ignore the rest, as QEMU would refuse */
-		if (type == QCOW2_EXT_BACKING_FORMAT && len < sizeof(h->backing_fmt)) {
-			memcpy(h->backing_fmt, c + ext + 8, len);
-			h->backing_fmt[len] = '\0';
-		}
-		ext += 8 + (((uint64_t)len + 7) & ~7ull);
-	}
-	r = 0;
-out:
-	free(c);
-	return r;
-}
-
-/* The path of backing file @name of the image at @path: relative names
- * are relative to @path's directory. */
-static int backing_path(const char *path, const char *name, char *out, size_t outlen)
-{
-	char *copy, *dir;
-	int n;
-
-	if (name[0] == '/') {
-		n = snprintf(out, outlen, "%s", name);
-		return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
-	}
-	copy = strdup(path);
-	if (!copy)
-		return -ENOMEM;
-	dir = dirname(copy);
-	n = strcmp(dir, ".") ? snprintf(out, outlen, "%s/%s", dir, name)
-			     : snprintf(out, outlen, "%s", name);
-	free(copy);
-	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
-}
-
 static int parse_format(const char *s, enum blk_format *out)
 {
 	if (!strcmp(s, "raw"))
@@ -291,18 +93,6 @@ static int parse_format(const char *s, enum blk_format *out)
 	else
 		return -EINVAL;
 	return 0;
-}
-
-/* Open @path read-only and parse its header. */
-static int img_probe(const char *path, struct img_hdr *h, char *err, size_t errlen)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), r;
-
-	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open %s: %s", path, strerror(errno));
-	r = img_read_header(fd, path, h, err, errlen);
-	close(fd);
-	return r;
 }
 
 /* fsync the directory holding @path, so that a rename or link is durable. */
@@ -341,77 +131,6 @@ static int temp_create(const char *path, char *tmp, size_t tmplen, int *fd)
 	return -EEXIST;
 }
 
-/* Write a qcow2 v3 image of @size bytes (64 KiB clusters, 16-bit
- * refcounts) to @fd: header cluster (header, backing format extension,
- * end extension, backing file name), refcount table, one refcount block,
- * L1 table; then fsync.  @backing NULL: no backing file. */
-static int qcow2_write_new(int fd, uint64_t size, const char *backing, const char *backing_fmt)
-{
-	uint64_t l1_entries = (size + (IMG_CLUSTER << (IMG_CLUSTER_BITS - 3)) - 1) >>
-			      (IMG_CLUSTER_BITS + IMG_CLUSTER_BITS - 3);
-	uint64_t l1_clusters = (l1_entries * 8 + IMG_CLUSTER - 1) / IMG_CLUSTER;
-	uint64_t total, off;
-	uint8_t *c;
-	int r;
-
-	if (l1_clusters == 0)
-		l1_clusters = 1;
-	total = 3 + l1_clusters;
-	c = calloc(1, IMG_CLUSTER);
-	if (!c)
-		return -ENOMEM;
-	/* Header (v3, 104 bytes). */
-	put_be32(c + 0, QCOW2_MAGIC);
-	put_be32(c + 4, 3);
-	put_be32(c + 20, IMG_CLUSTER_BITS);
-	put_be64(c + 24, size);
-	put_be32(c + 36, (uint32_t)l1_entries);
-	put_be64(c + 40, 3 * IMG_CLUSTER);  /* L1 table */
-	put_be64(c + 48, 1 * IMG_CLUSTER);  /* refcount table */
-	put_be32(c + 56, 1);
-	put_be32(c + 96, 4);                /* refcount order: 16 bits */
-	put_be32(c + 100, 104);             /* header length */
-	off = 104;
-	if (backing) {
-		size_t blen = strlen(backing), flen = strlen(backing_fmt);
-
-		put_be32(c + off, QCOW2_EXT_BACKING_FORMAT);
-		put_be32(c + off + 4, (uint32_t)flen);
-		memcpy(c + off + 8, backing_fmt, flen);
-		off += 8 + ((flen + 7) & ~(size_t)7);
-		off += 8; /* end of extensions: zeroes */
-		put_be64(c + 8, off);
-		put_be32(c + 16, (uint32_t)blen);
-		memcpy(c + off, backing, blen);
-	}
-	r = fd_pwrite_full(fd, c, IMG_CLUSTER, 0);
-	if (r)
-		goto out;
-	/* Refcount table: one block, at cluster 2. */
-	memset(c, 0, IMG_CLUSTER);
-	put_be64(c, 2 * IMG_CLUSTER);
-	r = fd_pwrite_full(fd, c, IMG_CLUSTER, IMG_CLUSTER);
-	if (r)
-		goto out;
-	/* Refcount block: every cluster of the file counted once. */
-	memset(c, 0, IMG_CLUSTER);
-	for (uint64_t i = 0; i < total; i++)
-		put_be16(c + 2 * i, 1);
-	r = fd_pwrite_full(fd, c, IMG_CLUSTER, 2 * IMG_CLUSTER);
-	if (r)
-		goto out;
-	/* L1 table: empty. */
-	if (ftruncate(fd, (off_t)(total * IMG_CLUSTER)) < 0) {
-		r = -errno;
-		goto out;
-	}
-	if (fsync(fd) < 0)
-		r = -errno;
-out:
-	free(c);
-	return r;
-}
-
 /* Write a new qcow2 image to a temporary name next to @path, fsynced; its
  * name goes to @tmp.  The caller links or renames it into place. */
 static int write_temp_image(const char *path, uint64_t size, const char *backing,
@@ -424,7 +143,7 @@ static int write_temp_image(const char *path, uint64_t size, const char *backing
 	if (r)
 		return fail(err, errlen, r, "cannot create a temporary file next to %s: %s", path,
 			    strerror(-r));
-	r = qcow2_write_new(fd, size, backing, backing_fmt);
+	r = blk_qcow2_create(fd, size, backing, backing_fmt);
 	if (close(fd) < 0 && !r)
 		r = -errno;
 	if (r) {
@@ -486,7 +205,7 @@ static int img_create(int argc, char *const argv[])
 	const char *backing = NULL, *bfmt_arg = NULL, *file = NULL, *size_arg = NULL;
 	char err[PATH_MAX + 256], bpath[PATH_MAX], tmp[PATH_MAX];
 	enum blk_format bfmt = BLK_FORMAT_AUTO;
-	struct img_hdr bh;
+	struct blk_image_info bh;
 	uint64_t size = 0;
 	struct stat st;
 	int r;
@@ -528,14 +247,14 @@ static int img_create(int argc, char *const argv[])
 	}
 	if (size_arg) {
 		r = parse_img_size(size_arg, &size);
-		if (r || size == 0 || size > IMG_MAX_SIZE) {
+		if (r || size == 0 || size > BLK_QCOW2_CREATE_MAX) {
 			fprintf(stderr, "vmrun img create: invalid size '%s' (a number of bytes with"
 				" an optional K, M, G or T suffix, 512 bytes to 2P)\n", size_arg);
 			return IMG_USAGE;
 		}
 		size = (size + 511) & ~(uint64_t)511;
 	}
-	if (backing && (!*backing || strlen(backing) > IMG_MAX_BACKING_NAME)) {
+	if (backing && (!*backing || strlen(backing) > sizeof(bh.backing) - 1)) {
 		fprintf(stderr, "vmrun img create: invalid backing file name\n");
 		return IMG_USAGE;
 	}
@@ -548,28 +267,22 @@ static int img_create(int argc, char *const argv[])
 		return IMG_FAILED;
 	}
 	if (backing) {
-		r = backing_path(file, backing, bpath, sizeof(bpath));
+		r = blk_backing_path(file, backing, bpath, sizeof(bpath));
 		if (r) {
 			fprintf(stderr, "vmrun img create: backing file name too long\n");
 			return IMG_USAGE;
 		}
-		r = img_probe(bpath, &bh, err, sizeof(err));
+		/* -F names the format (raw reads a qcow2 file as raw bytes);
+		 * without it, the probe's. */
+		r = blk_image_info(bpath, bfmt, &bh, err, sizeof(err));
 		if (r) {
 			fprintf(stderr, "vmrun img create: backing file: %s\n", err);
 			return IMG_FAILED;
 		}
-		if (bfmt == BLK_FORMAT_AUTO)
-			bfmt = bh.format;
-		else if (bfmt == BLK_FORMAT_QCOW2 && bh.format != BLK_FORMAT_QCOW2) {
-			fprintf(stderr, "vmrun img create: backing file %s is not a qcow2 image\n",
-				bpath);
-			return IMG_FAILED;
-		}
-		if (bfmt == BLK_FORMAT_RAW && bh.format == BLK_FORMAT_RAW)
-			bh.size = bh.file_size;
+		bfmt = bh.format;
 		if (!size_arg)
 			size = bh.size;
-		if (size == 0 || size > IMG_MAX_SIZE) {
+		if (size == 0 || size > BLK_QCOW2_CREATE_MAX) {
 			fprintf(stderr, "vmrun img create: the backing file's size (%" PRIu64
 				" bytes) cannot be used; give SIZE\n", size);
 			return IMG_FAILED;
@@ -606,10 +319,11 @@ static int img_create(int argc, char *const argv[])
 static int img_info(int argc, char *const argv[])
 {
 	const char *file = NULL;
-	char err[PATH_MAX + 256], path[PATH_MAX], next[PATH_MAX];
+	char err[PATH_MAX + 256], path[PATH_MAX];
+	enum blk_format format = BLK_FORMAT_AUTO;
 	bool as_json = false;
 	json_t *top = NULL, *chain = NULL;
-	struct img_hdr h;
+	struct blk_image_info h;
 	int status = IMG_FAILED, lock_fds[IMG_MAX_CHAIN + 1];
 	unsigned n_locks = 0;
 	bool force_share = false;
@@ -661,7 +375,9 @@ static int img_info(int argc, char *const argv[])
 			}
 			n_locks++;
 		}
-		if (img_probe(path, &h, err, sizeof(err))) {
+		/* Each level as its overlay's header names its format (a
+		 * backing file declared raw is not probed), as QEMU reads it. */
+		if (blk_image_info(path, format, &h, err, sizeof(err))) {
 			fprintf(stderr, "vmrun img info: %s%s\n", level ? "backing file: " : "", err);
 			goto out;
 		}
@@ -670,24 +386,28 @@ static int img_info(int argc, char *const argv[])
 		o = json_pack("{s:o,s:s,s:I,s:I}", "filename", utf8_json_string(path), "format",
 			      blk_format_name(h.format), "virtual-size", (json_int_t)h.size,
 			      "actual-size", (json_int_t)h.file_size);
+		json_object_set_new(o, "dirty-flag", json_boolean(h.dirty));
 		if (h.format == BLK_FORMAT_QCOW2) {
 			json_object_set_new(o, "cluster-size",
 					    json_integer((json_int_t)1 << h.cluster_bits));
 			json_object_set_new(o, "compat",
 					    json_string(h.version == 2 ? "0.10" : "1.1"));
+			/* qemu-img's names for the qcow2 specifics. */
+			json_object_set_new(
+				o, "format-specific",
+				json_pack("{s:s,s:{s:s,s:s,s:i,s:b}}", "type", "qcow2", "data",
+					  "compat", h.version == 2 ? "0.10" : "1.1",
+					  "compression-type", h.compression ? "zstd" : "zlib",
+					  "refcount-bits", (int)h.refcount_bits, "corrupt",
+					  (int)h.corrupt));
 		}
 		if (h.has_backing) {
-			if (backing_path(path, h.backing, next, sizeof(next))) {
-				fprintf(stderr, "vmrun img info: %s: backing file name too long\n",
-					path);
-				json_decref(o);
-				goto out;
-			}
 			json_object_set_new(o, "backing-filename", utf8_json_string(h.backing));
-			json_object_set_new(o, "full-backing-filename", utf8_json_string(next));
-			if (h.backing_fmt[0])
+			json_object_set_new(o, "full-backing-filename",
+					    utf8_json_string(h.backing_path));
+			if (h.backing_format[0])
 				json_object_set_new(o, "backing-filename-format",
-						    utf8_json_string(h.backing_fmt));
+						    utf8_json_string(h.backing_format));
 		}
 		if (level == 0)
 			top = json_deep_copy(o);
@@ -697,7 +417,10 @@ static int img_info(int argc, char *const argv[])
 		}
 		if (!h.has_backing)
 			break;
-		snprintf(path, sizeof(path), "%s", next);
+		/* blk_image_info() accepted only "raw", "qcow2" or none. */
+		if (parse_format(h.backing_format, &format))
+			format = BLK_FORMAT_AUTO;
+		snprintf(path, sizeof(path), "%s", h.backing_path);
 	}
 	json_object_set(top, "backing-chain", chain);
 	if (as_json) {
@@ -717,6 +440,7 @@ static int img_info(int argc, char *const argv[])
 			json_t *cs = json_object_get(o, "cluster-size");
 			json_t *bf = json_object_get(o, "backing-filename");
 			json_t *bff = json_object_get(o, "backing-filename-format");
+			json_t *fs = json_object_get(json_object_get(o, "format-specific"), "data");
 
 			if (i)
 				printf("\nbacking file (level %zu):\n", i);
@@ -734,6 +458,10 @@ static int img_info(int argc, char *const argv[])
 				       json_string_value(json_object_get(o, "full-backing-filename")));
 			if (bff)
 				printf("backing file format: %s\n", json_string_value(bff));
+			if (json_is_true(json_object_get(fs, "corrupt")))
+				printf("corrupt: true\n");
+			if (json_is_true(json_object_get(o, "dirty-flag")))
+				printf("dirty: true (lazy refcounts; a writable open repairs it)\n");
 		}
 	}
 	status = IMG_OK;
@@ -750,28 +478,25 @@ out:
 /* The steps of a snapshot, shared by `vmrun img snapshot` and the live form
  * (src/snapshot/live.c); the order is the one in the header comment. */
 
-int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, size_t errlen)
+int img_snapshot_prepare(const char *file, enum blk_format format, struct img_snapshot *s,
+			 char *err, size_t errlen)
 {
 	char *copy;
 	const char *base_name;
-	struct img_hdr h;
+	struct blk_image_info h;
 	struct stat st;
 	unsigned n;
-	int fd, r;
+	int r;
 
 	memset(s, 0, sizeof(*s));
 	if (lstat(file, &st) < 0)
 		return fail(err, errlen, -errno, "cannot stat %s: %s", file, strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return fail(err, errlen, -EINVAL, "%s is not a regular file", file);
-	fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open %s: %s", file, strerror(errno));
-	r = img_read_header(fd, file, &h, err, errlen);
-	close(fd);
+	r = blk_image_info(file, format, &h, err, errlen);
 	if (r)
 		return r;
-	if (h.size == 0 || h.size > IMG_MAX_SIZE || (h.size & 511))
+	if (h.size == 0 || h.size > BLK_QCOW2_CREATE_MAX || (h.size & 511))
 		return fail(err, errlen, -EINVAL, "%s: size %" PRIu64 " cannot be snapshotted", file,
 			    h.size);
 	if (snprintf(s->file, sizeof(s->file), "%s", file) >= (int)sizeof(s->file))
@@ -811,20 +536,20 @@ int img_snapshot_prepare(const char *file, struct img_snapshot *s, char *err, si
 	return 0;
 }
 
-int img_create_overlay(const char *path, const char *backing, uint64_t *size, char *err,
-		       size_t errlen)
+int img_create_overlay(const char *path, const char *backing, enum blk_format format,
+		       uint64_t *size, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX];
-	struct img_hdr h;
+	struct blk_image_info h;
 	int r;
 
 	if (backing[0] != '/')
 		return fail(err, errlen, -EINVAL, "%s: the backing file name must be absolute",
 			    backing);
-	r = img_probe(backing, &h, err, errlen);
+	r = blk_image_info(backing, format, &h, err, errlen);
 	if (r)
 		return r;
-	if (h.size == 0 || h.size > IMG_MAX_SIZE || (h.size & 511))
+	if (h.size == 0 || h.size > BLK_QCOW2_CREATE_MAX || (h.size & 511))
 		return fail(err, errlen, -EINVAL, "%s: size %" PRIu64 " cannot back an overlay",
 			    backing, h.size);
 	r = write_temp_image(path, h.size, backing, blk_format_name(h.format), tmp, sizeof(tmp), err,
@@ -910,7 +635,7 @@ static int img_snapshot(int argc, char *const argv[])
 		fprintf(stderr, "vmrun img snapshot: %s\n", err);
 		return IMG_FAILED;
 	}
-	if (img_snapshot_prepare(file, &s, err, sizeof(err))) {
+	if (img_snapshot_prepare(file, BLK_FORMAT_AUTO, &s, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img snapshot: %s\n", err);
 		goto out;
 	}
@@ -934,107 +659,64 @@ out:
 
 /* ------------------------------------------------------------------ commit */
 
-/* Walk FILE's L2 tables.  @base NULL: only check that every entry can be
- * copied.  Else copy every allocated cluster into @base. */
-static int commit_walk(int fd, const char *file, const struct img_hdr *h, struct blk *base,
-		       char *err, size_t errlen)
+/* Walk the extents FILE's top image holds (@top, opened top_only).  @base
+ * NULL: only check every mapping entry, before the first write.  Else copy
+ * each data extent into @base (compressed clusters come out decompressed)
+ * and write zeroes where the top marks zero clusters. */
+static int commit_walk(struct blk *top, const char *file, struct blk *base, uint8_t *buf,
+		       size_t buflen, char *err, size_t errlen)
 {
-	uint64_t csize = (uint64_t)1 << h->cluster_bits, per_l2 = csize / 8;
-	uint64_t *l1 = NULL, *l2 = NULL;
-	uint8_t *data = NULL;
-	int r = 0;
+	uint64_t size = blk_size(top), off = 0;
 
-	if (h->l1_size && (h->l1_offset & (csize - 1) || h->l1_offset > h->file_size ||
-			   (uint64_t)h->l1_size * 8 > h->file_size - h->l1_offset))
-		return fail(err, errlen, -EINVAL, "%s: L1 table outside the file", file);
-	l1 = malloc((size_t)h->l1_size * 8 + 8);
-	l2 = malloc(csize);
-	data = malloc(csize);
-	if (!l1 || !l2 || !data) {
-		r = fail(err, errlen, -ENOMEM, "out of memory");
-		goto out;
-	}
-	r = fd_pread_exact(fd, l1, (size_t)h->l1_size * 8, h->l1_offset);
-	if (r) {
-		r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
-		goto out;
-	}
-	for (uint64_t i = 0; i < h->l1_size; i++) {
-		uint64_t l2_off = be64toh(l1[i]) & QCOW2_OFFSET_MASK;
+	while (off < size) {
+		enum blk_extent kind;
+		uint64_t len;
+		int r = blk_top_extent(top, off, size - off, &kind, &len);
 
-		if (!l2_off)
-			continue;
-		if (l2_off & (csize - 1) || l2_off > h->file_size || csize > h->file_size - l2_off) {
-			r = fail(err, errlen, -EINVAL, "%s: L2 table outside the file", file);
-			goto out;
+		if (r)
+			return fail(err, errlen, r, "%s: bad mapping at guest offset %" PRIu64
+				    " (%s); nothing can be committed from it", file, off,
+				    strerror(-r));
+		if (base && kind == BLK_EXTENT_ZERO) {
+			r = blk_io_wait(base, BLK_WRITE_ZEROES, off, NULL, len);
+			if (r)
+				return fail(err, errlen, r, "writing zeroes to the backing file at %"
+					    PRIu64 ": %s", off, strerror(-r));
 		}
-		r = fd_pread_exact(fd, l2, csize, l2_off);
-		if (r) {
-			r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
-			goto out;
-		}
-		for (uint64_t j = 0; j < per_l2; j++) {
-			uint64_t e = be64toh(l2[j]), voff = (i * per_l2 + j) * csize, len, hoff;
+		for (uint64_t done = 0; base && kind == BLK_EXTENT_DATA && done < len;) {
+			uint64_t n = len - done < buflen ? len - done : buflen;
 
-			if (voff >= h->size)
-				break;
-			len = h->size - voff < csize ? h->size - voff : csize;
-			if (e & QCOW2_OFLAG_COMPRESSED) {
-				r = fail(err, errlen, -ENOTSUP, "%s: compressed clusters cannot be"
-					 " committed (convert the image first)", file);
-				goto out;
-			}
-			hoff = e & QCOW2_OFFSET_MASK;
-			if (h->version == 3 && (e & QCOW2_OFLAG_ZERO)) {
-				if (base) {
-					r = blk_io_wait(base, BLK_WRITE_ZEROES, voff, NULL, len);
-					if (r) {
-						r = fail(err, errlen, r, "writing zeroes to the backing"
-							 " file at %" PRIu64 ": %s", voff,
-							 strerror(-r));
-						goto out;
-					}
-				}
-				continue;
-			}
-			if (!hoff)
-				continue;
-			if (hoff & (csize - 1) || hoff > h->file_size || len > h->file_size - hoff) {
-				r = fail(err, errlen, -EINVAL, "%s: data cluster outside the file",
-					 file);
-				goto out;
-			}
-			if (!base)
-				continue;
-			r = fd_pread_exact(fd, data, len, hoff);
-			if (r) {
-				r = fail(err, errlen, r, "cannot read %s: %s", file, strerror(-r));
-				goto out;
-			}
-			r = blk_io_wait(base, BLK_WRITE, voff, data, len);
-			if (r) {
-				r = fail(err, errlen, r, "writing the backing file at %" PRIu64 ": %s",
-					 voff, strerror(-r));
-				goto out;
-			}
+			r = blk_io_wait(top, BLK_READ, off + done, buf, n);
+			if (r)
+				return fail(err, errlen, r, "reading %s at %" PRIu64 ": %s", file,
+					    off + done, strerror(-r));
+			r = blk_io_wait(base, BLK_WRITE, off + done, buf, n);
+			if (r)
+				return fail(err, errlen, r, "writing the backing file at %" PRIu64
+					    ": %s", off + done, strerror(-r));
+			done += n;
 		}
+		off += len;
 	}
-out:
-	free(l1);
-	free(l2);
-	free(data);
-	return r;
+	return 0;
 }
 
 static int img_commit(int argc, char *const argv[])
 {
-	char err[PATH_MAX + 256], bpath[PATH_MAX], tmp[PATH_MAX];
+	char err[PATH_MAX + 256], tmp[PATH_MAX];
+	const size_t buflen = 1u << 20;
+	struct blk_open_opts top_opts = {
+		/* The lock is lock_fd's; the backing file is opened below,
+		 * writable, by a handle of its own. */
+		.readonly = true, .no_lock = true, .top_only = true, .format = BLK_FORMAT_QCOW2,
+	};
 	struct blk_open_opts opts = { 0 };
-	struct blk *base = NULL;
-	struct img_hdr h, bh;
+	struct blk *top = NULL, *base = NULL;
+	struct blk_image_info h, bh;
 	struct stat bst;
 	bool restore_mode = false;
-	const char *file;
+	const char *file, *bpath;
+	uint8_t *buf = NULL;
 	int lock_fd = -1, r, status = IMG_FAILED;
 
 	if (argc != 2 || argv[1][0] == '-') {
@@ -1046,7 +728,7 @@ static int img_commit(int argc, char *const argv[])
 		fprintf(stderr, "vmrun img commit: %s\n", err);
 		return IMG_FAILED;
 	}
-	if (img_read_header(lock_fd, file, &h, err, sizeof(err))) {
+	if (blk_image_info(file, BLK_FORMAT_AUTO, &h, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img commit: %s\n", err);
 		goto out;
 	}
@@ -1055,42 +737,47 @@ static int img_commit(int argc, char *const argv[])
 			file);
 		goto out;
 	}
-	if (h.incompat & ~QCOW2_INCOMPAT_COMPRESSION) {
-		fprintf(stderr, "vmrun img commit: %s: incompatible features 0x%" PRIx64
-			" (dirty, corrupt, external data or extended L2) are not supported\n",
-			file, h.incompat);
+	if (h.dirty || h.corrupt) {
+		fprintf(stderr, "vmrun img commit: %s is marked %s: repair it first ('qemu-img check"
+			" -r all', or%s)\n", file, h.corrupt ? "corrupt" : "dirty",
+			h.corrupt ? " never" : " one writable open by vmrun");
 		goto out;
 	}
-	if (backing_path(file, h.backing, bpath, sizeof(bpath))) {
-		fprintf(stderr, "vmrun img commit: %s: backing file name too long\n", file);
+	/* Recreated empty at the end: refused now if that cannot be done. */
+	if (!h.size || h.size % 512 || h.size > BLK_QCOW2_CREATE_MAX) {
+		fprintf(stderr, "vmrun img commit: %s: a virtual size of %" PRIu64 " bytes is not"
+			" supported here\n", file, h.size);
 		goto out;
 	}
-	if (img_probe(bpath, &bh, err, sizeof(err))) {
+	/* The same parser and checks as a VM's disk: every table placed
+	 * inside the file and clear of the others, the L1 table's size
+	 * bounded. */
+	r = blk_open(file, &top_opts, NULL, &top, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "vmrun img commit: %s\n", err);
+		goto out;
+	}
+	bpath = h.backing_path;
+	if (h.backing_format[0])
+		(void)parse_format(h.backing_format, &opts.format); /* raw or qcow2: checked */
+	if (blk_image_info(bpath, opts.format, &bh, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img commit: backing file: %s\n", err);
 		goto out;
 	}
-	if (h.backing_fmt[0]) {
-		enum blk_format f;
-
-		if (parse_format(h.backing_fmt, &f)) {
-			fprintf(stderr, "vmrun img commit: %s: backing format '%s' not supported\n",
-				file, h.backing_fmt);
-			goto out;
-		}
-		opts.format = f;
-		if (f == BLK_FORMAT_RAW)
-			bh.size = bh.file_size;
-	} else {
-		opts.format = bh.format;
-	}
+	opts.format = bh.format;
 	if (bh.size < h.size) {
 		fprintf(stderr, "vmrun img commit: backing file %s (%" PRIu64 " bytes) is smaller"
 			" than %s (%" PRIu64 " bytes)\n", bpath, bh.size, file, h.size);
 		goto out;
 	}
-	/* Check everything before the first write. */
-	if (commit_walk(lock_fd, file, &h, NULL, err, sizeof(err))) {
+	/* Check every mapping entry before the first write. */
+	if (commit_walk(top, file, NULL, NULL, 0, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img commit: %s\n", err);
+		goto out;
+	}
+	buf = malloc(buflen);
+	if (!buf) {
+		fprintf(stderr, "vmrun img commit: out of memory\n");
 		goto out;
 	}
 	if (stat(bpath, &bst) < 0) {
@@ -1110,12 +797,12 @@ static int img_commit(int argc, char *const argv[])
 		fprintf(stderr, "vmrun img commit: backing file: %s\n", err);
 		goto out;
 	}
-	if (blk_size(base) < h.size) {
+	if (blk_size(base) < blk_size(top)) {
 		fprintf(stderr, "vmrun img commit: backing file %s is smaller than %s\n", bpath,
 			file);
 		goto out;
 	}
-	if (commit_walk(lock_fd, file, &h, base, err, sizeof(err))) {
+	if (commit_walk(top, file, base, buf, buflen, err, sizeof(err))) {
 		fprintf(stderr, "vmrun img commit: %s (%s still holds all its data)\n", err, file);
 		goto out;
 	}
@@ -1127,9 +814,10 @@ static int img_commit(int argc, char *const argv[])
 	}
 	blk_close(base);
 	base = NULL;
+	blk_close(top);
+	top = NULL;
 	/* The base has everything: empty the overlay. */
-	r = write_temp_image(file, h.size, h.backing,
-			     h.backing_fmt[0] ? h.backing_fmt : blk_format_name(bh.format), tmp,
+	r = write_temp_image(file, h.size, h.backing, blk_format_name(bh.format), tmp,
 			     sizeof(tmp), err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "vmrun img commit: data committed, but cannot empty the overlay: %s\n",
@@ -1150,10 +838,12 @@ static int img_commit(int argc, char *const argv[])
 	}
 	status = IMG_OK;
 out:
+	free(buf);
 	blk_close(base);
-	if (restore_mode && chmod(bpath, bst.st_mode & 07777) < 0) {
-		fprintf(stderr, "vmrun img commit: cannot make %s read-only again: %s\n", bpath,
-			strerror(errno));
+	blk_close(top);
+	if (restore_mode && chmod(h.backing_path, bst.st_mode & 07777) < 0) {
+		fprintf(stderr, "vmrun img commit: cannot make %s read-only again: %s\n",
+			h.backing_path, strerror(errno));
 		status = IMG_FAILED;
 	}
 	close(lock_fd);

@@ -55,7 +55,9 @@ int disk_snapshot_live(struct virtio_blk *vb, const char *file, const struct blk
 	r = blk_io_wait(old, BLK_FLUSH, 0, NULL, 0);
 	if (r)
 		return errmsg(r, err, errlen, "%s: flush before the snapshot: %s", file, strerror(-r));
-	r = img_snapshot_prepare(file, &s, why, sizeof(why));
+	/* The format the disk runs as, never a probe: a raw disk's guest may
+	 * have written a qcow2 header (naming a backing file) into it. */
+	r = img_snapshot_prepare(file, blk_format(old), &s, why, sizeof(why));
 	if (r)
 		return errmsg(r, err, errlen, "%s", why);
 	if ((size_t)snprintf(base, baselen, "%s", s.base) >= baselen) {

@@ -179,6 +179,18 @@ void snapshot_describe(struct vm *vm, struct state_writer *w,
 		state_put_str(w, "serial", d->serial);
 		state_put_u32(w, "transport", (uint32_t)d->transport);
 		if (bases) {
+			/* The frozen base's format: a read-only disk is its own
+			 * base; a writable one now runs on the overlay the freeze
+			 * made, whose header names the base's format. */
+			struct blk_image_info top;
+			const char *base_format = blk_format_name(blk_format(vm->blks[i].backend));
+
+			if (!d->readonly) {
+				blk_get_info(vm->blks[i].backend, &top);
+				base_format = top.backing_format[0] ? top.backing_format : NULL;
+			}
+			if (base_format)
+				state_put_str(w, "base-format", base_format);
 			state_put_str(w, "base", bases[i]);
 			state_put_u64(w, "base-size", size);
 			state_put_u32(w, "base-fingerprint", crc);
@@ -477,7 +489,19 @@ static int load_config(struct snapshot *s, const struct snapshot_overrides *ov,
 		if (state_has(r, node, "transport"))
 			state_get_u32_range(r, node, "transport", VIRTIO_TRANSPORT_MMIO,
 					    VIRTIO_TRANSPORT_PCI, &transport);
+		s->base_format[i] = BLK_FORMAT_AUTO;
 		if (!s->incoming) {
+			char base_fmt[8] = "";
+
+			if (state_has(r, node, "base-format")) {
+				state_get_str(r, node, "base-format", base_fmt, sizeof(base_fmt));
+				if (!r->err && strcmp(base_fmt, "raw") && strcmp(base_fmt, "qcow2"))
+					return errmsg(-EINVAL, err, errlen,
+						      "%s: disk %u: unknown base format '%s'", s->dir,
+						      i, base_fmt);
+				s->base_format[i] = strcmp(base_fmt, "raw") ? BLK_FORMAT_QCOW2
+									    : BLK_FORMAT_RAW;
+			}
 			state_get_u64(r, node, "base-size", &size);
 			state_get_u32(r, node, "base-fingerprint", &crc);
 		}
@@ -666,7 +690,8 @@ int snapshot_open(struct snapshot *s, const char *dir, const struct vm_config *r
 
 				if (n < 0 || (size_t)n >= sizeof(d->path))
 					return errmsg(-ENAMETOOLONG, err, errlen, "%s: name too long", s->dir);
-				r = img_create_overlay(d->path, bases[i], NULL, why, sizeof(why));
+				r = img_create_overlay(d->path, bases[i], s->base_format[i], NULL, why,
+						       sizeof(why));
 				if (!r)
 					break;
 				if (r != -EEXIST || k == 10000)

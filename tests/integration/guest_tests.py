@@ -1710,6 +1710,51 @@ def test_blk_live_snapshot_failure():
             kill(p)
 
 
+def test_blk_live_snapshot_raw_stays_raw():
+    # A disk run as format=raw whose guest wrote a qcow2 header naming a
+    # backing file into it (here the host writes the same bytes): the live
+    # snapshot's overlay must name its base as raw, the format it ran as.
+    # A probe would record qcow2, and the next start would open the file
+    # the guest named (a host file) as the base's backing file.
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "api.sock")
+        img = os.path.join(d, "disk.raw")
+        secret = os.path.join(d, "host-secret")
+        with open(secret, "wb") as f:
+            f.write(b"not for the guest\n" * 1000)
+        with open(img, "wb") as f:
+            f.truncate(BLK_MB)
+        p = subprocess.Popen(with_transport([VMRUN, "--kernel", guest("echo"), "--api-sock", sock,
+                                             "--disk", img + ",format=raw"], TRANSPORT),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(p.stdout, b"echo ready\n")
+            hdr = os.path.join(d, "hdr.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw",
+                            hdr, "1M"], check=True, timeout=HANG_GUARD_S)
+            with open(hdr, "rb") as f:
+                header = f.read()
+            check(len(header) < BLK_MB, f"qemu-img made a {len(header)}-byte image")
+            with open(img, "r+b") as f:
+                f.write(header)
+            rc, out, err = ctl(sock, "snapshot", "disk=0")
+            check(rc == 0, f"snapshot: {rc} {err}")
+            rc, _, err = ctl(sock, "quit")
+            check(rc == 0 and p.wait(timeout=HANG_GUARD_S) == 0, f"quit: {rc} {err}")
+        finally:
+            kill(p)
+        info = json.loads(qemu_img("info", "--output=json", "--backing-chain", img))
+        check(len(info) == 2, f"the chain has {len(info)} levels: {info}")
+        top, base = info
+        check(top.get("backing-filename") == "disk.raw.base-1" and
+              top.get("backing-filename-format") == "raw",
+              f"overlay: backing {top.get('backing-filename')!r} format "
+              f"{top.get('backing-filename-format')!r}, want disk.raw.base-1 as raw")
+        check(base.get("format") == "raw" and base.get("virtual-size") == BLK_MB,
+              f"base: {base.get('format')} of {base.get('virtual-size')} bytes, want raw of "
+              f"{BLK_MB}")
+
+
 def test_control_non_utf8_disk():
     # A --disk path that is not UTF-8 (paths are bytes) appears in
     # query-status made valid (the byte as \xHH), its live snapshot

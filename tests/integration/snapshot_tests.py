@@ -707,6 +707,18 @@ def test_snapshot_disk_refusals():
         sock = os.path.join(d, "s.sock")
         with Vm(count_args(sock) + ["--disk", disk + ",format=raw"]) as vm:
             vm.wait_for(b"\ncount %d\n" % PAUSE_AT)
+            # What its guest could write into a disk run as raw: a qcow2
+            # header naming a host file as its backing file.  The restore
+            # must take the frozen base as raw all the same (as the save
+            # recorded it), never probe it.
+            secret = os.path.join(d, "host-secret")
+            with open(secret, "wb") as f:
+                f.write(b"not for the guest\n" * 100)
+            hdr = os.path.join(d, "hdr.qcow2")
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", secret, "-F", "raw",
+                            hdr, "1M"], check=True, timeout=HANG_GUARD_S)
+            with open(hdr, "rb") as f, open(disk, "r+b") as g:
+                g.write(f.read())
             ctl_ok(sock, "pause", vm=vm)
             res = ctl_ok(sock, "save", f"path={snap}", vm=vm)
             quit_vm(vm, sock)
@@ -728,9 +740,11 @@ def test_snapshot_disk_refusals():
         check(base_hash() == before_hash, "a restore wrote the base")
         r = subprocess.run(["qemu-img", "info", "--output=json",
                             os.path.join(snap, "disk0-1.qcow2")], capture_output=True, text=True)
-        if r.returncode == 0:
-            check(json.loads(r.stdout).get("backing-filename") == base,
-                  f"the overlay's backing file is not the frozen base: {r.stdout}")
+        check(r.returncode == 0, f"qemu-img info on the restore's overlay: {r.stderr}")
+        info = json.loads(r.stdout)
+        check(info.get("backing-filename") == base and
+              info.get("backing-filename-format") == "raw",
+              f"the overlay's backing file is not the frozen base, as raw: {r.stdout}")
         # The base moved: refused, then found with --restore-disk.
         moved = os.path.join(d, "moved.raw")
         os.rename(base, moved)

@@ -152,10 +152,16 @@ def test_info_json():
             mine = json.loads(img("info", path, "--json").stdout)
             theirs = qinfo(path)
             for key in ("filename", "format", "virtual-size", "cluster-size",
-                        "backing-filename", "backing-filename-format", "full-backing-filename"):
+                        "backing-filename", "backing-filename-format", "full-backing-filename",
+                        "dirty-flag"):
                 check(mine.get(key) == theirs.get(key),
                       f"info --json {os.path.basename(path)}: {key}: {mine.get(key)!r}, "
                       f"qemu-img says {theirs.get(key)!r}")
+            for key in ("compat", "compression-type", "refcount-bits", "corrupt"):
+                got = mine.get("format-specific", {}).get("data", {}).get(key)
+                want = theirs.get("format-specific", {}).get("data", {}).get(key)
+                check(got == want, f"info --json {os.path.basename(path)}: format-specific "
+                      f"{key}: {got!r}, qemu-img says {want!r}")
             chain = qinfo(path, chain=True)
             if isinstance(chain, dict):
                 chain = [chain]
@@ -370,18 +376,81 @@ def test_errors():
             finally:
                 holder.stdin.close()
                 holder.wait()
-        # A compressed cluster is refused before anything is written.
+        # Compressed clusters are read by the block layer's one qcow2
+        # parser, so they commit too (decompressed into the base).
         top = os.path.join(d, "c.qcow2")
         img("create", "-b", "disk.qcow2", top)
-        qemu_io(top, "qcow2", "write -c -P 0x99 0 64k")
-        s_base = file_digest(path)
-        p = img("commit", top, ok=(4,))
-        one_line_error(p, "commit compressed", ["compressed"])
-        check(file_digest(path) == s_base, "refused commit changed the base")
+        qemu_io(top, "qcow2", "write -c -P 0x99 0 64k", "write -P 0x98 128k 64k")
+        want = oracle_raw(top)
+        img("commit", top)
+        check(oracle_raw(path) == want, "commit compressed: the base does not hold the top's data")
+        qemu_check(path, "commit compressed: base")
+        check(not has_own_data(top), "commit compressed: the top is not empty")
+        crafted_commits(d)
         # Not an image at all: info says raw; a directory is refused.
         p = img("snapshot", d, ok=(4,))
         one_line_error(p, "snapshot of a directory")
         no_temp_files(d, "errors")
+
+
+def rusage_run(args):
+    """Run @args; its exit status and peak RSS in KiB (wait4's rusage)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.execv(args[0], args)
+        finally:
+            os._exit(127)
+    _, status, ru = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), ru.ru_maxrss
+
+
+def crafted_commits(d):
+    """Overlays crafted as an attacker would (issue 14): 2 MiB clusters and
+    an L1 table longer than the block layer accepts, whose last entry maps
+    a virtual offset that wraps around 2^64 to 0, and an L1 of 2^32 - 1
+    entries.  `img commit` must refuse both before writing anything (the
+    old private parser wrote the cluster at offset 0 of the base, and
+    allocated and read 32 GiB for the second)."""
+    base = os.path.join(d, "victim.raw")
+    with open(base, "wb") as f:
+        f.write(bytes([0x5a]) * (4 * MiB))
+    before = file_digest(base)
+    cs = 2 * MiB
+    for name, l1_entries in (("wrap.qcow2", (1 << 25) + 1), ("huge.qcow2", (1 << 32) - 1)):
+        top = os.path.join(d, name)
+        qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "-b", "victim.raw",
+                 "-F", "raw", top, "4M")
+        l1_off = 8 * cs
+        with open(top, "r+b") as f:
+            hdr = bytearray(f.read(104))
+            check(hdr[:4] == b"QFI\xfb" and int.from_bytes(hdr[20:24], "big") == 21,
+                  f"{name}: qemu-img made {hdr[:24]!r}")
+            hdr[36:40] = l1_entries.to_bytes(4, "big")
+            hdr[40:48] = l1_off.to_bytes(8, "big")
+            f.seek(0)
+            f.write(hdr)
+            if l1_entries < (1 << 26):
+                # L1 entry 2^25 maps virtual offset 2^25 * 2^18 * 2 MiB =
+                # 2^64: the wrap.  Its L2 table's first entry: a data
+                # cluster full of 0xee.
+                l2_off = l1_off + ((l1_entries * 8 + cs - 1) // cs) * cs
+                data_off = l2_off + cs
+                f.seek(l1_off + (l1_entries - 1) * 8)
+                f.write(((1 << 63) | l2_off).to_bytes(8, "big"))
+                f.seek(l2_off)
+                f.write(((1 << 63) | data_off).to_bytes(8, "big"))
+                f.seek(data_off)
+                f.write(bytes([0xee]) * cs)
+        status, rss_kib = rusage_run([VMRUN, "img", "commit", top])
+        check(status == 4, f"crafted commit {name}: exit status {status}, want 4")
+        p = img("commit", top, ok=(4,))
+        one_line_error(p, f"crafted commit {name}", ["L1 table"])
+        check(rss_kib < 256 * 1024, f"crafted commit {name}: peak RSS {rss_kib} KiB")
+        check(file_digest(base) == before, f"crafted commit {name} changed the base")
 
 
 # ------------------------------------------------- failures and crashes

@@ -217,7 +217,7 @@ static void test_blk_locks(void **state)
 
 	snprintf(top.path, sizeof(top.path), "%.48s.top", f->path);
 	unlink(top.path);
-	assert_int_equal(img_create_overlay(top.path, f->path, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(img_create_overlay(top.path, f->path, BLK_FORMAT_AUTO, NULL, f->err, sizeof(f->err)), 0);
 	assert_int_equal(blk_open(top.path, &opts, NULL, &b, f->err, sizeof(f->err)), 0);
 	assert_int_equal(taken_mask(&top), M(100) | M(101) | M(103) | M(201) | M(203));
 	assert_int_equal(taken_mask(f), M(100) | M(201) | M(203));

@@ -1235,6 +1235,99 @@ static void test_internal_snapshots(void **state)
 	}
 }
 
+/* What `vmrun img` reads through the block layer (include/vmrun/block.h):
+ * blk_image_info() of a qemu-made overlay, the extents of its top image
+ * alone (top_only) against what qemu-io wrote into it, and a
+ * blk_qcow2_create() image that qemu-img checks. */
+static void test_top_extent_and_info(void **state)
+{
+	static const struct {
+		uint64_t off, len;
+		enum blk_extent kind;
+	} want[] = {
+		{ 0, 8 * KiB, BLK_EXTENT_DATA },         { 8 * KiB, 56 * KiB, BLK_EXTENT_BELOW },
+		{ 64 * KiB, 8 * KiB, BLK_EXTENT_ZERO },  { 72 * KiB, 56 * KiB, BLK_EXTENT_BELOW },
+		{ 128 * KiB, 4 * KiB, BLK_EXTENT_DATA }, { 132 * KiB, MiB - 132 * KiB, BLK_EXTENT_BELOW },
+	};
+	struct blk_open_opts top_only = { .readonly = true, .top_only = true, .no_aio = true };
+	struct ctx *c = *state;
+	struct blk_image_info info;
+	char path[128], base[128], err[512];
+	uint8_t buf[4096];
+	uint64_t off = 0, len;
+	enum blk_extent kind;
+	unsigned i = 0;
+	int fd;
+
+	if (!have_qemu_img())
+		return;
+	make_raw(c, "base.raw", MiB, 7);
+	assert_int_equal(sh(c, "qemu-img create -f qcow2 -o cluster_size=4096 -b base.raw -F raw"
+			    " top.qcow2"), 0);
+	assert_int_equal(sh(c, "qemu-io -f qcow2 -c 'write -P 0x31 0 8k' -c 'write -z 64k 8k'"
+			    " -c 'write -c -P 0x32 128k 4k' top.qcow2"), 0);
+	path_of(c, "top.qcow2", path, sizeof(path));
+	path_of(c, "base.raw", base, sizeof(base));
+
+	assert_int_equal(blk_image_info(path, BLK_FORMAT_AUTO, &info, err, sizeof(err)), 0);
+	assert_int_equal(info.format, BLK_FORMAT_QCOW2);
+	assert_int_equal(info.version, 3);
+	assert_int_equal(info.cluster_bits, 12);
+	assert_int_equal(info.size, MiB);
+	assert_true(info.has_backing && !info.dirty && !info.corrupt);
+	assert_string_equal(info.backing, "base.raw");
+	assert_string_equal(info.backing_format, "raw");
+	assert_string_equal(info.backing_path, base);
+	assert_int_equal(blk_image_info(path, BLK_FORMAT_RAW, &info, err, sizeof(err)), 0);
+	assert_int_equal(info.format, BLK_FORMAT_RAW);
+	assert_false(info.has_backing);
+	assert_int_equal(blk_image_info(base, BLK_FORMAT_QCOW2, &info, err, sizeof(err)), -EINVAL);
+
+	/* top_only is for readers. */
+	top_only.readonly = false;
+	assert_int_equal(blk_open(path, &top_only, NULL, &c->b, err, sizeof(err)), -EINVAL);
+	top_only.readonly = true;
+	assert_int_equal(blk_open(path, &top_only, NULL, &c->b, err, sizeof(err)), 0);
+	while (off < MiB) {
+		assert_int_equal(blk_top_extent(c->b, off, MiB, &kind, &len), 0);
+		assert_true(i < sizeof(want) / sizeof(want[0]));
+		assert_int_equal(off, want[i].off);
+		assert_int_equal(len, want[i].len);
+		assert_int_equal(kind, want[i].kind);
+		off += len;
+		i++;
+	}
+	assert_int_equal(i, sizeof(want) / sizeof(want[0]));
+	/* @max bounds an extent; offsets must be sectors inside the image. */
+	assert_int_equal(blk_top_extent(c->b, 512, 1024, &kind, &len), 0);
+	assert_int_equal(len, 1024);
+	assert_int_equal(blk_top_extent(c->b, 100, 512, &kind, &len), -EINVAL);
+	assert_int_equal(blk_top_extent(c->b, MiB, 512, &kind, &len), -EINVAL);
+	/* The top alone: its data, compressed too, and zeroes for the rest. */
+	assert_int_equal(blk_io_wait(c->b, BLK_READ, 128 * KiB, buf, sizeof(buf)), 0);
+	for (unsigned k = 0; k < sizeof(buf); k++)
+		assert_int_equal(buf[k], 0x32);
+	assert_int_equal(blk_io_wait(c->b, BLK_READ, 16 * KiB, buf, sizeof(buf)), 0);
+	for (unsigned k = 0; k < sizeof(buf); k++)
+		assert_int_equal(buf[k], 0);
+	close_img(c);
+
+	/* A new image over it: what qemu-img reads back. */
+	path_of(c, "new.qcow2", path, sizeof(path));
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(blk_qcow2_create(fd, 3 * MiB + 100, NULL, NULL), -EINVAL);
+	assert_int_equal(blk_qcow2_create(fd, 0, NULL, NULL), -EINVAL);
+	assert_int_equal(blk_qcow2_create(fd, MiB, "top.qcow2", "qcow2"), 0);
+	close(fd);
+	assert_int_equal(sh(c, "qemu-img check -f qcow2 new.qcow2"), 0);
+	assert_int_equal(sh(c, "qemu-img info --output=json new.qcow2 | grep -q"
+			    " '\"backing-filename-format\": \"qcow2\"'"), 0);
+	assert_int_equal(sh(c, "qemu-img convert -f qcow2 -O raw top.qcow2 a.raw &&"
+			    " qemu-img convert -f qcow2 -O raw new.qcow2 b.raw && cmp a.raw b.raw"),
+			 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1256,6 +1349,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refcount_table_grows, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_none, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_top_extent_and_info, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
