@@ -29,13 +29,22 @@ struct vm_config;
  * rather than SIMD ones that stop at every instruction for vmrun's
  * fallback (Debian's blake2s self-test alone: over 20 minutes).  SMAP
  * stays: without it, system calls from user space fault on this host.
- * Two initcalls of distribution kernels
- * (ftrace's check of every traced function and the trace enum-map
- * worker) cost 10-15 minutes of interpreted time: they are skipped. */
+ * Initcalls of distribution kernels that only check or describe, skipped
+ * (Debian 12's, timed with initcall_debug): ftrace's check of every traced
+ * function and the trace enum-map worker (10-15 minutes together), the
+ * tracefs directories of every trace event (tracer_init_tracefs, 196 s),
+ * the self-tests of blake2s (34 s) and of the SP800-108 KDF
+ * (crypto_kdf108_init, up to 256 s), and, through cryptomgr.notests, the
+ * crypto API's self-test of every algorithm registered.  mitigations=off:
+ * guest kernel code is interpreted, never executed speculatively, so
+ * retpolines, return thunks and RSB filling only cost interpreted
+ * instructions (guest user code runs natively, but the mitigations it
+ * would need are the host kernel's). */
 #define NESTED_LINUX_ARGS                                                                          \
 	"noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp "                       \
-	"clearcpuid=129,137,141,147,148,151,153,297,580 "                                          \
-	"initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init"
+	"clearcpuid=129,137,141,147,148,151,153,297,580 mitigations=off cryptomgr.notests "       \
+	"initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,tracer_init_tracefs,"  \
+	"blake2s_mod_init,crypto_kdf108_init"
 
 /* Whether @cpuinfo (the text of /proc/cpuinfo) describes a CPU without
  * hardware virtualization: 1 when its first "flags" line names neither

@@ -538,8 +538,10 @@ def test_lcg_reference():
 
 NESTED_NOTICE = ("vmrun: nested KVM without VT-x/AMD-V detected: instruction fallbacks on "
                  "(--no-nested-workarounds disables)")
-NESTED_LINUX_ARGS = ("noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp clearcpuid=129,137,141,147,148,151,153,297,580 "
-                     "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init")
+NESTED_LINUX_ARGS = ("noxsave no-kvmclock pty.legacy_count=0 tsc=reliable noreplace-smp "
+                     "clearcpuid=129,137,141,147,148,151,153,297,580 mitigations=off "
+                     "cryptomgr.notests initcall_blacklist=ftrace_check_for_weak_functions,"
+                     "trace_eval_init,tracer_init_tracefs,blake2s_mod_init,crypto_kdf108_init")
 
 
 def host_lacks_hw_virt():
@@ -602,8 +604,9 @@ def test_nested_linux_args():
         nested = host_lacks_hw_virt()
         out, _ = expect(["--kernel", path, "--cmdline", "exit=0 tsc=unstable"], debug_exit_status(0))
         want = ("exit=0 tsc=unstable noxsave no-kvmclock pty.legacy_count=0 noreplace-smp "
-                "clearcpuid=129,137,141,147,148,151,153,297,580 "
-                "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init"
+                "clearcpuid=129,137,141,147,148,151,153,297,580 mitigations=off cryptomgr.notests "
+                "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,"
+                "tracer_init_tracefs,blake2s_mod_init,crypto_kdf108_init"
                 if nested else "exit=0 tsc=unstable")
         check(f"cmdline: {want}\n" in out, f"want 'cmdline: {want}' in:\n{out}")
         out, _ = expect(["--kernel", path, "--cmdline", "exit=0", "--no-nested-workarounds"],

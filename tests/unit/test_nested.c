@@ -156,18 +156,21 @@ static void test_cmdline_append(void **state)
 	assert_int_equal(nested_cmdline_append("tsc=unstable noxsave clearcpuid=1 pty.legacy", out,
 					       sizeof(out)), 0);
 	assert_string_equal(out, "tsc=unstable noxsave clearcpuid=1 pty.legacy no-kvmclock "
-				 "pty.legacy_count=0 noreplace-smp "
-				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init");
+				 "pty.legacy_count=0 noreplace-smp mitigations=off cryptomgr.notests "
+				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,"
+				 "tracer_init_tracefs,blake2s_mod_init,crypto_kdf108_init");
 	assert_int_equal(nested_cmdline_append("noxsave=1 no-kvmclock-x", out, sizeof(out)), 0);
 	assert_string_equal(out, "noxsave=1 no-kvmclock-x no-kvmclock pty.legacy_count=0 tsc=reliable "
 				 "noreplace-smp clearcpuid=129,137,141,147,148,151,153,297,580 "
-				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init");
+				 "mitigations=off cryptomgr.notests "
+				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,"
+				 "tracer_init_tracefs,blake2s_mod_init,crypto_kdf108_init");
 }
 
 static void test_cmdline_append_limits(void **state)
 {
 	const size_t args = strlen(NESTED_LINUX_ARGS);
-	char out[256], user[256];
+	char out[512], user[512];
 
 	/* Exactly fits: user + ' ' + args + NUL. */
 	memset(user, 'a', sizeof(user));
