@@ -4,8 +4,8 @@
 #   scripts/fuzz.sh TARGET [SECONDS]      (default 180 s)
 #   scripts/fuzz.sh --list
 #
-# TARGET is a tests/fuzz/fuzz_TARGET.c (virtq, virtio_blk, virtio_net, qcow2,
-# img, boot, initrd, control, insn, state, migrate).  The script builds
+# TARGET is a tests/fuzz/fuzz_TARGET.c (virtq, virtio_blk, virtio_net, virtio_pci, qcow2,
+# img, boot, initrd, control, config, insn, state, migrate).  The script builds
 # fuzz_TARGET with clang -fsanitize=fuzzer,address,undefined in $BUILD
 # (default build-fuzz; configured on first use; NO_BUILD=1 runs the binary
 # already there, as when the tree is mid-edit), fuzzes into a scratch copy

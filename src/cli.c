@@ -771,8 +771,10 @@ static int config_add_flag(struct cli_store *st, const char *path, const char *k
 	int r;
 
 	/* Is it one of parse_argv()'s flags?  Ask it, with a kernel so that
-	 * nothing else can fail. */
-	if (strlen(key) + 3 > sizeof(opt))
+	 * nothing else can fail.  A key with '=' names no option: as "--KEY"
+	 * it would be an option with its value ("kernel=x"), past the checks
+	 * of config_add_value(). */
+	if (strlen(key) + 3 > sizeof(opt) || strchr(key, '='))
 		r = -EINVAL;
 	else {
 		snprintf(opt, sizeof(opt), "--%s", key);
@@ -827,7 +829,9 @@ static int config_load(struct cli_store *st, const struct cli_scan *sc, char *er
 	return 0;
 }
 
-int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, size_t errlen)
+/* cli_parse() but for its message's last touch. */
+static int parse_all(int argc, char *const argv[], struct vm_config *cfg, char *err,
+		     size_t errlen)
 {
 	struct cli_scan sc;
 	struct cli_store *st;
@@ -868,4 +872,24 @@ int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, si
 	}
 	cfg->cli_owned = st;
 	return CLI_OK;
+}
+
+/* The messages quote values from the command line and the file as given;
+ * a control character among them (a newline in an argument, or "\n" in a
+ * JSON string) would break the one line cli_parse() promises: each is
+ * shown as '?'. */
+static void one_line(char *err, size_t errlen)
+{
+	for (size_t i = 0; i < errlen && err[i]; i++)
+		if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f)
+			err[i] = '?';
+}
+
+int cli_parse(int argc, char *const argv[], struct vm_config *cfg, char *err, size_t errlen)
+{
+	int r = parse_all(argc, argv, cfg, err, errlen);
+
+	if (r < 0)
+		one_line(err, errlen);
+	return r;
 }

@@ -17,7 +17,9 @@
  * Nothing read from the image is trusted: every offset is checked against
  * the file size, the cluster alignment and the metadata it must not
  * overlap (the header cluster, the L1 table, the refcount table) before it
- * is read or written.
+ * is read or written, and guest data is never written over an L2 table or
+ * a refcount block, nor allocated where a table entry places one (a sorted
+ * set of them, q->tables).
  *
  * Crash safety: a process killed at any point, or a power loss, leaves no
  * corruption, at worst leaked clusters; what a completed FLUSH covered is
@@ -187,6 +189,12 @@ struct qcow2 {
 	size_t npend, cap_pend;
 	uint64_t *rel;          /* L2 entries whose clusters lose a reference */
 	size_t nrel, cap_rel;
+	/* Every L2 table the L1 table named and every refcount block the
+	 * refcount table named since the open: host offsets, sorted, no
+	 * duplicates.  Guest data is never written there (a hostile L2 entry
+	 * pointing at one would let guest writes rewrite metadata). */
+	uint64_t *tables;
+	size_t n_tables, cap_tables;
 	struct qcow2 *backing;
 	/* The backing file as the header names it ("" when none), its format
 	 * from the header extension ("" when none) and its path (relative
@@ -404,6 +412,7 @@ static void qimg_free(struct qcow2 *q)
 		free(q->rcbuf);
 		free(q->pend);
 		free(q->rel);
+		free(q->tables);
 		free(q->path);
 		free(q);
 		q = next;
@@ -473,9 +482,16 @@ static int l2_set(struct qcow2 *q, uint64_t l2_off, unsigned idx, uint64_t val)
 	return meta_defer(q, l2_off + (uint64_t)idx * 8, val);
 }
 
+static int tables_add(struct qcow2 *q, uint64_t off);
+static int tables_rebuild(struct qcow2 *q);
+
 /* L1 entry @l1i becomes @val: in memory now, on disk at qcow2_commit(). */
 static int l1_set(struct qcow2 *q, uint64_t l1i, uint64_t val)
 {
+	int r = val & QCOW2_OFFSET_MASK ? tables_add(q, val & QCOW2_OFFSET_MASK) : 0;
+
+	if (r)
+		return r;
 	q->l1[l1i] = val;
 	return meta_defer(q, q->l1_offset + l1i * 8, val);
 }
@@ -886,7 +902,9 @@ static int rt_grow(struct qcow2 *q)
 		q->rt_bytes = n * cs;
 		q->rt_entries = (uint32_t)(n * cs / 8);
 		q->alloc_next = end;
-		r = rc_release(q, old_off >> q->cluster_bits, old_clusters);
+		r = tables_rebuild(q);
+		if (!r)
+			r = rc_release(q, old_off >> q->cluster_bits, old_clusters);
 	}
 out:
 	free(buf);
@@ -895,18 +913,87 @@ out:
 }
 
 /* Whether the cluster at @off is one of our metadata tables by position:
- * an L2 table of the active L1 or a refcount block.  Their refcounts are
- * never 0 in a sound image; this keeps a damaged one from handing them
- * out as free. */
+ * an L2 table of the active L1 or a refcount block (q->tables).  Their
+ * refcounts are never 0 in a sound image; this keeps a damaged one from
+ * handing them out as free, and guest data from being written over them. */
 static bool is_table_cluster(const struct qcow2 *q, uint64_t off)
 {
-	for (uint32_t i = 0; i < q->l1_size; i++)
-		if ((q->l1[i] & QCOW2_OFFSET_MASK) == off)
+	size_t lo = 0, hi = q->n_tables;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (q->tables[mid] == off)
 			return true;
-	for (uint32_t i = 0; i < q->rt_entries; i++)
-		if ((q->rt[i] & QCOW2_RT_OFFSET_MASK) == off)
-			return true;
+		if (q->tables[mid] < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return false;
+}
+
+/* Add @off (a new L2 table or refcount block) to q->tables. */
+static int tables_add(struct qcow2 *q, uint64_t off)
+{
+	size_t lo = 0, hi = q->n_tables;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (q->tables[mid] == off)
+			return 0;
+		if (q->tables[mid] < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (q->n_tables == q->cap_tables) {
+		size_t cap = q->cap_tables ? q->cap_tables * 2 : 64;
+		uint64_t *t = realloc(q->tables, cap * sizeof(*t));
+
+		if (!t)
+			return -ENOMEM;
+		q->tables = t;
+		q->cap_tables = cap;
+	}
+	memmove(q->tables + lo + 1, q->tables + lo, (q->n_tables - lo) * sizeof(*q->tables));
+	q->tables[lo] = off;
+	q->n_tables++;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* q->tables afresh from the L1 and refcount tables in memory (at open, and
+ * when the refcount table moved). */
+static int tables_rebuild(struct qcow2 *q)
+{
+	size_t cap = (size_t)q->l1_size + q->rt_entries + 1, n = 0;
+	uint64_t *t = malloc(cap * sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < q->l1_size; i++)
+		if (q->l1[i] & QCOW2_OFFSET_MASK)
+			t[n++] = q->l1[i] & QCOW2_OFFSET_MASK;
+	for (uint32_t i = 0; i < q->rt_entries; i++)
+		if (q->rt[i] & QCOW2_RT_OFFSET_MASK)
+			t[n++] = q->rt[i] & QCOW2_RT_OFFSET_MASK;
+	qsort(t, n, sizeof(*t), cmp_u64);
+	q->n_tables = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!q->n_tables || t[q->n_tables - 1] != t[i])
+			t[q->n_tables++] = t[i];
+	free(q->tables);
+	q->tables = t;
+	q->cap_tables = cap;
+	return 0;
 }
 
 /* The first cluster inside the file, at or after q->free_hint, whose
@@ -1011,12 +1098,20 @@ static int alloc_reserve(struct qcow2 *q, uint64_t *out)
 				return r;
 			q->rt[rti] = off;
 			q->alloc_next += cs;
+			r = tables_add(q, off);
+			if (r)
+				return r;
 			continue;
 		}
 		/* Past the end of the file nothing can be referenced: a stale
 		 * refcount there (a leak) is overwritten with 1, not trusted,
-		 * so that no hostile refcount block can make us scan. */
+		 * so that no hostile refcount block can make us scan.  Except
+		 * where a (damaged) table entry already places an L2 table or
+		 * a refcount block: data there would be rewritten as metadata
+		 * once the file grows past it.  Such a cluster is skipped. */
 		q->alloc_next += cs;
+		if (is_table_cluster(q, off))
+			continue;
 		*out = off;
 		return 0;
 	}
@@ -1254,9 +1349,10 @@ static int write_chunk(struct qcow2 *q, uint64_t off, const uint8_t *buf, uint64
 	zero = !compressed && q->version >= 3 && (entry & QCOW2_OFLAG_ZERO);
 	host = compressed ? 0 : entry & QCOW2_OFFSET_MASK;
 	if (host) {
-		if (!host_cluster_ok(q, host)) {
-			q_corrupt(q, "L2 entry for guest offset %#llx points to %#llx",
-				  (unsigned long long)off, (unsigned long long)host);
+		if (!host_cluster_ok(q, host) || is_table_cluster(q, host)) {
+			q_corrupt(q, "L2 entry for guest offset %#llx points to %#llx%s",
+				  (unsigned long long)off, (unsigned long long)host,
+				  is_table_cluster(q, host) ? " (an L2 table or refcount block)" : "");
 			return -EIO;
 		}
 		if (entry & QCOW2_OFLAG_COPIED) {
@@ -1538,7 +1634,7 @@ static int qcow2_try_async(struct blk *b, struct blk_req *req)
 		    (q->version >= 3 && (entry & QCOW2_OFLAG_ZERO)) ||
 		    (req->op == BLK_WRITE && !(entry & QCOW2_OFLAG_COPIED)))
 			return 0;
-		if (!host_cluster_ok(q, host))
+		if (!host_cluster_ok(q, host) || (req->op == BLK_WRITE && is_table_cluster(q, host)))
 			return 0; /* the synchronous path reports it */
 		host += in;
 		if (n && ext_host[n - 1] + ext_len[n - 1] == host) {
@@ -2068,6 +2164,11 @@ static int qcow2_load(struct qcow2 *q, struct qcow2_chain *chain, char *err, siz
 	for (uint32_t i = 0; i < q->rt_entries; i++)
 		q->rt[i] = be64toh(q->rt[i]);
 	q->alloc_next = round_up(q->file_size, cs);
+	r = tables_rebuild(q);
+	if (r) {
+		errmsg(r, err, errlen, "%s: out of memory", q->path);
+		goto out;
+	}
 
 	/* Unknown autoclear features describe data we will not keep up to
 	 * date (bitmaps...): the spec says to clear them before writing. */

@@ -5,7 +5,8 @@
     gen_seeds.py CORPUS_DIR [TARGET...]
 
 writes CORPUS_DIR/<target>/seed_* for each target named (default: all of
-virtq virtio_blk virtio_net qcow2 img boot initrd control insn).  Each seed
+virtq virtio_blk virtio_net virtio_pci qcow2 img boot initrd control insn config).
+Each seed
 follows the input layout its target's header comment describes; the qcow2 and
 img seeds need qemu-img and qemu-io (Debian: qemu-utils), the bzImage seeds
 xz, lzma, zstd, lz4 and bzip2 on PATH.  Rerun when a layout changes.
@@ -19,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-TARGETS = ["virtq", "virtio_blk", "virtio_net", "qcow2", "img", "boot", "initrd", "control",
-           "insn"]
+TARGETS = ["virtq", "virtio_blk", "virtio_net", "virtio_pci", "qcow2", "img", "boot", "initrd",
+           "control", "insn", "config"]
 
 
 def gz(data, level=9):
@@ -195,6 +196,113 @@ def gen_virtio_net(d):
 
 
 # ---- qcow2 images (qemu-img, qemu-io) ----
+
+
+# ---- virtio-pci (fuzz_virtio_pci.c) ----
+
+# fuzz_virtio_pci.c's program ops (op % 16) and common_regs[] indices.
+P_CFG_RD, P_CFG_WR, P_CF8, P_CFC_RD, P_CFC_WR, P_BAR0_RD, P_BAR0_WR, P_BAR1 = range(8)
+P_WIN, P_NOTIFY, P_COMMON, P_CFGCAP, P_MSIX_CTL, P_WALK, P_QUIESCE, P_ISR = range(8, 16)
+C_DFSELECT, C_DF, C_GFSELECT, C_GF, C_MSIX, C_NUMQ, C_STATUS, C_CFGGEN = range(8)
+C_QSELECT, C_QSIZE, C_QMSIX, C_QENABLE, C_QNOFF, C_DESCLO, C_DESCHI = range(8, 15)
+C_AVAILLO, C_AVAILHI, C_USEDLO, C_USEDHI = range(15, 19)
+W1, W2, W4, W8 = 0, 1, 2, 3  # arg & 3 of the BAR and port ops
+CW1, CW2, CW4 = 1, 2, 4      # arg & 7 of the configuration ops
+
+
+def pci_input(flags, program, ram=None, features=1 << 32, qlog=4, rings=(0, 0x100, 0x200)):
+    out = bytes([flags]) + struct.pack("<QB3H", features, qlog, *rings) + bytes([len(program)])
+    for op, arg, off, val in program:
+        out += struct.pack("<BBHI", op, arg, off, val)
+    return out + (bytes(ram.b) if ram else b"")
+
+
+def gen_virtio_pci(d):
+    F_EVENT_IDX = 1 << 29
+    NO_BRINGUP, MSIX, FIRMWARE = 4, 8, 16
+    BAR0, BAR1 = 0x10, 0x14
+
+    def blk_ram(typ=0, sector=0, data_len=512):
+        """One virtio-blk request in a 16-entry queue at the bring-up's rings."""
+        r = Ram()
+        descs = [desc(0x1000, 16, NEXT, 1)]
+        r.put(0x1000, struct.pack("<IIQ", typ, 0, sector))
+        if data_len:
+            descs.append(desc(0x1800, data_len, (WRITE if typ == 0 else 0) | NEXT, 2))
+        descs.append(desc(0x1c00, 1, WRITE, 0))
+        r.ring(0, 16, descs, [0])
+        return r
+
+    notify = (P_NOTIFY, 0, 0, 0)
+    put(d, "read_intx", pci_input(0, [notify, (P_CFG_RD, CW2, 0x06, 0), (P_ISR, 0, 0, 0),
+                                      (P_CFG_RD, CW2, 0x06, 0)], blk_ram()))
+    put(d, "write_firmware", pci_input(FIRMWARE, [notify, (P_ISR, 0, 0, 0)],
+                                       blk_ram(1, 3, 1024)))
+    put(d, "read_ro_unsafe", pci_input(1 | 2, [notify], blk_ram(1, 0, 512)))
+    put(d, "msix", pci_input(MSIX, [
+        notify, (P_BAR1, W8, 0x800, 0),                       # the PBA
+        (P_BAR1, 16 | W4, 0x1c, 1),                            # mask vector 1
+        (P_COMMON, 0, C_QENABLE, 0), notify,                   # pending while masked
+        (P_BAR1, W4, 0x800, 0), (P_BAR1, 16 | W4, 0x1c, 0),    # unmask: delivered
+        (P_MSIX_CTL, 0, 0, 0xc000), notify, (P_MSIX_CTL, 0, 0, 0x8000),  # function mask
+        (P_BAR1, W4, 0x10, 0), (P_BAR1, W8, 0x18, 0), (P_BAR1, W2, 0x10, 0),
+        (P_MSIX_CTL, 0, 0, 0)], blk_ram(8, 0, 20), features=(1 << 32) | F_EVENT_IDX))
+    put(d, "bar_sizing", pci_input(NO_BRINGUP, [
+        (P_CFG_WR, CW4, BAR0, 0xffffffff), (P_CFG_RD, CW4, BAR0, 0),
+        (P_CFG_WR, CW4, BAR1, 0xffffffff), (P_CFG_RD, CW4, BAR1, 0),
+        (P_CFG_WR, CW4, BAR0, 0xe0040000), (P_CFG_WR, CW4, BAR1, 0xe0020000),
+        (P_CFG_WR, CW2, 0x04, 0x6), (P_BAR0_RD, W2, 0x12, 0),
+        (P_CFG_WR, CW4, BAR1, 0xe0041000),                     # onto BAR0: refused
+        (P_BAR1, W4, 0, 0), (P_CFG_WR, CW4, BAR0, 0x00100000),  # onto RAM: refused
+        (P_CFG_WR, CW4, BAR1, 0xe00ff000),                     # the window's last page
+        (P_BAR1, 16 | W8, 0, 0xfee00000), (P_CFG_WR, CW4, BAR0, 0xe00fe000),  # BAR0 past the end
+        (P_CFG_WR, CW2, BAR0 + 2, 0xe004), (P_CFG_WR, CW1, BAR0 + 1, 0xff),  # partial writes
+        (P_CFG_WR, CW2, 0x04, 0), (P_WIN, W4, 0, 0x40000),
+        (P_CFG_WR, CW2, 0x04, 0x402), (P_WIN, 16 | W4, 0, 0x40014)]))
+    put(d, "cf8_cfc", pci_input(NO_BRINGUP, [
+        (P_CF8, 0x80 | W4, 0, 0x00), (P_CFC_RD, W4, 0, 0), (P_CFC_RD, W1, 3, 0),
+        (P_CFC_RD, W2, 2, 0), (P_CFC_RD, W4, 1, 0),            # unaligned, past the port
+        (P_CF8, 0x80 | W4, 0, 0x34), (P_CFC_RD, W1, 0, 0),
+        (P_CF8, 0x80 | W4, 0, 0x04), (P_CFC_WR, W2, 0, 0x0406), (P_CFC_RD, W4, 0, 0),
+        (P_CF8, W4, 0, 0x80000000), (P_CFC_RD, W4, 0, 0),     # the host bridge
+        (P_CF8, W4, 0, 0x80010000), (P_CFC_RD, W4, 0, 0),     # bus 1
+        (P_CF8, W4, 0, 0x80000100), (P_CFC_RD, W4, 0, 0),     # function 1
+        (P_CF8, W4, 0, 0x0000f800), (P_CFC_RD, W4, 0, 0),     # disabled, slot 31
+        (P_CF8, (3 << 2) | W1, 0, 0x01), (P_CF8, W2, 0, 0),    # byte write to 0xCFB
+        (P_CF8, W8, 0, 0), (P_CFC_WR, W8, 0, 0)]))
+    put(d, "config_widths", pci_input(0, [
+        (P_WALK, 0, 0, 0), (P_CFG_RD, CW4, 0x41, 0), (P_CFG_RD, CW2, 0xff, 0),
+        (P_CFG_RD, CW4, 0xfe, 0), (P_CFG_RD, 3, 0x40, 0), (P_CFG_RD, 0, 0, 0),
+        (P_CFG_RD, CW4, 0x102, 0), (P_CFG_WR, CW4, 0x00, 0xffffffff),  # read-only IDs
+        (P_CFG_WR, CW4, 0x3c, 0xffffffff), (P_CFG_WR, CW4, 0x40, 0xffffffff),
+        (P_CFG_WR, CW1 | 8, 0x04, 0x06), (P_CFG_RD, CW4 | 8, 0x00, 0),  # the host bridge
+        (P_CFG_RD, CW4 | 16, 0x00, 0), (P_CFG_WR, CW4 | 24, 0x04, 2),  # absent slots
+        (P_WALK, 0, 0, 0)]))
+    put(d, "cfg_window", pci_input(0, [
+        (P_CFGCAP, 0 | (1 << 1), 0x12, 0), (P_CFGCAP, 0, 0x14, 0),
+        (P_CFGCAP, 0x80 | (0 << 1), 0x14, 0),                   # status 0 through the window
+        (P_CFGCAP, 1 | (2 << 1) | (2 << 3), 0x0, 0),            # the MSI-X table
+        (P_CFGCAP, 0x80 | 1 | (2 << 1) | (2 << 3), 0x4, 0x1234),
+        (P_CFGCAP, 1 | (2 << 1) | (2 << 3), 0x800, 0),          # the PBA
+        (P_CFGCAP, (2 << 1), 0x3ffe, 0), (P_CFGCAP, (3 << 1), 0x2000, 0),  # refused
+        (P_CFGCAP, 0x80 | (2 << 1) | (1 << 3), 0x3000, 0)]))    # a notify, half written
+    put(d, "common_regs", pci_input(0, [
+        (P_COMMON, 0, C_DFSELECT, 1), (P_BAR0_RD, W4, 0x04, 0), (P_COMMON, 0, C_DFSELECT, 7),
+        (P_BAR0_RD, W4, 0x04, 0), (P_COMMON, 0, C_GFSELECT, 2), (P_COMMON, 0, C_GF, 0xffffffff),
+        (P_COMMON, 0, C_QSELECT, 5), (P_BAR0_RD, W2, 0x18, 0), (P_COMMON, 0, C_QSIZE, 3),
+        (P_COMMON, 0, C_QSELECT, 0), (P_COMMON, 0, C_QENABLE, 0),
+        (P_COMMON, 0, C_QSIZE, 1000), (P_COMMON, 4, C_DESCLO, 0xfff0),
+        (P_COMMON, 0, C_DESCHI, 0xffffffff), (P_COMMON, 0, C_QENABLE, 1),
+        (P_BAR0_RD, W8, 0x20, 0), (P_BAR0_RD, W8, 0x24, 0), (P_BAR0_RD, W1, 0x15, 0),
+        (P_BAR0_RD, W4, 0x2000, 0), (P_BAR0_RD, W8, 0x2038, 0), (P_BAR0_WR, W1, 0x2000, 1),
+        (P_BAR0_WR, W2, 0x3002, 0), (P_BAR0_WR, W2, 0x3004, 0), (P_BAR0_RD, W4, 0x3ffe, 0),
+        (P_COMMON, 0, C_QMSIX, 3), (P_COMMON, 0, C_MSIX, 0x1234), notify],
+        blk_ram()))
+    put(d, "reset_inflight", pci_input(0, [notify, (P_COMMON, 0, C_STATUS, 0), (P_QUIESCE, 0, 0, 0),
+                                           (P_COMMON, 0, C_STATUS, 0xff), notify],
+                                       blk_ram(0, 100, 4096)))
+    put(d, "rings_outside_ram", pci_input(0, [notify], blk_ram(), rings=(0xfff0, 0xfffe, 0xfffc)))
+
 
 def qemu(*args):
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -428,6 +536,48 @@ def gen_insn(d):
     seed("no_sse_state", b"\x66\x0f\xef\xc1", flags=3)
     seed("walk_5level", b"\x90", paging=(0x80010001, 0x1000, 0x1020, 0xd00, 0xffff800000001000, 3),
          mem=mem)
+
+
+
+# ---- --config FILE (fuzz_config.c) ----
+
+def gen_config(d):
+    def seed(name, doc, args=(), at=0, eq=False):
+        text = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        flags = len(args) | (16 if eq else 0) | (at << 5)
+        put(d, name, bytes([flags]) + b"".join(a.encode() + b"\0" for a in args) + text)
+
+    seed("full", {"kernel": "vmlinux", "initrd": "initrd.gz", "cmdline": "console=ttyS0",
+                  "mem": "512M", "cpus": 2, "disk": ["a.img,readonly",
+                                                     "b.qcow2,format=qcow2,cache=none,serial=S1"],
+                  "net": "tap=tap0,mac=52:54:00:12:34:56,queues=2,transport=mmio",
+                  "console": "stdio,log=console.log", "timeout": 2.5, "acpi": "off",
+                  "no-pvpanic": True, "quiet": True, "paused": False, "seccomp": "log",
+                  "boot": "pvh", "kernel-decompress": "guest", "initrd-decompress": "guest",
+                  "user": "nobody:nogroup", "exit-json": "out.json", "api-sock": "vm.sock",
+                  "no-nested-workarounds": True})
+    seed("override", {"kernel": "k", "cpus": 1, "mem": 64, "disk": ["a.img", "b.img"]},
+         args=("--cpus", "4", "--disk=c.img", "--mem=1G"), at=2, eq=True)
+    seed("restore", {"restore": "snap", "restore-disk": ["0=/x.img", "7=y.img"],
+                     "restore-tap": "1=tap1", "paused": True, "console": "file:out.txt"},
+         args=("--timeout", "1e3"))
+    seed("incoming", {"incoming": "tcp:0.0.0.0:4444", "migration-key": "key"},
+         args=("--kernel", "k"), at=2)
+    seed("bad_type", {"kernel": 5, "cpus": [2]})
+    seed("bad_syntax", b'{"kernel": "k",\n  "cpus": ')
+    seed("duplicate_key", b'{"kernel": "a", "kernel": "b"}')
+    seed("not_object", [1, "two", None])
+    seed("names_another", {"config": "other.json"})
+    seed("unknown_key", {"kernel": "k", "frobnicate": True, "x" * 60: 1})
+    seed("flag_not_bool", {"kernel": "k", "quiet": "yes"})
+    seed("numbers", b'{"kernel": "k", "mem": 1e300, "cpus": -1, "timeout": 1e-300}')
+    seed("given_twice", {"kernel": "k"}, args=("--config=elsewhere.json",), at=1)
+    seed("help", {"kernel": "k"}, args=("--help",))
+    seed("array_items", {"kernel": "k", "disk": ["a", 5, None], "net": []})
+    seed("too_many", {"kernel": "k", "disk": ["d%d" % i for i in range(9)],
+                      "net": ["tap=t0", "tap=t1", "tap=t2"]})
+    seed("escapes", b'{"kernel": "\\u00e9\\ud83d\\ude00", "cmdline": "a\\u0001b", "user": "u:g"}')
+    seed("nul_and_bad_user", b'{"kernel": "k", "cmdline": "a\\u0000b", "user": ":"}')
 
 
 def main():
