@@ -1212,6 +1212,12 @@ static int ctl_resume(void *opaque)
 	return 0;
 }
 
+static int ctl_nmi(void *opaque)
+{
+	vcpus_nmi(opaque);
+	return 0;
+}
+
 static int ctl_quit(void *opaque)
 {
 	vm_request_exit_as(opaque, VMRUN_EXIT_POWEROFF, true, "quit");
@@ -1356,6 +1362,7 @@ static const struct control_ops vm_control_ops = {
 	.pause = ctl_pause,
 	.resume = ctl_resume,
 	.quit = ctl_quit,
+	.nmi = ctl_nmi,
 	.disk_snapshot = ctl_disk_snapshot,
 };
 

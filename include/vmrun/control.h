@@ -46,6 +46,9 @@ struct control_ops {
 	int (*pause)(void *opaque);
 	int (*resume)(void *opaque);
 	int (*quit)(void *opaque);
+	/* "nmi": a non-maskable interrupt for every vCPU, delivered as each
+	 * next enters the guest (after "resume" when paused).  May be NULL. */
+	int (*nmi)(void *opaque);
 	json_t *(*disk_snapshot)(void *opaque, json_t *args, char *err, size_t errlen);
 	/* "save" {"path": DIR}: a whole-VM snapshot (vmrun/snapshot.h); the
 	 * result describes what was written, or NULL with the reason in @err. */

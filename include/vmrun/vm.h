@@ -61,6 +61,9 @@ struct vcpu {
 	/* Recorded by the vCPU thread itself each time it parks (state_lock):
 	 * halted with interrupts disabled and nothing pending. */
 	bool halted_for_good;
+	/* "nmi" asked for one (atomic): injected (KVM_NMI) by the vCPU's own
+	 * thread before its next KVM_RUN. */
+	bool nmi_pending;
 	/* Auto-converge: when this vCPU last came out of a throttle sleep
 	 * (its own thread only). */
 	struct timespec throttle_woke;
@@ -275,6 +278,11 @@ void vcpus_resume(struct vm *vm);
 #define VCPU_THROTTLE_PERIOD_US 10000
 #define VCPU_THROTTLE_MAX_SLEEP_US 1000000
 void vcpus_throttle_kick(struct vm *vm);
+
+/* A non-maskable interrupt for every vCPU: each thread injects it before
+ * its next KVM_RUN (kicked out of the current one; a paused vCPU takes it
+ * when resumed). */
+void vcpus_nmi(struct vm *vm);
 
 /* Stop and join every vCPU thread. */
 void vcpus_stop(struct vm *vm);

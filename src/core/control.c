@@ -57,6 +57,8 @@ static const struct control_command {
 	{ "pause", "stop every vCPU; answers once all of them are parked" },
 	{ "resume", "run the vCPUs again; answers once all of them left the pause" },
 	{ "quit", "end the run (exit status 0)" },
+	{ "nmi", "a non-maskable interrupt on every vCPU (QEMU's nmi: a guest kernel's crash dump "
+		 "or backtrace)" },
 	{ "snapshot", "args {\"disk\": N or PATH}: a live overlay snapshot of a disk" },
 	{ "save", "args {\"path\": DIR}: a whole-VM snapshot (vmrun --restore DIR)" },
 	{ "migrate", "args {\"uri\": \"tcp:HOST:PORT\", \"downtime_ms\", \"max_bandwidth\"}: live "
@@ -170,8 +172,10 @@ static json_t *run_command(struct control *ctl, json_t *id, const char *cmd, jso
 		r = ctl->ops->resume(ctl->opaque);
 	else if (!strcmp(cmd, "quit"))
 		r = ctl->ops->quit(ctl->opaque);
+	else if (!strcmp(cmd, "nmi"))
+		r = ctl->ops->nmi ? ctl->ops->nmi(ctl->opaque) : -ENOTSUP;
 	else
-		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit, "
+		return reply_error(id, "unknown command '%s' (query-status, pause, resume, quit, nmi, "
 				       "snapshot, save, migrate, query-migrate, migrate-cancel, help)", cmd);
 	if (r)
 		return reply_error(id, "%s failed: %s", cmd, strerror(-r));

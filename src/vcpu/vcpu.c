@@ -321,6 +321,11 @@ static void *vcpu_thread(void *arg)
 			clock_gettime(CLOCK_MONOTONIC, &vm->first_run);
 			vm->entered = true;
 		}
+		/* KVM_NMI from this thread: a vCPU ioctl waits for KVM_RUN to
+		 * return, and this thread is where that happens. */
+		if (__atomic_exchange_n(&v->nmi_pending, false, __ATOMIC_SEQ_CST) &&
+		    ioctl(v->fd, KVM_NMI, 0) < 0)
+			log_warn("vcpu%u: cannot inject the NMI: %s", v->id, strerror(errno));
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				vcpu_throttle(v);
@@ -372,6 +377,13 @@ static void vcpus_kick_all(struct vm *vm)
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
 	}
+}
+
+void vcpus_nmi(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->n_vcpus; i++)
+		__atomic_store_n(&vm->vcpus[i].nmi_pending, true, __ATOMIC_SEQ_CST);
+	vcpus_kick_all(vm);
 }
 
 void vcpus_throttle_kick(struct vm *vm)

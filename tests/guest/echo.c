@@ -17,6 +17,9 @@ static volatile uint32_t ring_head, ring_tail;
 static volatile uint32_t rx_irqs;
 /* Set while the receive interrupt is off because the ring is full. */
 static volatile bool rx_paused;
+/* NMIs taken (the host's "nmi" command); the main loop reports each. */
+static volatile uint32_t nmis;
+static uint32_t nmis_told;
 
 /* COM1 receive interrupt: move bytes from RBR to the ring while both have
  * some, then EOI.  A full ring turns the receive interrupt off instead of
@@ -44,13 +47,25 @@ static void spurious_irq(struct isr_frame *f)
 	(void)f;
 }
 
-/* Next received byte, sleeping with interrupts enabled until there is one. */
+/* The host's NMI (vector 2): counted, reported by the main loop. */
+static void nmi_handler(struct isr_frame *f)
+{
+	(void)f;
+	nmis++;
+}
+
+/* Next received byte, sleeping with interrupts enabled until there is one;
+ * "echo: nmi N" for each NMI taken meanwhile. */
 static char getc_wait(void)
 {
 	char c;
 
 	for (;;) {
 		cpu_cli();
+		if (nmis != nmis_told) {
+			nmis_told = nmis;
+			gprintf("echo: nmi %u\n", nmis_told);
+		}
 		if (ring_tail != ring_head)
 			break;
 		cpu_sti_hlt();
@@ -110,6 +125,7 @@ int guest_main(void)
 	outb(0xa1, 0xff);
 	idt_set_handler(COM1_VECTOR, com1_irq);
 	idt_set_handler(SPURIOUS_VECTOR, spurious_irq);
+	idt_set_handler(2, nmi_handler);
 	lapic_enable(SPURIOUS_VECTOR);
 	ioapic_route(COM1_IRQ, COM1_VECTOR, lapic_id());
 	/* OUT2 connects the UART's IRQ output on a PC.  Bytes that arrived

@@ -1012,6 +1012,30 @@ def test_control_quit():
         check(rc == 3 and "cannot connect" in err, f"ctl without vmrun: {rc} {err}")
 
 
+def test_control_nmi():
+    """`nmi` reaches the guest's IDT vector 2 (the echo guest counts each
+    one), at once while it runs, and after `resume` when it is paused."""
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "api.sock")
+        p = subprocess.Popen([VMRUN, "--kernel", guest("echo"), "--api-sock", sock],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(p.stdout, b"echo ready\n")
+            rc, _, err = ctl(sock, "nmi")
+            check(rc == 0, f"nmi: {rc} {err}")
+            wait_for_output(p.stdout, b"echo: nmi 1\n")
+            for cmd in ("pause", "nmi", "resume"):
+                rc, _, err = ctl(sock, cmd)
+                check(rc == 0, f"{cmd}: {rc} {err}")
+            wait_for_output(p.stdout, b"echo: nmi 2\n")
+            p.stdin.write(b"exit 0\n")
+            p.stdin.flush()
+            check(p.wait(timeout=HANG_GUARD_S) == debug_exit_status(0),
+                  f"exit status {p.returncode}")
+        finally:
+            kill(p)
+
+
 def test_control_greeting_help():
     """The greeting (version, protocol, commands), `help`, event timestamps,
     query-status's memory size, vCPU count and millisecond uptime."""
