@@ -912,42 +912,40 @@ out:
 	return r;
 }
 
+/* The index of the first entry of q->tables not below @off. */
+static size_t tables_lower_bound(const struct qcow2 *q, uint64_t off)
+{
+	size_t lo = 0, hi = q->n_tables;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (q->tables[mid] < off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Whether the cluster at @off is one of our metadata tables by position:
  * an L2 table of the active L1 or a refcount block (q->tables).  Their
  * refcounts are never 0 in a sound image; this keeps a damaged one from
  * handing them out as free, and guest data from being written over them. */
 static bool is_table_cluster(const struct qcow2 *q, uint64_t off)
 {
-	size_t lo = 0, hi = q->n_tables;
+	size_t i = tables_lower_bound(q, off);
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (q->tables[mid] == off)
-			return true;
-		if (q->tables[mid] < off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return false;
+	return i < q->n_tables && q->tables[i] == off;
 }
 
 /* Add @off (a new L2 table or refcount block) to q->tables. */
 static int tables_add(struct qcow2 *q, uint64_t off)
 {
-	size_t lo = 0, hi = q->n_tables;
+	size_t lo = tables_lower_bound(q, off);
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (q->tables[mid] == off)
-			return 0;
-		if (q->tables[mid] < off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
+	if (lo < q->n_tables && q->tables[lo] == off)
+		return 0;
 	if (q->n_tables == q->cap_tables) {
 		size_t cap = q->cap_tables ? q->cap_tables * 2 : 64;
 		uint64_t *t = realloc(q->tables, cap * sizeof(*t));
