@@ -26,10 +26,10 @@
 # kernel that halts instead) and the marker holds the token; timings are
 # printed on stderr as "distro: ...".
 #
-# On a nested host without VT-x (guest kernel code interpreted) the kernel's
-# own initialisation alone takes about 45 minutes, and the run does not pass
-# there yet (README, "Booting a distribution kernel"): it is not part of the
-# default test run.  Enable it with
+# On a nested host without VT-x (guest kernel code interpreted) the kernel
+# reaches the initrd's /init after about an hour and its udev then loads the
+# modules with every system call interpreted (README, "Booting a distribution
+# kernel"): it is not part of the default test run.  Enable it with
 #   cmake -DVMRUN_DISTRO_TESTS=ON ... && ctest -L distro
 set -euo pipefail
 
