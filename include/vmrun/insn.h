@@ -23,6 +23,9 @@
  *                       and _end() (Debian's kernel: blake2s_compress_ssse3
  *                       for random.c; the crc32c/crc32/crct10dif modules)
  *   crc32               SSE4.2 CRC-32C of r/m8/16/32/64 (crc32c-intel)
+ *   lsl r, r/m16        segment limit from the GDT or LDT (Linux's NMI and
+ *                       paranoid entry read the per-CPU number with it on
+ *                       CPUs without RDPID)
  *
  * plus the repair of a broken user-mode SYSCALL (insn_syscall_repair()).
  * Anything else is INSN_UNKNOWN: the caller ends the run with a register dump
@@ -154,6 +157,14 @@ struct insn_cpu {
 	uint64_t fs_base, gs_base;
 	uint64_t idt_base;  /* linear */
 	uint16_t idt_limit;
+	/* The descriptor tables LSL reads: GDTR, and LDTR's cached base and
+	 * byte-granular limit; ldt_usable is false when LDTR holds no LDT
+	 * (loaded with a null selector), which fails every TI = 1 selector. */
+	uint64_t gdt_base;  /* linear */
+	uint16_t gdt_limit;
+	uint64_t ldt_base;  /* linear */
+	uint32_t ldt_limit;
+	bool ldt_usable;
 	uint32_t features;  /* INSN_FEAT_*, from the guest's CPUID */
 
 	/* Set by an emulated SYSRET or insn_syscall_repair(): load flat CS and
@@ -206,6 +217,7 @@ enum insn_op {
 	/* SSE moves and logic: which one is in struct insn.sse. */
 	INSN_OP_SSE,
 	INSN_OP_CRC32,
+	INSN_OP_LSL,
 };
 
 /* The SSE operations INSN_OP_SSE covers: the form decides the operands. */
@@ -255,7 +267,7 @@ struct insn {
 	uint8_t sse_group;  /* INSN_SSE_SHIFT_IMM: the opcode, 0x71, 0x72 or 0x73 */
 	uint8_t imm;        /* an imm8 operand (pshufd, the shifts) */
 
-	/* The ModRM operand (popcnt, the fences, ldmxcsr, the SSE moves). */
+	/* The ModRM operand (popcnt, lsl, the fences, ldmxcsr, the SSE moves). */
 	bool has_modrm;
 	uint8_t modrm;
 	uint8_t reg;        /* ModRM.reg with REX.R */

@@ -79,7 +79,9 @@ bool nested_image_is_linux(const uint8_t *buf, size_t len);
 
 /* Write to @out (@outlen bytes) the command line @user (NULL: empty) with
  * NESTED_LINUX_ARGS appended, except the words whose key (the part before
- * '=', or the whole word) @user already has: the user's choice wins.
+ * '=', or the whole word) @user already has: the user's choice wins.  The
+ * one exception is initcall_blacklist=, whose occurrences the kernel adds
+ * up: vmrun's list is appended beside the user's.
  * Returns 0, or -E2BIG when the result does not fit (nothing useful in
  * @out). */
 int nested_cmdline_append(const char *user, char *out, size_t outlen)

@@ -1,12 +1,12 @@
 /* Confinement after set-up (src/core/sandbox.c): capabilities dropped with
  * libcap-ng, no_new_privs, an optional switch to an unprivileged user, and a
- * seccomp allow-list per thread kind built with libseccomp.
+ * seccomp allow-list per thread kind, written with libseccomp
+ * (src/core/sandbox_rules.c) and compiled to BPF when vmrun is built.
  *
  * Order, all driven by vm_run():
  *   1. sandbox_prepare(): main thread, before any other thread exists and
- *      before anything is confined: compiles every thread kind's filter into
- *      plain BPF (libseccomp allocates; a confined thread must not need it)
- *      and resolves --user.
+ *      before anything is confined: picks every thread kind's built-in BPF
+ *      program for the mode, and resolves --user.
  *   2. sandbox_confine(): main thread, still the only thread, after every
  *      privileged open (/dev/kvm, memory, taps, disks, sockets, console) and
  *      before the first vCPU thread starts: user switch, capabilities,
@@ -48,7 +48,7 @@ enum sandbox_thread {
  * the log line.  Never set it outside tests. */
 #define SANDBOX_TEST_ENV "VMRUN_TEST_SECCOMP_VIOLATION"
 
-struct sandbox_prog; /* one kind's compiled BPF (src/core/sandbox.c) */
+struct sock_fprog; /* <linux/filter.h> */
 
 struct sandbox {
 	enum sandbox_seccomp mode;
@@ -57,7 +57,9 @@ struct sandbox {
 	gid_t gid;
 	bool confined;  /* sandbox_confine() succeeded */
 	int test_violation; /* SANDBOX_TEST_ENV's kind, or -1 */
-	struct sandbox_prog *progs[SANDBOX_N_THREADS];
+	/* each kind's BPF program, built into vmrun (sandbox_filters_gen.c);
+	 * NULL with --seccomp off */
+	const struct sock_fprog *progs[SANDBOX_N_THREADS];
 };
 
 /* Parse @mode ("on", "log", "off") into *@out.  Returns 0 or -EINVAL. */
@@ -72,8 +74,8 @@ int sandbox_resolve_user(const char *spec, uid_t *uid, gid_t *gid, char *err, si
 	__attribute__((warn_unused_result));
 
 /* Fill @sb (caller storage) for @mode and the optional --user @user (NULL:
- * stay who we are): resolve the user, compile every thread kind's filter
- * (nothing when @mode is off), read SANDBOX_TEST_ENV.  Main thread, no other
+ * stay who we are): resolve the user, pick every thread kind's filter
+ * (none when @mode is off), read SANDBOX_TEST_ENV.  Main thread, no other
  * thread running, nothing confined yet.  Returns 0 or -errno with one line
  * in @err; sandbox_exit() must still be called. */
 int sandbox_prepare(struct sandbox *sb, enum sandbox_seccomp mode, const char *user, char *err,

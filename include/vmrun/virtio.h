@@ -238,8 +238,18 @@ struct virtio_device {
 	 * the driver (configuration interrupt).  The device stops processing
 	 * until the driver resets it.  Callable from any thread. */
 	void (*needs_reset)(struct virtio_device *dev, const char *why);
+	/* Whether the device may touch guest memory and signal message
+	 * interrupts now: false while PCI Bus Master Enable is clear.  NULL
+	 * (virtio-mmio) means always.  Callable from any thread. */
+	bool (*dma_allowed)(const struct virtio_device *dev);
 	void *transport;
 };
+
+/* @dev may start new work on guest memory (dev->dma_allowed). */
+static inline bool virtio_device_dma_allowed(const struct virtio_device *dev)
+{
+	return !dev->dma_allowed || dev->dma_allowed(dev);
+}
 
 /* ---- state (src/virtio/state.c, include/vmrun/state.h) ---- */
 

@@ -53,7 +53,10 @@ void virtio_transport_queue_ready(struct virtio_device *dev, unsigned q, uint32_
 void virtio_transport_set_half(struct virtq *vq, uint64_t *addr, bool high, uint32_t val);
 
 /* Whether a notification for queue @q may reach the device model now:
- * DRIVER_OK, no NEEDS_RESET, the queue ready. */
+ * DRIVER_OK, no NEEDS_RESET, the queue ready, and the transport allowing
+ * memory accesses (virtio_device_dma_allowed()).  A notification refused
+ * for the last reason alone is not lost: the transport kicks every ready
+ * queue when it allows them again. */
 bool virtio_transport_may_notify(const struct virtio_device *dev, unsigned q);
 
 /* After a state load: a device the driver had started (DRIVER_OK, no

@@ -374,18 +374,34 @@ static int q_barrier(struct qcow2 *q)
 	return 0;
 }
 
+/* Room for element @n of the array @arr holding *@cap elements of @elem
+ * bytes: @arr itself while @n < *@cap, else the array reallocated to twice
+ * the capacity (64 to start), *@cap updated.  NULL when memory runs out,
+ * with @arr and *@cap unchanged. */
+static void *grow_for_one(void *arr, size_t *cap, size_t n, size_t elem)
+{
+	size_t want;
+	void *p;
+
+	if (n < *cap)
+		return arr;
+	want = *cap ? *cap * 2 : 64;
+	if (want > SIZE_MAX / elem)
+		return NULL;
+	p = realloc(arr, want * elem);
+	if (p)
+		*cap = want;
+	return p;
+}
+
 /* Queue the 8-byte big-endian write of @val at @off for qcow2_commit(). */
 static int meta_defer(struct qcow2 *q, uint64_t off, uint64_t val)
 {
-	if (q->npend == q->cap_pend) {
-		size_t cap = q->cap_pend ? q->cap_pend * 2 : 64;
-		struct qcow2_meta *p = realloc(q->pend, cap * sizeof(*p));
+	struct qcow2_meta *p = grow_for_one(q->pend, &q->cap_pend, q->npend, sizeof(*p));
 
-		if (!p)
-			return -ENOMEM;
-		q->pend = p;
-		q->cap_pend = cap;
-	}
+	if (!p)
+		return -ENOMEM;
+	q->pend = p;
 	q->pend[q->npend].off = off;
 	q->pend[q->npend].val = val;
 	q->npend++;
@@ -943,18 +959,14 @@ static bool is_table_cluster(const struct qcow2 *q, uint64_t off)
 static int tables_add(struct qcow2 *q, uint64_t off)
 {
 	size_t lo = tables_lower_bound(q, off);
+	uint64_t *t;
 
 	if (lo < q->n_tables && q->tables[lo] == off)
 		return 0;
-	if (q->n_tables == q->cap_tables) {
-		size_t cap = q->cap_tables ? q->cap_tables * 2 : 64;
-		uint64_t *t = realloc(q->tables, cap * sizeof(*t));
-
-		if (!t)
-			return -ENOMEM;
-		q->tables = t;
-		q->cap_tables = cap;
-	}
+	t = grow_for_one(q->tables, &q->cap_tables, q->n_tables, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	q->tables = t;
 	memmove(q->tables + lo + 1, q->tables + lo, (q->n_tables - lo) * sizeof(*q->tables));
 	q->tables[lo] = off;
 	q->n_tables++;
@@ -1144,17 +1156,14 @@ static int release_entry_now(struct qcow2 *q, uint64_t entry)
  * qcow2_commit(), once the new entries are durable. */
 static int release_entry(struct qcow2 *q, uint64_t entry)
 {
+	uint64_t *p;
+
 	if (!(entry & (QCOW2_OFFSET_MASK | QCOW2_OFLAG_COMPRESSED)))
 		return 0;
-	if (q->nrel == q->cap_rel) {
-		size_t cap = q->cap_rel ? q->cap_rel * 2 : 64;
-		uint64_t *p = realloc(q->rel, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		q->rel = p;
-		q->cap_rel = cap;
-	}
+	p = grow_for_one(q->rel, &q->cap_rel, q->nrel, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	q->rel = p;
 	q->rel[q->nrel++] = entry;
 	return 0;
 }

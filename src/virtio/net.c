@@ -117,7 +117,7 @@ static bool running(const struct virtio_net *n)
 	const struct net_priv *p = n->priv;
 
 	return p->active && (n->dev.status & VIRTIO_STATUS_DRIVER_OK) &&
-	       !(n->dev.status & VIRTIO_STATUS_NEEDS_RESET);
+	       !(n->dev.status & VIRTIO_STATUS_NEEDS_RESET) && virtio_device_dma_allowed(&n->dev);
 }
 
 /* Watch pair @q's tap queue for @events (EPOLLIN: frames to read;
@@ -808,6 +808,9 @@ static void net_queue_notify(struct virtio_device *dev, unsigned vq)
 		rx_run(q); /* buffers posted: resumes a stopped RX */
 	else if (!q->tx_blocked)
 		tx_run(q);
+	else
+		watch(q, q->watching | EPOLLOUT); /* the tap's room resumes TX (again
+						     watched after a pause in running()) */
 }
 
 static int net_activate(struct virtio_device *dev)

@@ -25,11 +25,30 @@
 #include "vmrun/virtio_pci.h"
 #include "vmrun/virtio_transport.h"
 
+/* ---- bus mastering ---- */
+
+/* Bus Master Enable (PCI 3.0, 6.2.2): while the driver keeps it clear the
+ * function issues no memory transactions, neither DMA nor MSI-X messages.
+ * Read without the bus lock from the event loop: one byte, written only
+ * under it. */
+static bool bus_master(const struct virtio_pci *p)
+{
+	return __atomic_load_n(&p->fn.cfg[PCI_COMMAND], __ATOMIC_RELAXED) & PCI_COMMAND_MASTER;
+}
+
+static bool vp_dma_allowed(const struct virtio_device *dev)
+{
+	return bus_master(dev->transport);
+}
+
 /* ---- interrupts ---- */
 
+/* Whether vector @v's message must wait in the pending bits: the vector or
+ * the function masked, or bus mastering off (an MSI-X message is a memory
+ * write). */
 static bool vector_masked(const struct virtio_pci *p, unsigned v)
 {
-	return p->msix_masked || (p->msix[v].ctrl & PCI_MSIX_ENTRY_CTRL_MASKBIT);
+	return p->msix_masked || (p->msix[v].ctrl & PCI_MSIX_ENTRY_CTRL_MASKBIT) || !bus_master(p);
 }
 
 /* Send vector @v's message now.  dev->lock held. */
@@ -479,6 +498,18 @@ static void vp_config_written(struct pci_function *fn, uint32_t offset, unsigned
 		msix_control_update(p);
 		pthread_mutex_unlock(&p->dev->lock);
 	}
+	/* Command written with Bus Master Enable set: messages held while it
+	 * was clear go out, and every ready queue is looked at, since the
+	 * notifications that came meanwhile were dropped.  (Spurious when it
+	 * was set already: a queue without new buffers ignores a kick.) */
+	if (offset <= PCI_COMMAND && offset + size > PCI_COMMAND && bus_master(p)) {
+		pthread_mutex_lock(&p->dev->lock);
+		msix_flush_pending(p);
+		for (unsigned q = 0; q < p->dev->num_queues; q++)
+			if (p->dev->vqs[q].ready)
+				virtio_notifier_kick(&p->notify[q]);
+		pthread_mutex_unlock(&p->dev->lock);
+	}
 	/* A write to pci_cfg_data goes through the window, with the bytes
 	 * the capability now holds. */
 	if (touches_cfg_data(p, offset, size) && cfg_window(p, &bar, &off, &len))
@@ -590,6 +621,7 @@ int virtio_pci_init(struct virtio_pci *p, struct virtio_device *dev,
 	dev->transport = p;
 	dev->interrupt_used = vp_interrupt_used;
 	dev->interrupt_config = vp_interrupt_config;
+	dev->dma_allowed = vp_dma_allowed;
 	virtio_transport_bind(dev);
 	vp_reset_registers(p);
 

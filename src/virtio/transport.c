@@ -124,7 +124,7 @@ bool virtio_transport_may_notify(const struct virtio_device *dev, unsigned q)
 {
 	return q < dev->num_queues && (dev->status & VIRTIO_STATUS_DRIVER_OK) &&
 	       !(dev->status & VIRTIO_STATUS_NEEDS_RESET) && dev->vqs[q].ready &&
-	       dev->ops->queue_notify;
+	       dev->ops->queue_notify && virtio_device_dma_allowed(dev);
 }
 
 int virtio_transport_activate_loaded(struct virtio_device *dev)

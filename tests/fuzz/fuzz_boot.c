@@ -73,12 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fz_quiet();
 	if (!kpath[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(kpath, sizeof(kpath), "%s/kernel", dir);
-		snprintf(ipath, sizeof(ipath), "%s/initrd", dir);
+		fz_scratch_path(kpath, sizeof(kpath), "kernel");
+		fz_scratch_path(ipath, sizeof(ipath), "initrd");
 	}
 	if (!gm.mapping && guest_mem_init(&gm, RAM_BYTES))
 		abort();

@@ -8,6 +8,7 @@
 #ifndef VMRUN_FUZZ_COMMON_H
 #define VMRUN_FUZZ_COMMON_H
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -139,6 +140,28 @@ static inline const char *fz_scratch_dir(void)
 		atexit(fz_scratch_remove);
 	}
 	return fz_scratch;
+}
+
+/* Put the path of @name in the scratch directory into @buf (@size bytes).
+ * Aborts when the directory cannot be made: a target without its files
+ * would test nothing. */
+static inline void fz_scratch_path(char *buf, size_t size, const char *name)
+{
+	const char *dir = fz_scratch_dir();
+
+	if (!dir || snprintf(buf, size, "%s/%s", dir, name) >= (int)size)
+		abort();
+}
+
+/* Make @path a fresh file of @size zero bytes (created or truncated), as
+ * the device targets want a clean disk for each input; aborts on failure. */
+static inline void fz_fresh_file(const char *path, off_t size)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	if (fd < 0 || ftruncate(fd, size))
+		abort();
+	close(fd);
 }
 
 /* Write @len bytes to @path (created or truncated).  Returns 0 or -1. */

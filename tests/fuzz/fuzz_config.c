@@ -150,11 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fz_quiet();
 	if (!path[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(path, sizeof(path), "%s/config.json", dir);
+		fz_scratch_path(path, sizeof(path), "config.json");
 		snprintf(config_eq, sizeof(config_eq), "--config=%s", path);
 	}
 	flags = fz_u8(&f);

@@ -211,13 +211,8 @@ static void via_socket(struct fake_vm *vm, const uint8_t *p, size_t len)
 	char err[512];
 	int fd;
 
-	if (!path[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(path, sizeof(path), "%s/ctl.sock", dir);
-	}
+	if (!path[0])
+		fz_scratch_path(path, sizeof(path), "ctl.sock");
 	if (evloop_init(&loop))
 		abort();
 	vm->ctl = &ctl;

@@ -97,11 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fz_quiet();
 	if (!dir_path[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(dir_path, sizeof(dir_path), "%s/img", dir);
+		fz_scratch_path(dir_path, sizeof(dir_path), "img");
 		if (mkdir(dir_path, 0700) && errno != EEXIST)
 			abort();
 		snprintf(img_path, sizeof(img_path), "%s/img", dir_path);

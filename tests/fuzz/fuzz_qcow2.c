@@ -92,12 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fz_quiet();
 	if (!top[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(top, sizeof(top), "%s/top", dir);
-		snprintf(base, sizeof(base), "%s/base", dir);
+		fz_scratch_path(top, sizeof(top), "top");
+		fz_scratch_path(base, sizeof(base), "base");
 	}
 	flags = fz_u8(&f);
 	n_ops = fz_u8(&f) % (OPS_MAX + 1);

@@ -39,24 +39,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct stat st;
 	char err[512];
 	uint8_t flags;
-	int fd;
 
 	fz_quiet();
-	if (!path[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(path, sizeof(path), "%s/blk.raw", dir);
-	}
+	if (!path[0])
+		fz_scratch_path(path, sizeof(path), "blk.raw");
 	flags = fz_u8(&f);
 	if (!fzv_parse(&v, &f, 1))
 		abort();
 	/* A fresh, zeroed disk for each input. */
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, DISK_BYTES))
-		abort();
-	close(fd);
+	fz_fresh_file(path, DISK_BYTES);
 	opts.readonly = flags & 1;
 	opts.cache = flags & 2 ? BLK_CACHE_UNSAFE : BLK_CACHE_WRITEBACK;
 	if (evloop_init(&v.loop))

@@ -422,26 +422,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct blk *disk;
 	struct stat st;
 	char err[512];
-	int fd;
 
 	fz_quiet();
-	if (!path[0]) {
-		const char *dir = fz_scratch_dir();
-
-		if (!dir)
-			abort();
-		snprintf(path, sizeof(path), "%s/pci-blk.raw", dir);
-	}
+	if (!path[0])
+		fz_scratch_path(path, sizeof(path), "pci-blk.raw");
 	if (!z.gm.mapping && guest_mem_init(&z.gm, RAM_BYTES))
 		abort();
 	parse(&z, &f);
 	z.msi_count = 0;
 	memset(z.irq_level, 0, sizeof(z.irq_level));
 	/* A fresh, zeroed disk for each input. */
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, DISK_BYTES))
-		abort();
-	close(fd);
+	fz_fresh_file(path, DISK_BYTES);
 	opts.readonly = z.flags & 1;
 	opts.cache = z.flags & 2 ? BLK_CACHE_UNSAFE : BLK_CACHE_WRITEBACK;
 	if (evloop_init(&z.loop) || pci_bus_init(&z.pci, WIN, WIN_LEN, -1, &fzp_host_ops, &z))

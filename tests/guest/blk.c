@@ -45,6 +45,10 @@
  *             to [S+QR, ...) with a reset once the device took them; prints
  *             which completed ("blk: completed <first sector> 0110...", the
  *             FLUSH last), re-inits, reads back
+ *   bus_master (virtio-pci) Bus Master Enable cleared, a read of [S, S+C)
+ *             published and notified must stay untouched (used ring,
+ *             status, buffer) while the guest looks; once it is set
+ *             again the read completes with the disk's data
  *   snapshot  for phase k = 0..R (R = blk.rounds, default 1): writes
  *             C sectors from S + kC/2 with pattern blk.wseed + k and prints
  *             "blk: phase <k> written"; before the next phase it re-reads
@@ -989,6 +993,48 @@ static uint64_t snapshot_seed(uint64_t x, uint64_t last)
 	return seed;
 }
 
+static void t_bus_master(void)
+{
+	static struct vblk_hdr hdr;
+	static volatile uint8_t status;
+	struct vdev *d = open_disk(0, VF_VERSION_1, 0, qsize);
+	uint64_t len = count * VBLK_SECTOR;
+	struct vq_buf b[3] = {
+		{ &hdr, sizeof(hdr), false }, { data, (uint32_t)len, true },
+		{ (const void *)&status, 1, true },
+	};
+	struct vq_used_elem e;
+	uint16_t head, used = vq_used_idx(d);
+
+	if (!d->pci)
+		fail(F_USAGE, "bus_master: disk 0 is not on PCI");
+	vpci_bus_master(d, false);
+	memset(data, 0xa5, len);
+	hdr = (struct vblk_hdr){ .type = VBLK_T_IN, .sector = first };
+	status = 0xff;
+	head = vq_add(d, b, 3, false);
+	vq_kick(d);
+	/* A device that ignores the bit answers within microseconds; each
+	 * look here takes longer than that where guest code is interpreted. */
+	for (unsigned i = 0; i < 20000; i++) {
+		if (vq_used_idx(d) != used || status != 0xff)
+			fail(F_USED_ID, "bus_master: a request completed with Bus Master Enable clear");
+		cpu_pause();
+	}
+	for (uint64_t i = 0; i < len; i++)
+		if (data[i] != 0xa5)
+			fail(F_DATA, "bus_master: byte %lu written with Bus Master Enable clear", i);
+	gprintf("blk: bus master off: request held\n");
+	vpci_bus_master(d, true);
+	vq_wait(d, &e);
+	if (e.id != head)
+		fail(F_USED_ID, "bus_master: the used element names chain %u, want %u", e.id, head);
+	if (status != VBLK_S_OK)
+		fail(F_STATUS, "bus_master: status %d", status);
+	check("bus_master", data, first * VBLK_SECTOR, len, seed);
+	gprintf("blk: bus master on: request done\n");
+}
+
 static void t_snapshot(void)
 {
 	struct vdev *d = open_disk(0, VF_VERSION_1 | VBLK_F_FLUSH, 0, qsize);
@@ -1022,7 +1068,7 @@ static const struct {
 	{ "readonly", t_readonly }, { "multi", t_multi },         { "full", t_full },
 	{ "indirect", t_indirect }, { "event_idx", t_event_idx }, { "range", t_range },
 	{ "malformed", t_malformed }, { "negotiate", t_negotiate }, { "reset", t_reset },
-	{ "snapshot", t_snapshot },
+	{ "snapshot", t_snapshot }, { "bus_master", t_bus_master },
 };
 
 int guest_main(void)

@@ -19,9 +19,11 @@
  * (Intel SDM vol. 2) instead, and said so: CLAC/STAC and SYSRET at CPL 0
  * (natively they are #UD / #GP at CPL 3, which is compared), INT3's gate
  * check, FWAIT's #NM and #MF, the SSE #UD/#NM rules (CR0.EM, CR0.TS,
- * CR4.OSFXSR, CPUID features), and the syscall repair on a fake state. */
+ * CR4.OSFXSR, CPUID features), LSL at CPL 0 and on the system descriptors
+ * user space cannot create, and the syscall repair on a fake state. */
 #include "unit.h"
 
+#include <asm/ldt.h>
 #include <asm/prctl.h>
 #include <cpuid.h>
 #include <errno.h>
@@ -183,6 +185,15 @@ static int fsw_clear(void *ctx, uint16_t *fsw)
 /* Linux's IDT as CPL 3 sees it for INT3: a DPL-3 gate at vector 3. */
 static uint8_t fake_idt[16 * 16];
 
+/* The descriptor tables cpu_from_native() hands the emulator for LSL: none
+ * (GDTR and LDTR empty) unless a test sets them. */
+static struct {
+	uint64_t gdt_base, ldt_base;
+	uint16_t gdt_limit;
+	uint32_t ldt_limit;
+	bool ldt_usable;
+} lsl_tables;
+
 static void cpu_from_native(struct insn_cpu *c, const struct native_regs *st)
 {
 	uint64_t fs = 0, gs = 0;
@@ -204,6 +215,11 @@ static void cpu_from_native(struct insn_cpu *c, const struct native_regs *st)
 	fake_idt[INSN_VEC_BP * 16 + 5] = 0xee; /* present, DPL 3, interrupt gate */
 	c->idt_base = (uint64_t)fake_idt;
 	c->idt_limit = sizeof(fake_idt) - 1;
+	c->gdt_base = lsl_tables.gdt_base;
+	c->gdt_limit = lsl_tables.gdt_limit;
+	c->ldt_base = lsl_tables.ldt_base;
+	c->ldt_limit = lsl_tables.ldt_limit;
+	c->ldt_usable = lsl_tables.ldt_usable;
 	c->features = host_features();
 	c->read_mem = self_read;
 	c->read_fsw = fsw_clear;
@@ -1487,6 +1503,481 @@ static void test_sse_architectural(void **state)
 	assert_int_equal(insn_step(&c, BYTES(0x0f, 0x01, 0xd0), &in, &res), INSN_UNKNOWN); /* no read_xcr */
 }
 
+/* ---- LSL ----
+ *
+ * Natively, LSL at CPL 3 reads this process's LDT, which modify_ldt(2)
+ * fills (Linux writes DPL-3 code and data descriptors only, with the
+ * accessed bit set), and the kernel's GDT, where 0x10 and 0x18 are its
+ * DPL-0 code and data.  The emulator gets tables of its own in a buffer: the
+ * LDT built from the same struct user_desc fields, a GDT with flat DPL-0
+ * code and data at those two selectors.  What user space cannot create (DPL
+ * 0 seen from CPL 0, RPL above DPL, system descriptors, a fault reading a
+ * descriptor) is checked against the SDM on tables built by hand. */
+
+/* A code, data or system-segment descriptor's first 8 bytes (SDM vol. 3A,
+ * 3.4.5): @access is byte 5 (type, S, DPL, P), @flags the nibble above the
+ * limit in byte 6 (AVL, L, D/B, G). */
+static uint64_t seg_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags)
+{
+	return (limit & 0xffffull) | (uint64_t)(base & 0xffffff) << 16 | (uint64_t)access << 40 |
+	       (uint64_t)(limit >> 16 & 0xf) << 48 | (uint64_t)(flags & 0xf) << 52 |
+	       (uint64_t)(base >> 24) << 56;
+}
+
+#define ACC_P 0x80u
+#define ACC_DPL3 0x60u
+#define ACC_S 0x10u
+#define FLAG_AVL 0x1u
+#define FLAG_L 0x2u
+#define FLAG_DB 0x4u
+#define FLAG_G 0x8u
+
+/* The descriptor modify_ldt(2) makes of @u: DPL 3, S set, accessed; a
+ * read_exec_only data segment is read-only, a read_exec_only code segment
+ * execute-only.  L comes from u->lm only with @honour_lm: current kernels
+ * write L = 0 whatever lm says (older ones copied it). */
+static uint64_t desc_from_user(const struct user_desc *u, bool honour_lm)
+{
+	uint8_t access = ACC_DPL3 | ACC_S | (uint8_t)(u->contents << 2) | (u->read_exec_only ? 0 : 2) | 1;
+	uint8_t flags = (u->useable ? FLAG_AVL : 0) | (u->lm && honour_lm ? FLAG_L : 0) |
+			(u->seg_32bit ? FLAG_DB : 0) | (u->limit_in_pages ? FLAG_G : 0);
+
+	if (!u->seg_not_present)
+		access |= ACC_P;
+	return seg_desc(u->base_addr, u->limit, access, flags);
+}
+
+/* The LDT entries the native test writes, at their entry_number: limits
+ * with and without G, data (read-write, read-only, expand-down, 16-bit),
+ * code (32-bit, 64-bit, execute-only), a not-present data segment and a
+ * not-present conforming code segment (Linux takes contents = 3 only with
+ * seg_not_present), and an empty entry (all zero: a system descriptor of
+ * type 0, which LSL refuses).  The LDT then has LSL_LDT_ENTRIES entries. */
+#define LSL_LDT_ENTRIES 12
+static const struct user_desc lsl_ldt[] = {
+	{ .entry_number = 0, .base_addr = 0x1000, .limit = 0x12345, .seg_32bit = 1, .useable = 1 },
+	{ .entry_number = 1, .limit = 0xfffff, .seg_32bit = 1, .read_exec_only = 1, .limit_in_pages = 1 },
+	{ .entry_number = 2, .limit = 0x00fff, .seg_32bit = 1, .contents = 1, .limit_in_pages = 1 },
+	{ .entry_number = 3, .base_addr = 0xabc000, .limit = 0xabcde, .seg_32bit = 1, .contents = 2 },
+	{ .entry_number = 4, .limit = 0xfffff, .contents = 2, .limit_in_pages = 1, .lm = 1 }, /* 64-bit code */
+	{ .entry_number = 5, .limit = 0x55, .seg_32bit = 1, .contents = 3, .limit_in_pages = 1,
+	  .seg_not_present = 1 },
+	{ .entry_number = 6, .limit = 0x777, .seg_32bit = 1, .seg_not_present = 1 },
+	{ .entry_number = 7, .limit = 0xffff },
+	{ .entry_number = 8, .limit = 0, .seg_32bit = 1 },
+	{ .entry_number = 9, .limit = 0x1, .seg_32bit = 1, .contents = 2, .read_exec_only = 1 },
+	{ .entry_number = 10, .base_addr = 0xfffff000, .limit = 0x80001, .seg_32bit = 1,
+	  .limit_in_pages = 1, .useable = 1 },
+	/* Linux's "empty" entry: it writes eight zero bytes. */
+	{ .entry_number = 11, .read_exec_only = 1, .seg_not_present = 1 },
+};
+
+/* Write lsl_ldt[] into this process's LDT and build the emulator's tables
+ * in @gdt (4 entries) and @ldt (LSL_LDT_ENTRIES) from the same fields.
+ * Returns 0, or -errno from modify_ldt(2). */
+static int lsl_tables_setup(uint64_t gdt[4], uint64_t ldt[LSL_LDT_ENTRIES])
+{
+	uint64_t back[LSL_LDT_ENTRIES], old_kernel[LSL_LDT_ENTRIES];
+
+	memset(ldt, 0, LSL_LDT_ENTRIES * sizeof(*ldt));
+	memset(old_kernel, 0, sizeof(old_kernel));
+	for (size_t i = 0; i < ARRAY_LEN(lsl_ldt); i++) {
+		struct user_desc u = lsl_ldt[i];
+		bool empty = u.seg_not_present && u.read_exec_only && !u.limit && !u.base_addr &&
+			     !u.contents;
+
+		if (syscall(SYS_modify_ldt, 0x11, &u, sizeof(u)) != 0)
+			return -errno;
+		ldt[u.entry_number] = empty ? 0 : desc_from_user(&u, false);
+		old_kernel[u.entry_number] = empty ? 0 : desc_from_user(&u, true);
+	}
+	/* The kernel's own bytes (func 0 reads the LDT) must be what the
+	 * emulator is given: otherwise the comparison below compares tables,
+	 * not LSL.  L does not matter to LSL; which one the kernel wrote is
+	 * taken. */
+	assert_int_equal(syscall(SYS_modify_ldt, 0, back, sizeof(back)), sizeof(back));
+	for (unsigned i = 0; i < LSL_LDT_ENTRIES; i++) {
+		if (back[i] == old_kernel[i])
+			ldt[i] = old_kernel[i];
+		if (back[i] != ldt[i])
+			fail_msg("LDT entry %u: kernel 0x%016llx, built 0x%016llx", i,
+				 (unsigned long long)back[i], (unsigned long long)ldt[i]);
+	}
+	gdt[0] = 0;
+	gdt[1] = 0;
+	gdt[2] = seg_desc(0, 0xfffff, ACC_P | ACC_S | 0xb, FLAG_L | FLAG_G);  /* 0x10: kernel code */
+	gdt[3] = seg_desc(0, 0xfffff, ACC_P | ACC_S | 0x3, FLAG_DB | FLAG_G); /* 0x18: kernel data */
+	lsl_tables.gdt_base = (uint64_t)gdt;
+	lsl_tables.gdt_limit = 4 * 8 - 1;
+	lsl_tables.ldt_base = (uint64_t)ldt;
+	lsl_tables.ldt_limit = LSL_LDT_ENTRIES * 8 - 1;
+	lsl_tables.ldt_usable = true;
+	return 0;
+}
+
+static void test_lsl_native(void **state)
+{
+	static uint64_t gdt[4], ldt[LSL_LDT_ENTRIES];
+	/* 32-, 16- and 64-bit operand size, each with a register source (CX
+	 * into AX; R14W into R9 with REX.B and REX.R) and a memory one ([RBX]). */
+	static const struct {
+		uint8_t b[5];
+		size_t n;
+	} forms[] = {
+		{ { 0x0f, 0x03, 0xc1 }, 3 },       { { 0x66, 0x0f, 0x03, 0xc1 }, 4 },
+		{ { 0x48, 0x0f, 0x03, 0xc1 }, 4 }, { { 0x45, 0x0f, 0x03, 0xce }, 4 },
+		{ { 0x66, 0x45, 0x0f, 0x03, 0xce }, 5 }, { { 0x4d, 0x0f, 0x03, 0xce }, 4 },
+		{ { 0x0f, 0x03, 0x03 }, 3 },       { { 0x66, 0x0f, 0x03, 0x03 }, 4 },
+		{ { 0x48, 0x0f, 0x03, 0x03 }, 4 },
+	};
+	uint16_t sels[LSL_LDT_ENTRIES * 4 + 16], mem_sel[4];
+	size_t n_sels = 0;
+	struct native_regs in;
+	uint64_t old;
+	int r;
+
+	r = lsl_tables_setup(gdt, ldt);
+	if (r == -ENOSYS || r == -EPERM) {
+		print_message("modify_ldt(2) unavailable (%s): LSL native comparison skipped\n",
+			      strerror(-r));
+		skip();
+	}
+	assert_int_equal(r, 0);
+
+	/* Every LDT entry and one past the end, with every RPL; the null
+	 * selector with every RPL; the kernel's DPL-0 code and data; far past
+	 * the LDT. */
+	for (unsigned idx = 0; idx <= LSL_LDT_ENTRIES; idx++)
+		for (unsigned rpl = 0; rpl < 4; rpl++)
+			sels[n_sels++] = (uint16_t)(idx << 3 | 4 | rpl);
+	for (unsigned rpl = 0; rpl < 4; rpl++)
+		sels[n_sels++] = (uint16_t)rpl;
+	sels[n_sels++] = 0x10;
+	sels[n_sels++] = 0x13;
+	sels[n_sels++] = 0x18;
+	sels[n_sels++] = 0x1b;
+	sels[n_sels++] = 0xfffc | 4 | 3;
+	sels[n_sels++] = 0x7ffc;
+
+	for (size_t s = 0; s < n_sels; s++)
+		for (size_t f = 0; f < ARRAY_LEN(forms); f++)
+			for (unsigned flags = 0; flags < 2; flags++) {
+				seed_regs(&in, s * 31 + f);
+				/* Only bits 15:0 of a register source count. */
+				in.gpr[INSN_RCX] = (in.gpr[INSN_RCX] & ~0xffffull) | sels[s];
+				in.gpr[INSN_R14] = (in.gpr[INSN_R14] & ~0xffffull) | sels[s];
+				/* A memory source is one word: the next is garbage. */
+				mem_sel[0] = sels[s];
+				mem_sel[1] = 0xffff;
+				mem_sel[2] = 0x1234;
+				in.gpr[INSN_RBX] = (uint64_t)mem_sel;
+				if (flags) /* ZF clear before, so that setting it shows */
+					in.rflags = INSN_RFLAGS_FIXED | INSN_RFLAGS_CF;
+				expect_native(INSN_EMULATED, forms[f].b, forms[f].n, &in);
+			}
+
+	/* The harness agrees with itself trivially if LSL failed everywhere:
+	 * the values the SDM gives for a few entries, natively. */
+	seed_regs(&in, 77);
+	in.gpr[INSN_RCX] = 0 << 3 | 4 | 3; /* 0x12345, byte-granular */
+	run_native(BYTES(0x48, 0x0f, 0x03, 0xc1), &in);
+	assert_int_equal(in.gpr[INSN_RAX], 0x12345);
+	assert_true(in.rflags & INSN_RFLAGS_ZF);
+	in.gpr[INSN_RCX] = 5 << 3 | 4 | 3; /* not present, conforming, G: 0x55fff */
+	run_native(BYTES(0x0f, 0x03, 0xc1), &in);
+	assert_int_equal(in.gpr[INSN_RAX], 0x55fff);
+	in.gpr[INSN_RCX] = 10 << 3 | 4 | 3; /* G: 0x80001fff */
+	old = in.gpr[INSN_RAX] = 0x1111222233334444ull;
+	run_native(BYTES(0x66, 0x0f, 0x03, 0xc1), &in);
+	assert_int_equal(in.gpr[INSN_RAX], (old & ~0xffffull) | 0x1fff);
+	in.gpr[INSN_RCX] = 0x10; /* kernel code from CPL 3: refused */
+	run_native(BYTES(0x48, 0x0f, 0x03, 0xc1), &in);
+	assert_false(in.rflags & INSN_RFLAGS_ZF);
+	assert_int_equal(in.gpr[INSN_RAX], (old & ~0xffffull) | 0x1fff);
+
+	/* Prefixes LSL ignores; LOCK is #UD; a source that faults. */
+	seed_regs(&in, 78);
+	in.gpr[INSN_RCX] = 3 << 3 | 4 | 3;
+	expect_native(INSN_EMULATED, BYTES(0xf3, 0x0f, 0x03, 0xc1), &in);
+	expect_native(INSN_EMULATED, BYTES(0xf2, 0x48, 0x0f, 0x03, 0xc1), &in);
+	expect_native(INSN_EMULATED, BYTES(0x2e, 0x66, 0x0f, 0x03, 0xc1), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf0, 0x0f, 0x03, 0xc1), &in);
+	expect_native(INSN_EXCEPTION, BYTES(0xf0, 0x48, 0x0f, 0x03, 0x03), &in);
+	in.gpr[INSN_RBX] = 0x8000000000000000ull; /* non-canonical: #GP(0) */
+	expect_native(INSN_EXCEPTION, BYTES(0x0f, 0x03, 0x03), &in);
+	in.gpr[INSN_RBP] = 0x8000000000000000ull; /* through RBP: #SS(0) */
+	expect_native(INSN_EXCEPTION, BYTES(0x0f, 0x03, 0x45, 0x00), &in);
+	{
+		uint8_t *gap = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		assert_true(gap != MAP_FAILED);
+		munmap(gap, 4096);
+		in.gpr[INSN_RBX] = (uint64_t)gap + 0xffe;
+		expect_native(INSN_EXCEPTION, BYTES(0x48, 0x0f, 0x03, 0x03), &in);
+	}
+	{
+		/* The source is one word whatever the operand size: the last
+		 * two bytes before a missing page are enough. */
+		uint8_t *p = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				  -1, 0);
+		uint16_t sel = 3 << 3 | 4 | 3;
+
+		assert_true(p != MAP_FAILED);
+		assert_int_equal(munmap(p + 4096, 4096), 0);
+		memcpy(p + 4094, &sel, sizeof(sel));
+		in.gpr[INSN_RBX] = (uint64_t)p + 4094;
+		expect_native(INSN_EMULATED, BYTES(0x48, 0x0f, 0x03, 0x03), &in);
+		expect_native(INSN_EMULATED, BYTES(0x0f, 0x03, 0x03), &in);
+		munmap(p, 4096);
+	}
+	memset(&lsl_tables, 0, sizeof(lsl_tables));
+}
+
+/* A table read_mem for the architectural tests: host memory at the linear
+ * address, except a #PF (supervisor read, not present) at and above
+ * lsl_fault_la when that is set; every access's flags are recorded. */
+static uint64_t lsl_fault_la;
+static unsigned lsl_accesses[4], lsl_n_accesses;
+
+static int lsl_read(void *ctx, uint64_t la, void *buf, size_t len, unsigned access,
+		    struct insn_exception *fault)
+{
+	if (lsl_n_accesses < ARRAY_LEN(lsl_accesses))
+		lsl_accesses[lsl_n_accesses++] = access;
+	if (lsl_fault_la && la + len > lsl_fault_la) {
+		*fault = (struct insn_exception){ .vector = INSN_VEC_PF, .has_error_code = true,
+						  .error_code = access & INSN_ACC_USER ? INSN_PF_USER : 0,
+						  .cr2 = la > lsl_fault_la ? la : lsl_fault_la };
+		return -EFAULT;
+	}
+	memcpy(buf, (const void *)la, len);
+	return 0;
+}
+
+/* Run LSL on selector @sel (in CX; the rest of RCX garbage) in all three
+ * operand sizes, starting with ZF the opposite of what @ok wants, and check
+ * the result: @limit written as each size writes it and ZF set, or the
+ * destination unchanged and ZF clear; every other flag as it was, RF
+ * cleared, RIP past the instruction. */
+static void expect_lsl(const struct insn_cpu *base, uint16_t sel, bool ok, uint32_t limit)
+{
+	static const struct {
+		uint8_t b[4];
+		size_t n;
+		unsigned size;
+	} forms[] = {
+		{ { 0x66, 0x0f, 0x03, 0xc1 }, 4, 2 },
+		{ { 0x0f, 0x03, 0xc1 }, 3, 4 },
+		{ { 0x48, 0x0f, 0x03, 0xc1 }, 4, 8 },
+	};
+
+	for (size_t f = 0; f < ARRAY_LEN(forms); f++) {
+		struct insn_cpu c = *base;
+		struct insn_result res;
+		struct insn in;
+		uint64_t old = 0xa5a5a5a5a5a5a5a5ull, want = old, flags;
+
+		c.gpr[INSN_RAX] = old;
+		c.gpr[INSN_RCX] = 0xdeadbeef00000000ull | sel;
+		c.rflags = INSN_RFLAGS_FIXED | INSN_RFLAGS_ARITH | INSN_RFLAGS_RF | INSN_RFLAGS_AC;
+		if (!ok)
+			c.rflags &= ~INSN_RFLAGS_CF; /* something besides ZF clear */
+		else
+			c.rflags &= ~INSN_RFLAGS_ZF;
+		flags = c.rflags & ~INSN_RFLAGS_RF;
+		if (insn_step(&c, forms[f].b, forms[f].n, &in, &res) != INSN_EMULATED)
+			fail_msg("selector 0x%x size %u: action %d (%s)", sel, forms[f].size,
+				 res.action, res.why ? res.why : "exception");
+		assert_int_equal(in.op, INSN_OP_LSL);
+		assert_int_equal(c.rip, base->rip + forms[f].n);
+		if (ok) {
+			want = forms[f].size == 2 ? (old & ~0xffffull) | (limit & 0xffff) : limit;
+			flags |= INSN_RFLAGS_ZF;
+		} else {
+			flags &= ~INSN_RFLAGS_ZF;
+		}
+		if (c.gpr[INSN_RAX] != want || c.rflags != flags)
+			fail_msg("selector 0x%x size %u: RAX 0x%llx RFLAGS 0x%llx, want 0x%llx 0x%llx",
+				 sel, forms[f].size, (unsigned long long)c.gpr[INSN_RAX],
+				 (unsigned long long)c.rflags, (unsigned long long)want,
+				 (unsigned long long)flags);
+	}
+}
+
+/* A GDT with what only CPL 0 or a kernel can set up. */
+static uint64_t lsl_gdt[32];
+
+static void lsl_arch_cpu(struct insn_cpu *c, unsigned cpl)
+{
+	memset(c, 0, sizeof(*c));
+	c->long64 = true;
+	c->cpl = cpl;
+	c->rip = 0xffffffff81000000ull;
+	c->gdt_base = (uint64_t)lsl_gdt;
+	c->gdt_limit = sizeof(lsl_gdt) - 1;
+	c->read_mem = lsl_read;
+	lsl_fault_la = 0;
+	lsl_n_accesses = 0;
+}
+
+/* A 16-byte system descriptor at GDT index @idx: type @type, DPL 0,
+ * present, the upper half zero. */
+static void lsl_gdt_system(unsigned idx, uint8_t type, uint32_t limit, uint8_t flags)
+{
+	lsl_gdt[idx] = seg_desc(0x12345678, limit, ACC_P | type, flags);
+	lsl_gdt[idx + 1] = 0xffffffffull; /* base 63:32; type field 0 */
+}
+
+static void test_lsl_architectural(void **state)
+{
+	static uint64_t ldt[2];
+	static const uint8_t refused[] = { 0x0, 0x1, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xa, 0xc, 0xd,
+					   0xe, 0xf };
+	struct insn_cpu c, before;
+	struct insn_result res;
+	struct insn in;
+
+	memset(lsl_gdt, 0, sizeof(lsl_gdt));
+	lsl_gdt[1] = seg_desc(0, 0xfffff, ACC_P | ACC_S | 0xb, FLAG_L | FLAG_G);         /* 0x08 */
+	lsl_gdt[2] = seg_desc(0, 0x5a5a5, ACC_P | ACC_S | 0x3, FLAG_DB);                 /* 0x10 */
+	lsl_gdt[3] = seg_desc(0, 0x01234, ACC_P | 0x40 | ACC_S | 0x3, 0);               /* 0x18: DPL 2 */
+	lsl_gdt[4] = seg_desc(0, 0xfffff, ACC_P | ACC_S | 0xf, FLAG_DB | FLAG_G);        /* 0x20: conforming, DPL 0 */
+	lsl_gdt[5] = seg_desc(0, 0x00777, ACC_S | 0x3, 0);                               /* 0x28: not present */
+	lsl_gdt[6] = seg_desc(0, 0x00abc, ACC_P | ACC_DPL3 | ACC_S | 0xb, FLAG_L | FLAG_G); /* 0x30 */
+	lsl_gdt_system(8, 0x9, 0x67, 0);          /* 0x40: 64-bit TSS */
+	lsl_gdt_system(10, 0xb, 0x2067, 0);       /* 0x50: busy 64-bit TSS */
+	lsl_gdt_system(12, 0x2, 0x1ff, FLAG_G);   /* 0x60: LDT, page-granular */
+
+	/* CPL 0, DPL 0 code and data: natively unreachable from CPL 3. */
+	lsl_arch_cpu(&c, 0);
+	expect_lsl(&c, 0x08, true, 0xffffffff);
+	expect_lsl(&c, 0x10, true, 0x5a5a5);
+	expect_lsl(&c, 0x28, true, 0x777); /* Present is not checked */
+	expect_lsl(&c, 0x18, true, 0x1234);
+	expect_lsl(&c, 0x1a, true, 0x1234); /* RPL 2 = DPL 2 */
+	expect_lsl(&c, 0x30, true, 0xabcfff);
+	/* RPL above DPL; CPL above DPL; conforming code ignores both. */
+	expect_lsl(&c, 0x0b, false, 0);
+	expect_lsl(&c, 0x11, false, 0);
+	expect_lsl(&c, 0x1b, false, 0);
+	expect_lsl(&c, 0x23, true, 0xffffffff);
+	c.cpl = 2;
+	expect_lsl(&c, 0x18, true, 0x1234);
+	expect_lsl(&c, 0x10, false, 0);
+	expect_lsl(&c, 0x08, false, 0);
+	c.cpl = 3;
+	expect_lsl(&c, 0x18, false, 0);
+	expect_lsl(&c, 0x20, true, 0xffffffff);
+	expect_lsl(&c, 0x33, true, 0xabcfff);
+	c.cpl = 0;
+
+	/* System descriptors: LDT, 64-bit TSS (available, busy) only. */
+	expect_lsl(&c, 0x40, true, 0x67);
+	expect_lsl(&c, 0x50, true, 0x2067);
+	expect_lsl(&c, 0x60, true, 0x1fffff);
+	expect_lsl(&c, 0x43, false, 0); /* RPL 3 > DPL 0 */
+	c.cpl = 3;
+	expect_lsl(&c, 0x40, false, 0);
+	c.cpl = 0;
+	for (size_t i = 0; i < ARRAY_LEN(refused); i++) {
+		lsl_gdt_system(14, refused[i], 0x67, 0);
+		expect_lsl(&c, 0x70, false, 0);
+	}
+	/* The upper half of a TSS descriptor looks like type 0: refused. */
+	expect_lsl(&c, 0x48, false, 0);
+	/* A 16-byte descriptor must lie within the limit as a whole: with
+	 * its upper half past the limit it is refused; the upper half is not
+	 * read (a fault there would show). */
+	lsl_gdt_system(14, 0x9, 0x67, 0);
+	c.gdt_limit = 14 * 8 + 15;
+	expect_lsl(&c, 0x70, true, 0x67);
+	c.gdt_limit = 14 * 8 + 14;
+	expect_lsl(&c, 0x70, false, 0);
+	c.gdt_limit = 14 * 8 + 7;
+	expect_lsl(&c, 0x70, false, 0);
+	lsl_fault_la = (uint64_t)&lsl_gdt[15];
+	c.gdt_limit = sizeof(lsl_gdt) - 1;
+	expect_lsl(&c, 0x70, true, 0x67);
+	/* An 8-byte descriptor right at the limit is within it. */
+	lsl_fault_la = 0;
+	c.gdt_limit = 2 * 8 + 7;
+	expect_lsl(&c, 0x10, true, 0x5a5a5);
+	c.gdt_limit = 2 * 8 + 6;
+	expect_lsl(&c, 0x10, false, 0);
+	c.gdt_limit = sizeof(lsl_gdt) - 1;
+
+	/* The null selector, any RPL, whatever GDT entry 0 holds (the CPU
+	 * never reads it); past the GDT. */
+	expect_lsl(&c, 0x0, false, 0);
+	expect_lsl(&c, 0x3, false, 0);
+	lsl_gdt[0] = seg_desc(0, 0x12345, ACC_P | ACC_DPL3 | ACC_S | 0x3, 0);
+	expect_lsl(&c, 0x0, false, 0);
+	expect_lsl(&c, 0x3, false, 0);
+	lsl_gdt[0] = 0;
+	expect_lsl(&c, 32 * 8, false, 0);
+	expect_lsl(&c, 0xffff & ~4, false, 0);
+
+	/* The LDT: entry 0 is a real entry (TI = 1 is never null); past its
+	 * limit and without an LDT, refused. */
+	ldt[0] = seg_desc(0, 0x00042, ACC_P | ACC_S | 0x3, 0);
+	ldt[1] = seg_desc(0, 0x00043, ACC_P | ACC_DPL3 | ACC_S | 0x3, FLAG_G);
+	c.ldt_base = (uint64_t)ldt;
+	c.ldt_limit = sizeof(ldt) - 1;
+	expect_lsl(&c, 0x4, false, 0); /* no LDT: ldt_usable false */
+	c.ldt_usable = true;
+	expect_lsl(&c, 0x4, true, 0x42);
+	expect_lsl(&c, 0x7, false, 0);
+	expect_lsl(&c, 0xf, true, 0x43fff);
+	expect_lsl(&c, 0x14, false, 0);
+	c.ldt_limit = 14;
+	expect_lsl(&c, 0xc, false, 0);
+
+	/* The descriptor read: an implicit supervisor access even at CPL 3
+	 * with AC set; the memory source an ordinary user one. */
+	lsl_arch_cpu(&c, 3);
+	{
+		static uint16_t sel = 0x33;
+
+		c.gpr[INSN_RBX] = (uint64_t)&sel;
+		c.rflags = INSN_RFLAGS_FIXED | INSN_RFLAGS_AC;
+		assert_int_equal(insn_step(&c, BYTES(0x0f, 0x03, 0x03), &in, &res), INSN_EMULATED);
+		assert_int_equal(c.gpr[INSN_RAX], 0xabcfff);
+		assert_int_equal(lsl_n_accesses, 2);
+		assert_int_equal(lsl_accesses[0], INSN_ACC_USER | INSN_ACC_AC);
+		assert_int_equal(lsl_accesses[1], 0);
+	}
+
+	/* A #PF reading the descriptor is the guest's, and leaves the state
+	 * as it was; so do #UD for LOCK and an unknown without read_mem. */
+	lsl_arch_cpu(&c, 0);
+	c.gpr[INSN_RCX] = 0x10;
+	c.rflags = INSN_RFLAGS_FIXED | INSN_RFLAGS_ZF;
+	lsl_fault_la = (uint64_t)&lsl_gdt[2] + 4;
+	before = c;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x03, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_PF);
+	assert_true(res.exc.has_error_code);
+	assert_int_equal(res.exc.error_code, 0);
+	assert_int_equal(res.exc.cr2, lsl_fault_la);
+	assert_memory_equal(&c, &before, sizeof(c));
+	lsl_fault_la = 0;
+	assert_int_equal(insn_step(&c, BYTES(0xf0, 0x48, 0x0f, 0x03, 0xc1), &in, &res), INSN_EXCEPTION);
+	assert_int_equal(res.exc.vector, INSN_VEC_UD);
+	assert_memory_equal(&c, &before, sizeof(c));
+	c.read_mem = NULL;
+	before = c;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x03, 0xc1), &in, &res), INSN_UNKNOWN);
+	assert_memory_equal(&c, &before, sizeof(c));
+	/* Without a descriptor to read, no memory access is needed. */
+	c.gpr[INSN_RCX] = 0;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x03, 0xc1), &in, &res), INSN_EMULATED);
+	assert_false(c.rflags & INSN_RFLAGS_ZF);
+	/* Not in 64-bit mode: not ours. */
+	c = before;
+	c.long64 = false;
+	assert_int_equal(insn_step(&c, BYTES(0x48, 0x0f, 0x03, 0xc1), &in, &res), INSN_UNKNOWN);
+}
+
 /* ---- the decoder ---- */
 
 static void test_decode_lengths(void **state)
@@ -1515,6 +2006,10 @@ static void test_decode_lengths(void **state)
 		{ { 0xf3, 0x0f }, 2, -EAGAIN, 0 },
 		{ { 0x66, 0x66 }, 2, -EAGAIN, 0 },
 		{ { 0x0f, 0x01, 0xd0 }, 3, 0, 3 },       /* xgetbv */
+		{ { 0x48, 0x0f, 0x03, 0xc0 }, 4, 0, 4 }, /* lsl rax, ax (Linux's NMI entry) */
+		{ { 0x66, 0x0f, 0x03, 0x44, 0x24, 0x08 }, 6, 0, 6 }, /* lsl ax, [rsp+8] */
+		{ { 0x0f, 0x03 }, 2, -EAGAIN, 0 },
+		{ { 0x0f, 0x02, 0xc1 }, 3, -ENOENT, 0 }, /* lar: not handled */
 		{ { 0x0f, 0x01, 0xd1 }, 3, -ENOENT, 0 }, /* xsetbv */
 		{ { 0x0f, 0xae, 0x54, 0x24, 0x04 }, 5, 0, 5 },       /* ldmxcsr [rsp+4] */
 		{ { 0x66, 0x44, 0x0f, 0x6f, 0x84, 0x24, 1, 2, 3, 4 }, 10, 0, 10 }, /* movdqa xmm8, [rsp+d32] */
@@ -2013,6 +2508,7 @@ int main(void)
 		cmocka_unit_test(test_sse41_crc32_native),
 		cmocka_unit_test(test_sse_faults_native),
 		cmocka_unit_test(test_xgetbv_native),
+		cmocka_unit_test(test_lsl_native),
 	};
 	const struct CMUnitTest pure[] = {
 		cmocka_unit_test(test_popcnt_feature_off),
@@ -2025,6 +2521,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_leaves_state),
 		cmocka_unit_test(test_cpuid_features),
 		cmocka_unit_test(test_sse_architectural),
+		cmocka_unit_test(test_lsl_architectural),
 		cmocka_unit_test(test_syscall_repair),
 		cmocka_unit_test(test_syscall_repair_refused),
 		cmocka_unit_test_setup_teardown(test_walk_sizes, walk_setup, walk_teardown),

@@ -159,6 +159,11 @@ static void test_cmdline_append(void **state)
 				 "pty.legacy_count=0 noreplace-smp mitigations=off cryptomgr.notests "
 				 "initcall_blacklist=ftrace_check_for_weak_functions,trace_eval_init,"
 				 "tracer_init_tracefs,blake2s_mod_init,crypto_kdf108_init");
+	/* The kernel adds up initcall_blacklist= lists (each occurrence goes
+	 * through its __setup() handler): vmrun's joins the user's. */
+	assert_int_equal(nested_cmdline_append("initcall_blacklist=init_encrypted", out,
+					       sizeof(out)), 0);
+	assert_string_equal(out, "initcall_blacklist=init_encrypted " NESTED_LINUX_ARGS);
 	assert_int_equal(nested_cmdline_append("noxsave=1 no-kvmclock-x", out, sizeof(out)), 0);
 	assert_string_equal(out, "noxsave=1 no-kvmclock-x no-kvmclock pty.legacy_count=0 tsc=reliable "
 				 "noreplace-smp clearcpuid=129,137,141,147,148,151,153,297,580 "

@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include "vmrun/bus.h"
 #include "vmrun/evloop.h"
 #include "vmrun/guest_mem.h"
@@ -409,6 +412,85 @@ static void test_msix(void **state)
 	assert_false(r->irq_level[PCI_INTX_GSI_BASE]);
 }
 
+/* An eventfd on the rig's loop that stops it when written: signalled after
+ * the notifications under test, it bounds a run of the loop (epoll reports
+ * sources in the order they became ready). */
+struct stopper {
+	struct ev_source src;
+	struct evloop *loop;
+	bool fired;
+};
+
+static void on_stopper(struct ev_source *src, uint32_t events)
+{
+	struct stopper *s = src->opaque;
+	uint64_t count;
+
+	(void)events;
+	assert_int_equal(read(src->fd, &count, sizeof(count)), sizeof(count));
+	s->fired = true;
+	s->loop->stop = true;
+}
+
+/* Run @r's loop until the stopper, written now, has fired. */
+static void run_until_stopper(struct rig *r, struct stopper *s)
+{
+	uint64_t one = 1;
+
+	s->fired = false;
+	assert_int_equal(write(s->src.fd, &one, sizeof(one)), sizeof(one));
+	while (!s->fired) {
+		r->loop.stop = false;
+		assert_int_equal(evloop_run(&r->loop), 0);
+	}
+}
+
+/* PCI 3.0, 6.2.2: with Bus Master Enable clear the function neither reads
+ * nor writes guest memory nor sends MSI-X messages; once set, what was held
+ * goes on. */
+static void test_bus_master_enable(void **state)
+{
+	struct rig *r = *state;
+	unsigned c = find_cap(r, PCI_CAP_ID_MSIX);
+	struct stopper s = { .src = { .handler = on_stopper, .opaque = &s }, .loop = &r->loop };
+	uint64_t count;
+
+	s.src.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(s.src.fd >= 0);
+	assert_int_equal(evloop_add(&r->loop, &s.src, EPOLLIN), 0);
+	negotiate(r, FEAT);
+	setup_queue(r, 0, 0x10000, 0);
+	setup_queue(r, 1, 0x20000, 1);
+	wr(r, COMMON(r, VIRTIO_PCI_COMMON_MSIX), 2, 2);
+	wr(r, COMMON(r, VIRTIO_PCI_COMMON_STATUS), 1, 0xf);
+	msix_entry(r, 0, 0x41, false);
+	cfg_wr(r, c + 2, 2, PCI_MSIX_FLAGS_ENABLE);
+
+	/* The driver turns bus mastering off (Linux: pci_clear_master()). */
+	cfg_wr(r, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	pthread_mutex_lock(&r->f.dev.lock);
+	r->f.dev.interrupt_used(&r->f.dev, 0);
+	pthread_mutex_unlock(&r->f.dev.lock);
+	assert_int_equal(r->n_msi, 0);
+	assert_int_equal(rd(r, r->bar1 + VIRTIO_PCI_MSIX_PBA, 4), 1);
+	/* A notification reaches the event loop but not the device: its
+	 * count consumed shows the loop looked at it. */
+	wr(r, r->bar0 + VIRTIO_PCI_NOTIFY_OFF + 4, 2, 1);
+	run_until_stopper(r, &s);
+	assert_int_equal(read(r->p.notify[1].src.fd, &count, sizeof(count)), -1);
+	assert_int_equal(r->f.notified[0] + r->f.notified[1], 0);
+
+	/* On again: the held message goes out and the queues are looked at. */
+	cfg_wr(r, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+	assert_int_equal(r->n_msi, 1);
+	assert_int_equal(r->msi_data, 0x41);
+	assert_int_equal(rd(r, r->bar1 + VIRTIO_PCI_MSIX_PBA, 4), 0);
+	run_until_stopper(r, &s);
+	assert_int_equal(r->f.notified[1], 1);
+	evloop_remove(&r->loop, &s.src);
+	close(s.src.fd);
+}
+
 static void test_intx(void **state)
 {
 	struct rig *r = *state;
@@ -562,6 +644,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_notify, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msix, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bus_master_enable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intx, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pci_cfg_window, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bar_move_keeps_device, setup, teardown),

@@ -54,6 +54,7 @@ const char *insn_op_name(enum insn_op op)
 	case INSN_OP_XGETBV: return "xgetbv";
 	case INSN_OP_SSE: return "sse";
 	case INSN_OP_CRC32: return "crc32";
+	case INSN_OP_LSL: return "lsl";
 	}
 	return "?";
 }
@@ -340,6 +341,10 @@ opcode:
 				return -ENOENT;
 			in->has_modrm = true;
 			in->modrm = buf[i++];
+		} else if (op2 == 0x03) {
+			in->op = INSN_OP_LSL;
+			if ((r = decode_modrm(buf, avail, &i, in)))
+				return r;
 		} else if (op2 == 0xb8) {
 			in->op = INSN_OP_POPCNT;
 			if ((r = decode_modrm(buf, avail, &i, in)))
@@ -660,7 +665,7 @@ static bool load_operand(struct insn_cpu *cpu, const struct insn *in, void *buf,
 	if (!operand_la(cpu, in, size, &la, res))
 		return false;
 	if (!cpu->read_mem) {
-		unknown(res, "sse: no memory access");
+		unknown(res, "no memory access for the operand");
 		return false;
 	}
 	r = cpu->read_mem(cpu->ctx, la, buf, size, data_access(cpu), &fault);
@@ -670,7 +675,7 @@ static bool load_operand(struct insn_cpu *cpu, const struct insn *in, void *buf,
 		return false;
 	}
 	if (r) {
-		unknown(res, "sse: memory operand unreadable");
+		unknown(res, "memory operand unreadable");
 		return false;
 	}
 	return true;
@@ -1083,6 +1088,140 @@ static enum insn_action emulate_sse(struct insn_cpu *cpu, const struct insn *in,
 	return done(cpu, in, res);
 }
 
+/* ---- LSL ---- */
+
+/* Descriptor bytes 5 and 6 (SDM vol. 3A, 3.4.5). */
+#define DESC_TYPE 0x0fu      /* byte 5 */
+#define DESC_S 0x10u         /* byte 5: code or data, else system */
+#define DESC_DPL_SHIFT 5     /* byte 5 */
+#define DESC_G 0x80u         /* byte 6 */
+#define DESC_CODE_CONFORMING 0xcu /* type bits: code (8) and conforming (4) */
+
+#define SEL_TI 0x4u
+#define SEL_RPL 0x3u
+
+/* Whether a system descriptor of @type is one LSL accepts in IA-32e mode
+ * (SDM vol. 2A, LSL, "Segment and Gate Descriptor Types"): the LDT and the
+ * 64-bit TSS, available or busy.  The 16-bit TSS types (1, 3) are reserved
+ * there and the gates never qualify.  Type 0, what the upper half of a
+ * 16-byte descriptor reads as, is refused too, although early editions of
+ * that table (253666-024) mark it valid: a selector pointing into the middle
+ * of a TSS descriptor names no segment whose limit means anything. */
+static bool lsl_system_type(unsigned type)
+{
+	return type == 0x2 || type == 0x9 || type == 0xb;
+}
+
+/* Read the first 8 bytes of the descriptor @sel names into @d, and set
+ * *@room to the offset of its table's last byte from the descriptor's first
+ * (so a 16-byte descriptor fits when *@room >= 15).  Returns 0; -ENOENT when
+ * LSL fails on the selector alone (null, TI = 1 without an LDT, past the
+ * table's limit); -EFAULT when the read ended the instruction instead, @res
+ * saying how (the guest's #PF, or unknown). */
+static int lsl_descriptor(struct insn_cpu *cpu, uint16_t sel, uint8_t d[8], uint64_t *room,
+			  struct insn_result *res)
+{
+	uint64_t base, limit, off = sel & ~(uint64_t)(SEL_TI | SEL_RPL);
+	struct insn_exception fault;
+	int r;
+
+	if (sel & SEL_TI) {
+		if (!cpu->ldt_usable)
+			return -ENOENT;
+		base = cpu->ldt_base;
+		limit = cpu->ldt_limit;
+	} else {
+		if (off == 0) /* the null selector: GDT entry 0 is never read */
+			return -ENOENT;
+		base = cpu->gdt_base;
+		limit = cpu->gdt_limit;
+	}
+	if (off + 7 > limit)
+		return -ENOENT;
+	*room = limit - off;
+	if (!cpu->read_mem) {
+		unknown(res, "lsl: no memory access");
+		return -EFAULT;
+	}
+	/* An implicit supervisor access, whatever the CPL: SMAP applies to it
+	 * regardless of RFLAGS.AC (SDM vol. 3A, 4.6). */
+	r = cpu->read_mem(cpu->ctx, base + off, d, 8, 0, &fault);
+	if (r == -EFAULT) {
+		res->action = INSN_EXCEPTION;
+		res->exc = fault;
+		return -EFAULT;
+	}
+	if (r) {
+		unknown(res, "lsl: descriptor unreadable");
+		return -EFAULT;
+	}
+	return 0;
+}
+
+/* LSL r16/r32/r64, r/m16 (0F 03 /r, Intel SDM vol. 2A): the byte-granular
+ * limit of the segment whose selector is the source, ZF = 1; or ZF = 0 and
+ * the destination unchanged when the selector is null, past its table's
+ * limit, names a type LSL does not accept, or a non-conforming segment the
+ * CPL or the RPL may not see (either above the DPL).  The Present bit is not
+ * looked at.  Other flags are unchanged.
+ *
+ * A system descriptor is 16 bytes in IA-32e mode; the SDM has LSL check
+ * that the selector "points to a descriptor that is within the limits of
+ * the GDT or LDT", so one whose upper half lies past the limit fails (ZF = 0)
+ * like one wholly past it.  The upper half itself is not read: the limit is
+ * in the lower half, and the LSL pseudo-code checks nothing in the upper.
+ *
+ * The source is 16 bits whatever the operand size (a register's low 16, or
+ * a word of memory); the result is written as a 16-bit register write (the
+ * rest of the register kept) or a 32/64-bit one (zero-extended). */
+static enum insn_action emulate_lsl(struct insn_cpu *cpu, const struct insn *in,
+				    struct insn_result *res)
+{
+	unsigned size = in->rex & REX_W ? 8 : in->opsize ? 2 : 4;
+	uint64_t *dst = &cpu->gpr[in->reg], room = 0;
+	unsigned type, dpl;
+	uint32_t limit;
+	uint8_t d[8], b[2];
+	uint16_t sel;
+	bool ok;
+	int r;
+
+	if (in->lock)
+		return raise_exc(res, INSN_VEC_UD, false, 0);
+	if (in->mem) {
+		if (!load_operand(cpu, in, b, 2, res))
+			return res->action;
+		sel = (uint16_t)get_le(b, 2);
+	} else {
+		sel = (uint16_t)cpu->gpr[in->rm_reg];
+	}
+	r = lsl_descriptor(cpu, sel, d, &room, res);
+	if (r == -EFAULT)
+		return res->action;
+	ok = r == 0;
+	if (ok) {
+		type = d[5] & DESC_TYPE;
+		dpl = (d[5] >> DESC_DPL_SHIFT) & 3;
+		if (!(d[5] & DESC_S))
+			ok = lsl_system_type(type) && room >= 15;
+		if (ok && !((d[5] & DESC_S) && (type & DESC_CODE_CONFORMING) == DESC_CODE_CONFORMING))
+			ok = cpu->cpl <= dpl && (sel & SEL_RPL) <= dpl;
+	}
+	if (!ok) {
+		cpu->rflags &= ~INSN_RFLAGS_ZF;
+		return done(cpu, in, res);
+	}
+	limit = (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)(d[6] & 0xf) << 16;
+	if (d[6] & DESC_G)
+		limit = limit << 12 | 0xfff;
+	if (size == 2)
+		*dst = (*dst & ~0xffffull) | (limit & 0xffff); /* a 16-bit write keeps the rest */
+	else
+		*dst = limit; /* zero-extended */
+	cpu->rflags |= INSN_RFLAGS_ZF;
+	return done(cpu, in, res);
+}
+
 /* XGETBV (0F 01 D0): EDX:EAX <- XCR[ECX]. */
 static enum insn_action emulate_xgetbv(struct insn_cpu *cpu, const struct insn *in,
 				       struct insn_result *res)
@@ -1126,6 +1265,7 @@ enum insn_action insn_emulate(struct insn_cpu *cpu, const struct insn *in, struc
 	case INSN_OP_XGETBV: a = emulate_xgetbv(cpu, in, res); break;
 	case INSN_OP_SSE: a = emulate_sse(cpu, in, res); break;
 	case INSN_OP_CRC32: a = emulate_crc32(cpu, in, res); break;
+	case INSN_OP_LSL: a = emulate_lsl(cpu, in, res); break;
 	default: a = unknown(res, "unknown operation"); break;
 	}
 	/* Faults and unknown instructions leave the state as it was; only

@@ -224,6 +224,14 @@ static void regs_to_cpu(const struct kvm_regs *r, const struct kvm_sregs *s, str
 	c->gs_base = s->gs.base;
 	c->idt_base = s->idt.base;
 	c->idt_limit = s->idt.limit;
+	c->gdt_base = s->gdt.base;
+	c->gdt_limit = s->gdt.limit;
+	/* LDTR's cache as KVM reports it: the limit already byte-granular;
+	 * LDTR loaded with a null selector reads as unusable (VMX) or not
+	 * present (SVM), and holds no LDT either way. */
+	c->ldt_base = s->ldt.base;
+	c->ldt_limit = s->ldt.limit;
+	c->ldt_usable = !s->ldt.unusable && s->ldt.present;
 }
 
 static void cpu_to_regs(const struct insn_cpu *c, struct kvm_regs *r)

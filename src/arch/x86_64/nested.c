@@ -212,6 +212,18 @@ static bool has_key(const char *cmdline, const char *word, size_t n)
 	return false;
 }
 
+/* Whether the kernel reads every occurrence of @word's key (@n bytes) and
+ * adds each one's list to the others': initcall_blacklist= is a __setup()
+ * handler, called once per occurrence, appending to one list.  A user's own
+ * list then does not displace vmrun's; both apply.  (clearcpuid= is not
+ * such a key: the kernel reads its first occurrence only.) */
+static bool key_accumulates(const char *word, size_t n)
+{
+	static const char key[] = "initcall_blacklist=";
+
+	return n > sizeof(key) - 1 && !memcmp(word, key, sizeof(key) - 1);
+}
+
 int nested_cmdline_append(const char *user, char *out, size_t outlen)
 {
 	const char *w = NESTED_LINUX_ARGS;
@@ -226,7 +238,7 @@ int nested_cmdline_append(const char *user, char *out, size_t outlen)
 	while (*w) {
 		size_t n = strcspn(w, " ");
 
-		if (!has_key(user, w, n)) {
+		if (key_accumulates(w, n) || !has_key(user, w, n)) {
 			size_t sep = used > 0 && out[used - 1] != ' ' ? 1 : 0;
 
 			if (used + sep + n >= outlen)

@@ -254,6 +254,9 @@ unsigned virtio_scan(struct virtio_mmio_dev *out, unsigned max);
  * device configuration structure (MagicValue and Version read as
  * virtio-mmio's, DeviceID from the PCI device ID). */
 uint32_t vpci_read(const struct vdev *d, uint32_t reg);
+/* Set or clear Bus Master Enable in @d's command register (memory decoding
+ * stays on).  @d must be on PCI. */
+void vpci_bus_master(const struct vdev *d, bool on);
 void vpci_write(const struct vdev *d, uint32_t reg, uint32_t v);
 
 static inline uint32_t vdev_read(const struct vdev *d, uint32_t reg)

@@ -115,6 +115,11 @@ unsigned virtio_scan(struct virtio_mmio_dev *out, unsigned max)
 	return n;
 }
 
+void vpci_bus_master(const struct vdev *d, bool on)
+{
+	cfg_write16(d->pci->slot, 4, on ? 0x6 : 0x2); /* Memory Space, Bus Master */
+}
+
 uint32_t vpci_read(const struct vdev *d, uint32_t reg)
 {
 	struct vpci *p = d->pci;
