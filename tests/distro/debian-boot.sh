@@ -44,19 +44,29 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ $# -ge 1 ] || die "usage: ${0##*/} VMRUN [TIMEOUT_SECONDS]"
 vmrun=$(realpath "$1")
 timeout_s=${2:-7200}
-# VMRUN_DISTRO_STOCK=1 boots the initrd as initramfs-tools makes it, with
-# udev, and the command line without the shortcuts below.
-stock=${VMRUN_DISTRO_STOCK:-0}
+# Stock: the initrd as initramfs-tools makes it (udev, signed modules) and
+# the command line without the shortcuts below.  The default where the CPU
+# has VT-x or AMD-V; VMRUN_DISTRO_STOCK=1 or 0 forces it on or off.
+if grep -qwE 'vmx|svm' /proc/cpuinfo; then
+    stock=${VMRUN_DISTRO_STOCK:-1}
+else
+    stock=${VMRUN_DISTRO_STOCK:-0}
+fi
 case $stock in 0 | 1) ;; *) die "VMRUN_DISTRO_STOCK must be 0 or 1" ;; esac
-with_udev=$stock
+
 # Shortcuts for hosts without VT-x, where every instruction of guest kernel
 # code is interpreted; each skips a part of the boot that has nothing to do
 # with what this test checks. Guest times from initcall_debug on 6.1.0-57:
 # - rodata=off: no W+X check of the kernel's page tables (about 700 s, its
 #   walk steps through the 4 GiB of ESPfix aliases a page at a time);
 # - ipv6.disable=1: inet6_init returns at once (374 s);
-# - initcall_blacklist=init_encrypted: the encrypted-keys type (157 s).
-shortcuts="rodata=off ipv6.disable=1 initcall_blacklist=init_encrypted"
+# - initcall_blacklist=init_encrypted: the encrypted-keys type (157 s);
+# - fastboot: initramfs-tools skips its fsck of the root (the host runs
+#   e2fsck on the image afterwards).
+# and in the initrd: no udev, and the modules without their signatures (the
+# kernel then checks none: SHA-256 of the module interpreted runs at about
+# 700 bytes a second, ext4.ko alone is 2 MB; it taints the kernel "E").
+shortcuts="rodata=off ipv6.disable=1 initcall_blacklist=init_encrypted fastboot"
 [ "$stock" = 0 ] || shortcuts=
 [ -x "$vmrun" ] || die "$vmrun: not executable"
 
@@ -70,7 +80,7 @@ kver=${kernel#/boot/vmlinuz-}
 # The initrd and the busybox for the root filesystem are built once per
 # kernel release and version of this script.
 key=$(sha256_of "$here/debian-boot.sh")
-cache=$(vmrun_cache_root)/distro-debian-$kver-$key-udev$with_udev
+cache=$(vmrun_cache_root)/distro-debian-$kver-$key-stock$stock
 mkdir -p "$cache"
 exec 9>"$cache/lock"
 flock 9
@@ -82,16 +92,24 @@ if [ ! -f "$cache/initrd.img" ]; then
     sed -i -e 's/^MODULES=.*/MODULES=list/' -e 's/^COMPRESS=.*/COMPRESS=gzip/' \
         "$cache/conf/initramfs.conf"
     printf '%s\n' virtio_pci virtio_blk ext4 >"$cache/conf/modules"
-    if [ "$with_udev" = 0 ]; then
+    if [ "$stock" = 0 ]; then
         # A hook of this configuration, run after udev's own hook: the
         # initrd keeps initramfs-tools' init, busybox and modprobe but not
-        # udev. /dev is the kernel's devtmpfs, where /dev/vda appears when
+        # udev, and its modules lose their signatures (see "shortcuts").
+        # /dev is the kernel's devtmpfs, where /dev/vda appears when
         # virtio_blk probes; the init-bottom script left only moves it to
         # the root, which is the one thing of udev's the init relies on.
         mkdir -p "$cache/conf/hooks"
         cat >"$cache/conf/hooks/zz-vmrun-no-udev" <<'HOOK'
 #!/bin/sh
 case "$1" in prereqs) exit 0 ;; esac
+# Signed modules end in a signature, a struct module_signature (12 bytes,
+# the signature's length big-endian in its last 4) and this marker.
+find "$DESTDIR" -name '*.ko' | while read -r ko; do
+    [ "$(tail -c 28 "$ko")" = "~Module signature appended~" ] || continue
+    siglen=$(tail -c 32 "$ko" | head -c 4 | od -An -tu4 --endian=big | tr -d ' ')
+    truncate -s $(($(stat -c %s "$ko") - 40 - siglen)) "$ko"
+done
 rm -rf "$DESTDIR/lib/systemd/systemd-udevd" "$DESTDIR/bin/udevadm" \
        "$DESTDIR/lib/udev" "$DESTDIR/etc/udev" "$DESTDIR/scripts/init-top/udev"
 cat >"$DESTDIR/scripts/init-bottom/udev" <<'SCRIPT'
